@@ -1,0 +1,53 @@
+# sentinel-playbooks: the two set-up commands are `make demo` and `make test`.
+# Everything is installed from the project's own files into .venv/, .venv-checkov/ and node_modules/.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+STAMPS := .make
+
+.PHONY: install lint test unit demo bench bench-quick checkov clean
+
+install: $(STAMPS)/venv $(STAMPS)/node
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(STAMPS)/checkov: tools/checkov.txt
+	@mkdir -p $(STAMPS)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/checkov.txt
+	@touch $@
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check .
+
+unit: install
+	$(PY) -m pytest -q
+
+checkov: $(STAMPS)/checkov
+	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json; \
+	else echo "checkov: no infra/ yet"; fi
+
+test: install lint unit checkov
+
+demo: install
+	$(PY) -m localdev.demo
+
+bench: install
+	$(PY) -m bench.run
+
+bench-quick: install
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(STAMPS) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, credentials, HTTP, errors, Case, Sentinel client, state store."""

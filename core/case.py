@@ -1,0 +1,393 @@
+"""Trigger payload normalisation: every Sentinel trigger body becomes one ``Case``.
+
+Logic Apps forward ``@triggerBody()`` unchanged, so an action may receive
+- the incident trigger body (envelope with ``object`` = the incident resource),
+- the alert trigger body (flat PascalCase, ``Entities`` as a list or a JSON string),
+- the entity trigger body (``Entity`` + ``IncidentArmID``), or
+- a manual run: ``{"incidentArmId": "..."}`` (entities are then read through ARM).
+Keys are matched case-insensitively and unknown fields are ignored. Anything unusable is a
+400 that names what is wrong. An explicit ``incidentArmId`` (any casing) at the top level
+ties an alert or entity run to its incident, e.g. after the Logic App's "Alert - Get incident".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import BadRequest, PayloadTooLarge
+
+INCIDENT_ID_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.OperationalInsights"
+    r"/workspaces/(?P<ws>[^/]+)/providers/Microsoft\.SecurityInsights/Incidents/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+ENTITY_ID_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.OperationalInsights"
+    r"/workspaces/(?P<ws>[^/]+)/",
+    re.IGNORECASE,
+)
+SEVERITIES = ("High", "Medium", "Low", "Informational")
+
+
+# -- case-insensitive access -----------------------------------------------------------------
+def ci_get(obj: Any, *names: str, default: Any = None) -> Any:
+    """The value of the first of ``names`` present in ``obj``, matching keys case-insensitively."""
+    if not isinstance(obj, Mapping):
+        return default
+    lowered = {str(k).lower(): v for k, v in obj.items()}
+    for name in names:
+        value = lowered.get(name.lower())
+        if value is not None:
+            return value
+    return default
+
+
+def ci_path(obj: Any, *path: str, default: Any = None) -> Any:
+    """``ci_get`` along a path of keys: ``ci_path(body, "object", "properties", "title")``."""
+    for key in path:
+        obj = ci_get(obj, key)
+        if obj is None:
+            return default
+    return obj
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# -- entities --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IpEntity:
+    address: str  # normalised (compressed) form
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.address)
+
+
+@dataclass(frozen=True)
+class HostEntity:
+    host_name: str
+    dns_domain: str | None = None
+    mde_device_id: str | None = None
+    aad_device_id: str | None = None
+
+    @property
+    def fqdn(self) -> str:
+        if self.dns_domain and "." not in self.host_name:
+            return f"{self.host_name}.{self.dns_domain}".lower()
+        return self.host_name.lower()
+
+
+@dataclass(frozen=True)
+class AccountEntity:
+    name: str | None
+    upn_suffix: str | None = None
+    aad_user_id: str | None = None
+    display_name: str | None = None
+
+    @property
+    def upn(self) -> str | None:
+        if self.name and "@" in self.name:
+            return self.name.lower()
+        if self.name and self.upn_suffix:
+            return f"{self.name}@{self.upn_suffix}".lower()
+        return None
+
+    @property
+    def key(self) -> str:
+        return (self.aad_user_id or self.upn or self.name or "").lower()
+
+
+@dataclass(frozen=True)
+class OtherEntity:
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Workspace:
+    subscription_id: str | None
+    resource_group: str | None
+    name: str | None
+    customer_id: str | None = None  # the Log Analytics workspace GUID
+
+
+@dataclass(frozen=True)
+class Case:
+    """What every action consumes, whatever trigger started it."""
+
+    source: str  # incident | alert | entity | manual
+    incident_id: str | None  # full ARM id, as received
+    workspace: Workspace
+    incident_name: str | None = None
+    number: int | None = None
+    title: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    url: str | None = None
+    etag: str | None = None
+    provider_name: str | None = None
+    event_type: str | None = None
+    alert_id: str | None = None
+    ips: tuple[IpEntity, ...] = ()
+    hosts: tuple[HostEntity, ...] = ()
+    accounts: tuple[AccountEntity, ...] = ()
+    others: tuple[OtherEntity, ...] = ()
+    invalid_ips: tuple[str, ...] = ()
+    entities_included: bool = True  # False for a manual run: read them through ARM
+    raw_properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """How the case is named in comments and logs."""
+        if self.number is not None:
+            return f"incident {self.number}"
+        if self.incident_name:
+            return f"incident {self.incident_name}"
+        if self.alert_id:
+            return f"alert {self.alert_id}"
+        return "entity run"
+
+    def with_entities(self, entities: Iterable[Mapping[str, Any]], max_entities: int = 500) -> Case:
+        """A copy whose entities are replaced by ``entities`` (e.g. read through ARM)."""
+        from dataclasses import replace
+
+        grouped = group_entities(entities, max_entities)
+        return replace(self, entities_included=True, **grouped)
+
+
+def _kind_of(entity: Mapping[str, Any]) -> str:
+    kind = ci_get(entity, "kind", "Type") or ""
+    return str(kind).lower()
+
+
+def _props(entity: Mapping[str, Any]) -> Mapping[str, Any]:
+    """ARM entities carry fields under ``properties``; alert-format entities carry them flat."""
+    props = ci_get(entity, "properties")
+    return props if isinstance(props, Mapping) else entity
+
+
+def _parse_ip(raw: Any) -> str | None:
+    text = _text(raw)
+    if not text:
+        return None
+    try:
+        return ipaddress.ip_address(text.split("%")[0]).compressed
+    except ValueError:
+        return None
+
+
+def group_entities(entities: Iterable[Any], max_entities: int = 500) -> dict[str, tuple]:
+    """Group raw entities (ARM or alert format) by kind, dropping duplicates, keeping order."""
+    ips: dict[str, IpEntity] = {}
+    invalid: dict[str, None] = {}
+    hosts: dict[str, HostEntity] = {}
+    accounts: dict[str, AccountEntity] = {}
+    others: dict[tuple[str, str], OtherEntity] = {}
+    count = 0
+    for entity in entities:
+        if not isinstance(entity, Mapping):
+            continue  # alert-format "$ref" placeholders and junk are not entities
+        count += 1
+        if count > max_entities:
+            raise PayloadTooLarge(f"more than {max_entities} entities in one call; split the run")
+        kind, props = _kind_of(entity), _props(entity)
+        if kind == "ip":
+            raw = ci_get(props, "address")
+            address = _parse_ip(raw)
+            if address:
+                ips.setdefault(address, IpEntity(address))
+            elif _text(raw):
+                invalid.setdefault(str(raw)[:100], None)
+        elif kind == "host":
+            extra = ci_get(props, "additionalData") or {}
+            name = (_text(ci_get(props, "hostName")) or _text(ci_get(extra, "FQDN"))
+                    or _text(ci_get(props, "netBiosName")))
+            if not name:
+                continue
+            host = HostEntity(
+                host_name=name,
+                dns_domain=_text(ci_get(props, "dnsDomain")),
+                mde_device_id=_text(ci_get(extra, "MdatpDeviceId")) or _text(ci_get(props, "MdatpDeviceId")),
+                aad_device_id=_text(ci_get(extra, "AadDeviceId")) or _text(ci_get(props, "AzureID")),
+            )
+            hosts.setdefault((host.mde_device_id or host.fqdn).lower(), host)
+        elif kind == "account":
+            account = AccountEntity(
+                name=_text(ci_get(props, "accountName", "Name")),
+                upn_suffix=_text(ci_get(props, "upnSuffix")),
+                aad_user_id=_text(ci_get(props, "aadUserId")),
+                display_name=_text(ci_get(props, "displayName")),
+            )
+            if account.key:
+                accounts.setdefault(account.key, account)
+        elif kind:
+            label = _text(ci_get(props, "friendlyName")) or _text(ci_get(entity, "name")) or kind
+            others.setdefault((kind, label), OtherEntity(kind, label))
+    return {
+        "ips": tuple(ips.values()),
+        "invalid_ips": tuple(invalid),
+        "hosts": tuple(hosts.values()),
+        "accounts": tuple(accounts.values()),
+        "others": tuple(others.values()),
+    }
+
+
+# -- the three triggers ----------------------------------------------------------------------
+def parse_incident_id(value: Any, field_name: str) -> tuple[str, Workspace, str]:
+    text = _text(value)
+    match = INCIDENT_ID_RE.match(text or "")
+    if not match:
+        raise BadRequest(
+            f"{field_name} is not a Sentinel incident ARM id "
+            "(/subscriptions/…/workspaces/…/providers/Microsoft.SecurityInsights/Incidents/<id>)"
+        )
+    ws = Workspace(match["sub"], match["rg"], match["ws"])
+    return text, ws, match["name"]
+
+
+def _severity(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    for severity in SEVERITIES:
+        if severity.lower() == text.lower():
+            return severity
+    raise BadRequest(f"severity {text[:40]!r} is not one of {', '.join(SEVERITIES)}")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _override_id(body: Mapping[str, Any]) -> Any:
+    return ci_get(body, "incidentArmId", "incidentId")
+
+
+def _from_incident(body: Mapping[str, Any], max_entities: int) -> Case:
+    obj = ci_get(body, "object")
+    if not isinstance(obj, Mapping):
+        raise BadRequest("incident trigger body: 'object' must be the incident resource")
+    incident_id, ws, name = parse_incident_id(ci_get(obj, "id"), "object.id")
+    props = ci_get(obj, "properties")
+    if not isinstance(props, Mapping):
+        raise BadRequest("incident trigger body: 'object.properties' is missing")
+    info = ci_get(body, "workspaceInfo") or {}
+    ws = Workspace(
+        ws.subscription_id or _text(ci_get(info, "SubscriptionId")),
+        ws.resource_group or _text(ci_get(info, "ResourceGroupName")),
+        ws.name or _text(ci_get(info, "WorkspaceName")),
+        _text(ci_get(body, "workspaceId")),
+    )
+    entities = ci_get(props, "relatedEntities")
+    if entities is not None and not isinstance(entities, list):
+        raise BadRequest("incident trigger body: 'relatedEntities' must be a list")
+    return Case(
+        source="incident",
+        incident_id=incident_id,
+        workspace=ws,
+        incident_name=_text(ci_get(obj, "name")) or name,
+        number=_int(ci_get(props, "incidentNumber")),
+        title=_text(ci_get(props, "title")),
+        severity=_severity(ci_get(props, "severity")),
+        status=_text(ci_get(props, "status")),
+        url=_text(ci_get(props, "incidentUrl")),
+        etag=ci_get(obj, "etag"),
+        provider_name=_text(ci_get(props, "providerName")),
+        event_type=_text(ci_get(body, "objectEventType")),
+        entities_included=entities is not None,
+        raw_properties=props,
+        **group_entities(entities or (), max_entities),
+    )
+
+
+def _alert_entities(raw: Any) -> list:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except ValueError:
+            raise BadRequest("alert trigger body: 'Entities' is a string but not valid JSON") from None
+    if not isinstance(raw, list):
+        raise BadRequest("alert trigger body: 'Entities' must be a list (or a JSON string of one)")
+    return raw
+
+
+def _from_alert(body: Mapping[str, Any], max_entities: int) -> Case:
+    override = _override_id(body)
+    incident_id, name = None, None
+    ws = Workspace(
+        _text(ci_get(body, "WorkspaceSubscriptionId")),
+        _text(ci_get(body, "WorkspaceResourceGroup")),
+        None,
+        _text(ci_get(body, "WorkspaceId")),
+    )
+    if override is not None:
+        incident_id, id_ws, name = parse_incident_id(override, "incidentArmId")
+        ws = Workspace(id_ws.subscription_id, id_ws.resource_group, id_ws.name, ws.customer_id)
+    return Case(
+        source="alert",
+        incident_id=incident_id,
+        incident_name=name,
+        workspace=ws,
+        title=_text(ci_get(body, "AlertDisplayName")),
+        severity=_severity(ci_get(body, "Severity")),
+        status=_text(ci_get(body, "Status")),
+        alert_id=_text(ci_get(body, "SystemAlertId")),
+        provider_name=_text(ci_get(body, "ProductName")),
+        **group_entities(_alert_entities(ci_get(body, "Entities")), max_entities),
+    )
+
+
+def _from_entity(body: Mapping[str, Any], max_entities: int) -> Case:
+    entity = ci_get(body, "Entity")
+    if not isinstance(entity, Mapping):
+        raise BadRequest("entity trigger body: 'Entity' must be an object")
+    raw_id = ci_get(body, "IncidentArmID") or _override_id(body)
+    incident_id, name = None, None
+    if raw_id is not None:
+        incident_id, ws, name = parse_incident_id(raw_id, "IncidentArmID")
+    else:
+        match = ENTITY_ID_RE.match(_text(ci_get(entity, "id")) or "")
+        ws = Workspace(match["sub"], match["rg"], match["ws"]) if match else Workspace(None, None, None)
+    return Case(source="entity", incident_id=incident_id, incident_name=name, workspace=ws,
+                **group_entities([entity], max_entities))
+
+
+def _from_manual(body: Mapping[str, Any]) -> Case:
+    incident_id, ws, name = parse_incident_id(_override_id(body), "incidentArmId")
+    return Case(source="manual", incident_id=incident_id, incident_name=name, workspace=ws,
+                entities_included=False)
+
+
+def normalise(body: Any, *, max_entities: int = 500) -> Case:
+    """Turn any supported trigger body into a Case, or raise BadRequest saying why not."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("the request body must be a JSON object (the Sentinel trigger body)")
+    if ci_get(body, "object") is not None or ci_get(body, "objectSchemaType") is not None:
+        return _from_incident(body, max_entities)
+    if ci_get(body, "SystemAlertId") is not None or ci_get(body, "Entities") is not None:
+        return _from_alert(body, max_entities)
+    if ci_get(body, "Entity") is not None:
+        return _from_entity(body, max_entities)
+    if _override_id(body) is not None:
+        return _from_manual(body)
+    raise BadRequest(
+        "unrecognised payload: expected a Sentinel incident trigger body ('object'), an alert trigger body "
+        "('SystemAlertId'/'Entities'), an entity trigger body ('Entity'), or {'incidentArmId': ...}"
+    )

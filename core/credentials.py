@@ -1,0 +1,76 @@
+"""Access tokens through azure-identity: managed identity in Azure, never a secret in code.
+
+Which credential is used follows azure-identity's own variables:
+- ``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER`` (App Service / Functions managed identity, and the
+  local managed-identity emulator): ``ManagedIdentityCredential`` (``AZURE_CLIENT_ID`` selects a
+  user-assigned identity);
+- ``AZURE_CLIENT_SECRET`` with ``AZURE_TENANT_ID``/``AZURE_CLIENT_ID``: ``EnvironmentCredential``;
+- otherwise ``DefaultAzureCredential`` (developer sign-in).
+azure-identity is imported on first use, not at cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from core.errors import DownstreamError
+
+log = logging.getLogger(__name__)
+
+# Token audiences stay the public ones even when an endpoint setting points elsewhere.
+ARM_SCOPE = "https://management.azure.com/.default"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default"
+
+
+def _build_credential():
+    from azure import identity
+
+    if os.environ.get("IDENTITY_ENDPOINT"):
+        return identity.ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+    if os.environ.get("AZURE_CLIENT_SECRET"):
+        return identity.EnvironmentCredential()
+    return identity.DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+class TokenProvider:
+    """Bearer tokens per scope. azure-identity caches tokens until shortly before they expire."""
+
+    def __init__(self, credential=None) -> None:
+        self._credential = credential
+        self._lock = threading.Lock()
+
+    @property
+    def credential(self):
+        if self._credential is None:
+            with self._lock:
+                if self._credential is None:
+                    self._credential = _build_credential()
+        return self._credential
+
+    def bearer(self, scope: str) -> str:
+        from azure.core.exceptions import AzureError
+
+        try:
+            token = self.credential.get_token(scope)
+        except AzureError as exc:
+            # The exception text can include the identity endpoint's answer, never a secret we hold,
+            # but keep the message short and generic for the run history.
+            log.warning("token request for %s failed: %s", scope, type(exc).__name__)
+            raise DownstreamError(
+                f"could not get an access token for {scope.removesuffix('/.default')}",
+                code="TokenUnavailable",
+            ) from None
+        return "Bearer " + token.token
+
+
+_provider: TokenProvider | None = None
+
+
+def get_token_provider() -> TokenProvider:
+    global _provider
+    if _provider is None:
+        _provider = TokenProvider()
+    return _provider

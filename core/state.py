@@ -1,0 +1,222 @@
+"""State in Azure Table Storage (Azurite locally and in CI) and work queues in Queue Storage.
+
+Every table has its own key design, documented where the table is used. The store offers the
+few operations the pack's idempotency rests on: point reads, upserts, a conditional insert
+(exactly one of several concurrent writers wins) and an etag-guarded replace. Storage
+failures become ``StateUnavailable`` (503 + Retry-After): nothing is done without state.
+azure-data-tables is imported on first use, not at cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from core.errors import ConfigurationError, StateUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class StateStore:
+    """Tables and queues of one storage account, named with an optional prefix."""
+
+    def __init__(self, *, connection_string: str | None = None, table_uri: str | None = None,
+                 queue_uri: str | None = None, credential: Any = None, prefix: str = "") -> None:
+        if not connection_string and not table_uri:
+            raise ConfigurationError("state store: set STATE_STORAGE_CONNECTION or STATE_TABLE_SERVICE_URI")
+        self._conn = connection_string
+        self._table_uri = table_uri
+        self._queue_uri = queue_uri
+        self._credential = credential
+        self.prefix = "".join(ch for ch in prefix if ch.isalnum())
+        self._tables: dict[str, Any] = {}
+        self._queues: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- clients ------------------------------------------------------------------------------
+    def table_name(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @staticmethod
+    def queue_name(name: str) -> str:
+        # Not prefixed: a queue trigger's queue name is fixed in its decorator.
+        return name
+
+    def _table(self, name: str):
+        full = self.table_name(name)
+        client = self._tables.get(full)
+        if client is not None:
+            return client
+        from azure.core.exceptions import AzureError, ResourceExistsError
+        from azure.data.tables import TableServiceClient
+
+        with self._lock:
+            if full not in self._tables:
+                if self._conn:
+                    service = TableServiceClient.from_connection_string(self._conn)
+                else:
+                    service = TableServiceClient(endpoint=self._table_uri, credential=self._credential)
+                client = service.get_table_client(full)
+                try:
+                    client.create_table()
+                except ResourceExistsError:
+                    pass
+                except AzureError as exc:
+                    raise self._unavailable(exc) from None
+                self._tables[full] = client
+        return self._tables[full]
+
+    def _queue(self, name: str):
+        full = self.queue_name(name)
+        client = self._queues.get(full)
+        if client is not None:
+            return client
+        from azure.core.exceptions import AzureError, ResourceExistsError
+        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+        # The Functions host expects base64 messages by default.
+        policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
+                    "message_decode_policy": BinaryBase64DecodePolicy()}
+        with self._lock:
+            if full not in self._queues:
+                if self._conn:
+                    client = QueueClient.from_connection_string(self._conn, full, **policies)
+                else:
+                    if not self._queue_uri:
+                        raise ConfigurationError("state store: set STATE_QUEUE_SERVICE_URI for deferred work")
+                    client = QueueClient(self._queue_uri, full, credential=self._credential, **policies)
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                except AzureError as exc:
+                    raise self._unavailable(exc) from None
+                self._queues[full] = client
+        return self._queues[full]
+
+    @staticmethod
+    def _unavailable(exc: Exception) -> StateUnavailable:
+        log.warning("state store error: %s", type(exc).__name__)
+        return StateUnavailable(f"state store unavailable ({type(exc).__name__})", retry_after=10)
+
+    # -- table operations ---------------------------------------------------------------------
+    def get(self, table: str, partition: str, row: str) -> dict | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            entity = self._table(table).get_entity(partition_key=partition, row_key=row)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+        result = dict(entity)
+        result["_etag"] = entity.metadata.get("etag")
+        return result
+
+    def upsert(self, table: str, entity: dict) -> None:
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._table(table).upsert_entity(self._clean(entity), mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    def insert_if_absent(self, table: str, entity: dict) -> bool:
+        """Insert; False (and no change) when the key exists. Exactly one concurrent caller wins."""
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        try:
+            self._table(table).create_entity(self._clean(entity))
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    def replace_if_unchanged(self, table: str, entity: dict, etag: str) -> bool:
+        """Replace only if the stored entity still has ``etag``; False when someone got there first."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        try:
+            self._table(table).update_entity(self._clean(entity), mode=UpdateMode.REPLACE, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 412:
+                return False
+            raise self._unavailable(exc) from None
+
+    def delete(self, table: str, partition: str, row: str) -> None:
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._table(table).delete_entity(partition_key=partition, row_key=row)
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    def query(self, table: str, filter_: str, parameters: dict | None = None) -> Iterator[dict]:
+        from azure.core.exceptions import AzureError
+
+        try:
+            for entity in self._table(table).query_entities(filter_, parameters=parameters or {}):
+                yield dict(entity)
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    @staticmethod
+    def _clean(entity: dict) -> dict:
+        return {k: v for k, v in entity.items() if not k.startswith("_")}
+
+    # -- queues -------------------------------------------------------------------------------
+    def enqueue(self, queue: str, message: dict, *, delay_seconds: int = 0) -> None:
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._queue(queue).send_message(json.dumps(message).encode(), visibility_timeout=delay_seconds)
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    def ping(self) -> None:
+        """Raise StateUnavailable when the table service cannot be reached (health check)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            next(iter(self._table("health").query_entities("PartitionKey eq 'x'", results_per_page=1)), None)
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+
+def key_safe(value: str) -> str:
+    """Table keys may not contain / \\ # ? or control characters; IPv6 colons are fine."""
+    return "".join("_" if ch in "/\\#?" or ord(ch) < 32 else ch for ch in value)
+
+
+_store: StateStore | None = None
+
+
+def get_state_store() -> StateStore:
+    """The process-wide store, built from settings on first use."""
+    global _store
+    if _store is None:
+        from core.credentials import get_token_provider
+        from core.settings import get_settings
+
+        settings = get_settings()
+        connection = settings["STATE_STORAGE_CONNECTION"]
+        credential = None if connection else get_token_provider().credential
+        _store = StateStore(
+            connection_string=str(connection) if connection else None,
+            table_uri=settings["STATE_TABLE_SERVICE_URI"],  # type: ignore[arg-type]
+            queue_uri=settings["STATE_QUEUE_SERVICE_URI"],  # type: ignore[arg-type]
+            credential=credential,
+            prefix=str(settings["STATE_TABLE_PREFIX"] or ""),
+        )
+    return _store

@@ -1,0 +1,1 @@
+"""VirusTotal IP reputation enrichment."""

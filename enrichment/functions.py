@@ -1,0 +1,44 @@
+"""HTTP and queue functions of the enrichment area (one Blueprint)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+from core.api import run_action
+from core.case import Case
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+def _enricher():
+    from core.context import get_context
+    from enrichment.service import Enricher
+
+    return Enricher(get_context())
+
+
+def enrich(case: Case) -> dict:
+    return _enricher().enrich(case)
+
+
+@bp.route(route="enrichment/ip-reputation", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def ip_reputation(req: func.HttpRequest) -> func.HttpResponse:
+    """VirusTotal verdict for every IP entity of the incident, written as one incident comment."""
+    return run_action(req, enrich, name="ip_reputation")
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="vt-deferred", connection="STATE_STORAGE_CONNECTION")
+def ip_reputation_deferred(msg: func.QueueMessage) -> None:
+    """Finish lookups deferred by VirusTotal's quota and complete the run's comment.
+
+    An exception makes the host retry the message and, after five attempts, park it in
+    ``vt-deferred-poison``: nothing is dropped silently.
+    """
+    message = json.loads(msg.get_body())
+    summary = _enricher().resume(message)
+    log.info("deferred enrichment of %s: complete=%s calls=%s", summary["case"], summary["complete"],
+             summary["virustotalCalls"])

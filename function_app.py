@@ -1,0 +1,14 @@
+"""The function app: one FunctionApp composed of one Blueprint per area. Nothing else.
+
+Keep imports here light: they are paid at every cold start. Areas import their heavy SDKs
+inside the functions that use them.
+"""
+
+import azure.functions as func
+
+from core.health import bp as health
+from enrichment.functions import bp as enrichment
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(health)
+app.register_functions(enrichment)

@@ -1,0 +1,1 @@
+"""Local development: function host, loopback emulators, playbook runner. Never imported by production code."""

@@ -1,0 +1,1 @@
+"""Loopback emulators of the external APIs, following their documented contracts."""

@@ -1,0 +1,95 @@
+"""VirusTotal client and verdicts, against the VirusTotal emulator over real HTTP."""
+
+import pytest
+
+from core.errors import ConfigurationError, DownstreamError
+from core.http import build_session
+from enrichment.virustotal import QuotaExceeded, VerdictThresholds, VirusTotalClient
+from localdev.emulators.virustotal import VirusTotalEmulator
+
+
+@pytest.fixture(scope="module")
+def vt_server():
+    with VirusTotalEmulator(api_keys=("good-key",)) as server:
+        yield server
+
+
+@pytest.fixture
+def vt(vt_server):
+    vt_server.reset()
+    return vt_server
+
+
+def client(vt, key="good-key", **kw) -> VirusTotalClient:
+    session = build_session(timeout=1.0, retries=2, backoff=0.01, retry_statuses=(500, 502, 503, 504))
+    return VirusTotalClient(session, key, vt.url, **kw)
+
+
+@pytest.mark.parametrize(("stats", "expected"), [
+    ({"malicious": 2, "harmless": 70}, "malicious"),
+    ({"malicious": 1, "harmless": 70}, "suspicious"),
+    ({"suspicious": 1, "harmless": 70}, "suspicious"),
+    ({"harmless": 70, "undetected": 20}, "harmless"),
+    ({}, "unknown"),
+])
+def test_default_thresholds(stats, expected):
+    assert VerdictThresholds().classify(stats) == expected
+
+
+def test_thresholds_are_configurable():
+    strict = VerdictThresholds(malicious=5, suspicious=3)
+    assert strict.classify({"malicious": 4}) == "suspicious"
+    assert strict.classify({"malicious": 1, "suspicious": 1}) == "harmless"
+
+
+def test_lookup_keeps_counts_owner_and_link(vt):
+    vt.set_report("203.0.113.45", malicious=12, suspicious=1, harmless=60, undetected=21, reputation=-40,
+                  country="NL", as_owner="Example Hosting B.V.", asn=64500)
+    verdict = client(vt).lookup("203.0.113.45")
+    assert verdict.verdict == "malicious"
+    assert (verdict.malicious, verdict.suspicious, verdict.harmless, verdict.undetected) == (12, 1, 60, 21)
+    assert (verdict.reputation, verdict.country, verdict.as_owner, verdict.asn) == (-40, "NL", "Example Hosting B.V.", 64500)
+    assert verdict.link == "https://www.virustotal.com/gui/ip-address/203.0.113.45"
+    assert vt.received[-1].headers["x-apikey"] == "good-key"
+
+
+def test_unknown_address_is_unknown_not_an_error(vt):
+    vt.set_unknown("198.51.100.77")
+    assert client(vt).lookup("198.51.100.77").verdict == "unknown"
+
+
+def test_rejected_key_is_a_configuration_error_without_the_key(vt):
+    with pytest.raises(ConfigurationError) as error:
+        client(vt, key="s3cr3t-wrong-key").lookup("198.51.100.23")
+    assert "VIRUSTOTAL_API_KEY" in error.value.message
+    assert "s3cr3t" not in error.value.message and "s3cr3t" not in repr(client(vt, key="s3cr3t"))
+
+
+def test_quota_is_reported_not_retried(vt):
+    vt.fail(429, body={"error": {"code": "QuotaExceededError", "message": "Quota exceeded"}})
+    with pytest.raises(QuotaExceeded):
+        client(vt).lookup("198.51.100.23")
+    assert len(vt.received) == 1  # a 429 spends no more quota on retries
+
+
+def test_transient_errors_are_retried(vt):
+    vt.fail(503, times=2, body={"error": {"code": "TransientError", "message": "try again"}})
+    assert client(vt).lookup("198.51.100.23").verdict in ("harmless", "suspicious", "malicious")
+    assert len(vt.received) == 3
+
+
+def test_persistent_failure_is_a_downstream_error(vt):
+    vt.fail(500, times=10)
+    with pytest.raises(DownstreamError) as error:
+        client(vt).lookup("198.51.100.23")
+    assert error.value.status == 502 and error.value.retry_after
+
+
+def test_timeout_and_malformed_answers(vt):
+    vt.fail(delay=1.5, times=3)
+    with pytest.raises(DownstreamError, match="in time"):
+        client(vt).lookup("198.51.100.23")
+    vt.reset()
+    vt.fail(malformed=True)
+    with pytest.raises(DownstreamError, match="not JSON"):
+        client(vt).lookup("198.51.100.23")
