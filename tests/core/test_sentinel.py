@@ -1,0 +1,129 @@
+"""Sentinel ARM client against the ARM emulator (and, when present, the official spec)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.credentials import TokenProvider
+from core.errors import Conflict, Forbidden, NotFound
+from core.http import build_session
+from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
+from localdev.emulators.entra import EntraEmulator
+from localdev.emulators.sentinel_arm import SentinelArmEmulator
+from tests.fixtures import INCIDENT_4711, sample
+from tests.sentinel_spec import REQUEST_VALIDATOR, SPEC_AVAILABLE, requires_spec, validate_request
+
+
+class EmulatorCredential:
+    """azure-identity's ManagedIdentityCredential pointed at the emulator (real token requests)."""
+
+    def __init__(self, entra: EntraEmulator) -> None:
+        import os
+
+        from azure.identity import ManagedIdentityCredential
+
+        os.environ.update(entra.env())
+        self.inner = ManagedIdentityCredential()
+
+    def get_token(self, *scopes, **kw):
+        return self.inner.get_token(*scopes, **kw)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=REQUEST_VALIDATOR) as arm:
+        yield entra, arm
+
+
+@pytest.fixture
+def arm(servers):
+    _entra, arm = servers
+    arm.reset()
+    arm.seed_from_trigger(sample("incident-trigger.json"))
+    return arm
+
+
+@pytest.fixture(scope="module")
+def client(servers):
+    entra, arm = servers
+    session = build_session(timeout=2, retries=2, backoff=0.01)
+    return SentinelClient(session, TokenProvider(EmulatorCredential(entra)), arm.url)
+
+
+def test_get_incident_and_lists(arm, client):
+    incident = client.get_incident(INCIDENT_4711)
+    assert incident["properties"]["incidentNumber"] == 4711
+    kinds = [entity["kind"] for entity in client.list_entities(INCIDENT_4711)]
+    assert kinds.count("Ip") == 4 and "Host" in kinds
+    assert client.list_alerts(INCIDENT_4711)[0]["kind"] == "SecurityAlert"
+
+
+def test_one_token_request_for_many_calls(servers, arm, client):
+    entra, _ = servers
+    for _ in range(5):
+        client.get_incident(INCIDENT_4711)
+    assert len(entra.requests_to("GET", "/msi/token")) <= 1
+
+
+def test_comment_with_deterministic_id_is_written_once(arm, client):
+    cid = comment_id(INCIDENT_4711, "test", "run-1")
+    assert cid == comment_id(INCIDENT_4711.upper(), "test", "run-1")
+    client.put_comment(INCIDENT_4711, cid, "<p>first</p>")
+    client.put_comment(INCIDENT_4711, cid, "<p>second</p>")
+    comments = arm.comments(INCIDENT_4711)
+    assert len(comments) == 1 and comments[0]["properties"]["message"] == "<p>second</p>"
+
+
+def test_comment_over_the_limit_is_refused_before_sending(arm, client):
+    with pytest.raises(ValueError):
+        client.put_comment(INCIDENT_4711, comment_id(INCIDENT_4711, "big"), "x" * (COMMENT_MAX_CHARS + 1))
+    assert arm.requests_to("PUT") == []
+
+
+def test_update_retries_after_a_concurrent_edit(arm, client):
+    seen = []
+
+    def change(properties):
+        seen.append(properties["severity"])
+        if len(seen) == 1:
+            arm.touch(INCIDENT_4711, severity="Low")  # someone edits between our GET and PUT
+        properties["labels"] = [{"labelName": "checked", "labelType": "User"}]
+        return True
+
+    client.update_incident(INCIDENT_4711, change)
+    props = arm.incident(INCIDENT_4711)["properties"]
+    assert seen == ["High", "Low"]
+    assert props["severity"] == "Low" and props["labels"][0]["labelName"] == "checked"
+
+
+def test_update_gives_up_after_the_bound(arm, client):
+    arm.fail(409, times=10, method="PUT", body={"error": {"code": "Conflict", "message": "etag"}})
+    with pytest.raises(Conflict):
+        client.add_labels(INCIDENT_4711, "x")
+    assert len(arm.requests_to("PUT")) == client.max_conflict_retries + 1
+
+
+def test_add_labels_is_idempotent(arm, client):
+    client.add_labels(INCIDENT_4711, "VirusTotal: malicious")
+    client.add_labels(INCIDENT_4711, "virustotal: MALICIOUS")
+    assert len(arm.requests_to("PUT")) == 1
+
+
+def test_errors_map_to_the_error_model(arm, client):
+    missing = INCIDENT_4711.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    with pytest.raises(NotFound):
+        client.get_incident(missing)
+    arm.fail(403, body={"error": {"code": "AuthorizationFailed", "message": "no"}})
+    with pytest.raises(Forbidden, match="Sentinel Responder"):
+        client.get_incident(INCIDENT_4711)
+
+
+@requires_spec
+def test_every_request_the_client_sent_conforms_to_the_spec(arm, client):
+    client.get_incident(INCIDENT_4711)
+    client.list_entities(INCIDENT_4711)
+    client.put_comment(INCIDENT_4711, comment_id(INCIDENT_4711, "spec"), "<p>hi</p>")
+    client.add_labels(INCIDENT_4711, "spec-check")
+    assert SPEC_AVAILABLE and len(arm.received) >= 4
+    for request in arm.received:
+        assert validate_request(request.method, request.path, request.query, request.json) == []
