@@ -35,7 +35,7 @@ unit: install
 	$(PY) -m pytest -q
 
 checkov: $(STAMPS)/checkov
-	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json; \
+	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json --skip-download; \
 	else echo "checkov: no infra/ yet"; fi
 
 test: install lint unit checkov

@@ -132,6 +132,12 @@ class Settings:
             if raw is None:
                 values[spec.name] = None
                 continue
+            if raw.startswith("@Microsoft.KeyVault("):
+                # An unresolved Key Vault reference reaches the app as its literal text.
+                values[spec.name] = None
+                problems[spec.name] = (f"setting {spec.name} is an unresolved Key Vault reference: grant the "
+                                       "function identity 'Key Vault Secrets User' and check the secret exists")
+                continue
             try:
                 values[spec.name] = _parse(spec, raw)
             except ConfigurationError as exc:

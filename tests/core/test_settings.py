@@ -32,6 +32,13 @@ def test_malformed_settings_are_named(name, value, fragment):
         settings[name]
 
 
+def test_unresolved_key_vault_reference_is_a_named_problem():
+    settings = Settings.from_env({"VIRUSTOTAL_API_KEY": "@Microsoft.KeyVault(SecretUri=https://kv/secrets/vt/)"})
+    assert "Key Vault" in settings.problems["VIRUSTOTAL_API_KEY"]
+    with pytest.raises(ConfigurationError, match="VIRUSTOTAL_API_KEY"):
+        settings.require("VIRUSTOTAL_API_KEY")
+
+
 def test_loopback_http_is_allowed_for_emulators():
     settings = Settings.from_env({"ARM_ENDPOINT": "http://127.0.0.1:5000/", "GRAPH_ENDPOINT": "http://localhost:1"})
     assert settings["ARM_ENDPOINT"] == "http://127.0.0.1:5000"

@@ -1,0 +1,175 @@
+// The function app on Flex Consumption (Linux, Python 3.11) running as the user-assigned identity.
+// No secret is in an app setting: storage and App Insights use the identity, secrets are Key Vault
+// references resolved by the platform with the same identity.
+
+param name string
+param planName string
+param location string
+param tags object = {}
+
+param identityId string
+param identityClientId string
+
+param storageAccountName string
+param deploymentContainerName string
+param applicationInsightsName string
+param keyVaultName string
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Spread instances over availability zones (where the region supports it); keeps at least two always-ready instances per function group, billed.')
+param zoneRedundant bool = false
+
+// Plain settings from main.bicep (names exactly as in core/settings.py).
+param serviceNowInstanceUrl string = ''
+param protectedAccounts string = ''
+param protectedMachines string = ''
+param approvers string = ''
+param dryRun bool = true
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+// Versionless references: a rotated secret is picked up without touching the app settings.
+var secretsUri = '${vault.properties.vaultUri}secrets/'
+
+var appSettings = {
+  // AzureWebJobsStorage with the user-assigned identity (no connection string).
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+  AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+
+  // Telemetry authenticated with the identity (App Insights has local auth disabled).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+
+  // azure-identity picks the user-assigned identity by its client id (core/credentials.py).
+  AZURE_CLIENT_ID: identityClientId
+
+  // State store with the identity: core/state.py uses these when STATE_STORAGE_CONNECTION is unset.
+  STATE_TABLE_SERVICE_URI: storage.properties.primaryEndpoints.table
+  STATE_QUEUE_SERVICE_URI: storage.properties.primaryEndpoints.queue
+  // The queue trigger (connection="STATE_STORAGE_CONNECTION") as an identity-based connection.
+  // STATE_STORAGE_CONNECTION itself stays unset in Azure: it would be read as a connection string.
+  STATE_STORAGE_CONNECTION__queueServiceUri: storage.properties.primaryEndpoints.queue
+  STATE_STORAGE_CONNECTION__credential: 'managedidentity'
+  STATE_STORAGE_CONNECTION__clientId: identityClientId
+
+  // Secrets: Key Vault references (secret names match keyvault.bicep's secretValues in main.bicep).
+  VIRUSTOTAL_API_KEY: '@Microsoft.KeyVault(SecretUri=${secretsUri}virustotal-api-key)'
+  SERVICENOW_USERNAME: '@Microsoft.KeyVault(SecretUri=${secretsUri}servicenow-username)'
+  SERVICENOW_PASSWORD: '@Microsoft.KeyVault(SecretUri=${secretsUri}servicenow-password)'
+  SLACK_WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${secretsUri}slack-webhook-url)'
+  TEAMS_WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${secretsUri}teams-webhook-url)'
+  APPROVAL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${secretsUri}approval-signing-key)'
+
+  // Plain configuration from azd environment values.
+  SERVICENOW_INSTANCE_URL: serviceNowInstanceUrl
+  PROTECTED_ACCOUNTS: protectedAccounts
+  PROTECTED_MACHINES: protectedMachines
+  APPROVERS: approvers
+  DRY_RUN: dryRun ? 'true' : 'false'
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_225:Zone redundancy is the zoneRedundant parameter (off by default): on Flex it bills two always-ready instances per function group, and Logic App retries absorb an instance loss.
+    reserved: true
+    zoneRedundant: zoneRedundant
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_17:Client certificates are not used: Logic Apps authenticate with a function key over TLS.
+    // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero and places instances itself; there is no minimum instance count to set (always-ready instances are a cost choice).
+    // checkov:skip=CKV_AZURE_213:The App Service health check feature is not available on Flex Consumption; GET /api/health is probed by the postdeploy hook and can back an availability test.
+    // checkov:skip=CKV_AZURE_222:No VNet in this template: Sentinel's Logic Apps call the functions over the public endpoint (function keys + TLS 1.2).
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    keyVaultReferenceIdentity: identityId
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+  }
+
+  resource settings 'config' = {
+    name: 'appsettings'
+    properties: appSettings
+  }
+
+  // azd deploys with an Entra token; basic (publishing-profile) credentials stay off.
+  resource ftpCredentials 'basicPublishingCredentialsPolicies' = {
+    name: 'ftp'
+    properties: {
+      allow: false
+    }
+  }
+
+  resource scmCredentials 'basicPublishingCredentialsPolicies' = {
+    name: 'scm'
+    properties: {
+      allow: false
+    }
+  }
+}
+
+output name string = functionApp.name
+output url string = 'https://${functionApp.properties.defaultHostName}'

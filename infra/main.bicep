@@ -1,0 +1,281 @@
+// sentinel-playbooks: what `azd up` deploys.
+//
+//   resource group rg-<env>
+//     id-...        user-assigned identity of the function app
+//     st...         storage (Entra-only): AzureWebJobsStorage, deployment package, state tables/queues
+//     kv-...        Key Vault (RBAC): VirusTotal key, ServiceNow credentials, webhooks, approval key
+//     log-/appi-... Log Analytics + Application Insights (the pack's telemetry, not Sentinel's)
+//     plan-/func-.. Flex Consumption function app (Python 3.11)
+//     con-...       Microsoft Sentinel API connection (managed identity)
+//     logic-...     one Consumption Logic App per entry of `playbooks` below
+//   existing Sentinel workspace (optional): role assignments and automation rules
+//
+// Playbooks are deployed once the function host has keys: the postdeploy hook sets DEPLOY_PLAYBOOKS
+// and provisions again (docs/deploy.md). Plain resource declarations only (no registry modules), so
+// the templates build offline and checkov scans every resource.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; used in resource names and the azd-env-name tag.')
+param environmentName string
+
+@minLength(1)
+@description('Region of all resources. It must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group name; empty = rg-<environmentName>.')
+param resourceGroupName string = ''
+
+// --- Function configuration (app settings; names as in core/settings.py) ---
+
+@description('ServiceNow instance URL, e.g. https://contoso.service-now.com; empty = ServiceNow sync reports it missing.')
+param serviceNowInstanceUrl string = ''
+
+@description('Accounts response actions never touch (UPNs or object ids, comma-separated).')
+param protectedAccounts string = ''
+
+@description('Machines response actions never touch (names or device ids, comma-separated).')
+param protectedMachines string = ''
+
+@description('Who may decide approvals (UPNs / emails, comma-separated).')
+param approvers string = ''
+
+@description('Report what response actions would do without doing it. Safe by default: set false deliberately.')
+param dryRun bool = true
+
+// --- Secrets: written to Key Vault when given, never to an app setting or an output ---
+
+@secure()
+param virusTotalApiKey string = ''
+@secure()
+param serviceNowUsername string = ''
+@secure()
+param serviceNowPassword string = ''
+@secure()
+param slackWebhookUrl string = ''
+@secure()
+param teamsWebhookUrl string = ''
+@secure()
+param approvalSigningKey string = ''
+
+// --- Sentinel ---
+
+@description('Resource id of the existing Sentinel (Log Analytics) workspace; empty = no workspace roles, no automation rules.')
+param sentinelWorkspaceResourceId string = ''
+
+@description('Object id of the "Azure Security Insights" service principal in this tenant (az ad sp show --id 98785600-1bb7-4fb9-b9fa-19afe2c8a360 --query id -o tsv); empty = grant it in Sentinel settings instead.')
+param sentinelAutomationPrincipalId string = ''
+
+@description('Deploy the Logic Apps. Set by the postdeploy hook once the function host serves keys.')
+param deployPlaybooks bool = false
+
+@description('Create automation rules in the Sentinel workspace that run each playbook on its runOn events.')
+param createAutomationRules bool = false
+
+// --- Capacity ---
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Zone-redundant Flex plan (region permitting); bills two always-ready instances per function group.')
+param zoneRedundant bool = false
+
+// The playbook registry. To add a playbook: put its workflow definition in infra/playbooks/ and add
+// one entry here. `runOn` = the incident events ('Created', 'Updated') on which an automation rule runs
+// it when createAutomationRules is true; [] = run manually or from your own automation rules.
+var playbooks = [
+  {
+    name: 'enrichment-ip-reputation'
+    definition: loadJsonContent('playbooks/enrichment-ip-reputation.json')
+    runOn: ['Created']
+  }
+]
+
+// Queues that queue triggers listen on (enrichment/functions.py: ip_reputation_deferred).
+var stateQueueNames = ['vt-deferred']
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+var sentinelEnabled = !empty(sentinelWorkspaceResourceId)
+// /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{name}
+var workspaceIdParts = split(sentinelEnabled ? sentinelWorkspaceResourceId : '/subscriptions/${subscription().subscriptionId}/resourceGroups/-/providers/Microsoft.OperationalInsights/workspaces/-', '/')
+var sentinelSubscriptionId = workspaceIdParts[2]
+var sentinelResourceGroupName = workspaceIdParts[4]
+var sentinelWorkspaceName = workspaceIdParts[8]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-11-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}func-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueNames: stateQueueNames
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    // Secret names are the ones app/api.bicep references.
+    secretValues: {
+      'virustotal-api-key': virusTotalApiKey
+      'servicenow-username': serviceNowUsername
+      'servicenow-password': serviceNowPassword
+      'slack-webhook-url': slackWebhookUrl
+      'teams-webhook-url': teamsWebhookUrl
+      'approval-signing-key': approvalSigningKey
+    }
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+    serviceNowInstanceUrl: serviceNowInstanceUrl
+    protectedAccounts: protectedAccounts
+    protectedMachines: protectedMachines
+    approvers: approvers
+    dryRun: dryRun
+  }
+}
+
+module sentinelConnection 'app/sentinel-connection.bicep' = if (deployPlaybooks) {
+  name: 'sentinel-connection'
+  scope: rg
+  params: {
+    name: '${abbrs.webConnections}azuresentinel-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module playbookApps 'app/playbook.bicep' = [for playbook in playbooks: if (deployPlaybooks) {
+  name: 'playbook-${playbook.name}'
+  scope: rg
+  params: {
+    name: '${abbrs.logicWorkflows}${playbook.name}-${resourceToken}'
+    location: location
+    tags: tags
+    definition: playbook.definition
+    functionAppName: api.outputs.name
+    sentinelConnectionId: deployPlaybooks ? sentinelConnection.outputs.id : ''
+    sentinelConnectionName: deployPlaybooks ? sentinelConnection.outputs.name : ''
+    sentinelApiId: deployPlaybooks ? sentinelConnection.outputs.apiId : ''
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}]
+
+// Role assignments at the pack's resource group (storage, Key Vault, App Insights, Sentinel automation).
+module rbacPack 'app/rbac.bicep' = {
+  name: 'rbac-pack'
+  scope: rg
+  params: {
+    functionPrincipalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    sentinelAutomationPrincipalId: sentinelAutomationPrincipalId
+  }
+}
+
+// Role assignments on the Sentinel workspace (possibly another resource group or subscription).
+module rbacSentinel 'app/rbac.bicep' = if (sentinelEnabled) {
+  name: 'rbac-sentinel-${resourceToken}'
+  scope: resourceGroup(sentinelSubscriptionId, sentinelResourceGroupName)
+  params: {
+    functionPrincipalId: identity.outputs.principalId
+    sentinelWorkspaceName: sentinelWorkspaceName
+    playbookPrincipalIds: [for (playbook, i) in playbooks: deployPlaybooks ? playbookApps[i].outputs.principalId : '']
+  }
+}
+
+module automationRules 'app/automation-rules.bicep' = [for (playbook, i) in playbooks: if (deployPlaybooks && createAutomationRules && sentinelEnabled && !empty(playbook.runOn)) {
+  name: 'automation-${playbook.name}-${resourceToken}'
+  scope: resourceGroup(sentinelSubscriptionId, sentinelResourceGroupName)
+  params: {
+    workspaceName: sentinelWorkspaceName
+    playbookName: playbook.name
+    logicAppResourceId: deployPlaybooks ? playbookApps[i].outputs.id : ''
+    triggersWhen: playbook.runOn
+    order: 100 + i
+  }
+  // Sentinel refuses a RunPlaybook action it has no permission to run.
+  dependsOn: [
+    rbacPack
+    rbacSentinel
+  ]
+}]
+
+// Only what azd and the hooks need: names, URLs, ids. No key, secret or connection string.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = api.outputs.url
+output AZURE_FUNCTION_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_KEYVAULT_NAME string = keyVault.outputs.name
+output SENTINEL_WORKSPACE_NAME string = sentinelEnabled ? sentinelWorkspaceName : ''
+output PLAYBOOKS_DEPLOYED bool = deployPlaybooks
