@@ -118,12 +118,14 @@ def error_code_of(response: requests.Response) -> str:
     return ""
 
 
-def call(session: requests.Session, method: str, url: str, *, service: str, **kwargs) -> requests.Response:
+def call(session: requests.Session, method: str, url: str, *, service: str, passthrough: tuple[int, ...] = (),
+         **kwargs) -> requests.Response:
     """Send a request and turn transport failures and retry-worthy answers into PackErrors.
 
     Returns the response for any status the caller should interpret itself (2xx and 4xx
-    other than 429); raises Throttled for 429 and DownstreamError for 5xx, timeouts and
-    connection failures, each with a Retry-After for the Logic App.
+    other than 429, and any status in ``passthrough``); raises Throttled for 429 and
+    DownstreamError for 5xx, timeouts and connection failures, each with a Retry-After for
+    the Logic App.
     """
     try:
         response = session.request(method, url, **kwargs)
@@ -136,6 +138,8 @@ def call(session: requests.Session, method: str, url: str, *, service: str, **kw
         raise DownstreamError(f"{service} could not be reached", code=f"{service}Unreachable") from None
     except requests.RequestException as exc:
         raise DownstreamError(f"{service} request failed: {type(exc).__name__}") from None
+    if response.status_code in passthrough:
+        return response
     if response.status_code == 429:
         raise Throttled(
             f"{service} throttled the request ({error_code_of(response) or 'HTTP 429'})",

@@ -57,7 +57,10 @@ class SentinelClient:
             raise NotFound(f"Sentinel: {path.rsplit('/providers/', 1)[-1]} not found ({code})")
         if response.status_code == 409:
             raise Conflict(f"Sentinel: conflicting update ({code})")
-        if response.status_code in (401, 403):
+        if response.status_code == 401:
+            raise DownstreamError(f"Sentinel rejected the function's access token ({code})",
+                                  code="SentinelUnauthorized")
+        if response.status_code == 403:
             # Our identity lacks a role: retrying will not help, the deployment must grant it.
             raise Forbidden(
                 f"Sentinel refused the function's identity ({code}): grant it Microsoft Sentinel Responder "

@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
-from core.errors import ConfigurationError, DownstreamError, Throttled
-from core.http import call, error_code_of
+from core.errors import ConfigurationError, DownstreamError
+from core.http import call, error_code_of, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,12 @@ class VirusTotalClient:
     def lookup(self, ip: str) -> IpVerdict:
         self.calls += 1
         url = f"{self.endpoint}/api/v3/ip_addresses/{ip}"
-        try:
-            response = call(self.session, "GET", url, service="VirusTotal", headers={"x-apikey": self._api_key})
-        except DownstreamError as error:
-            if isinstance(error, Throttled):  # VirusTotal's 429: per-minute or daily quota used up
-                raise QuotaExceeded(error.message, error.retry_after) from None
-            raise
+        response = call(self.session, "GET", url, service="VirusTotal", headers={"x-apikey": self._api_key},
+                        passthrough=(429,))
         code = error_code_of(response)
+        if response.status_code == 429:  # the key's per-minute or daily quota is used up
+            hint = retry_after_seconds(response) if "Retry-After" in response.headers else None
+            raise QuotaExceeded(code or "QuotaExceededError", hint)
         if response.status_code == 200:
             try:
                 return verdict_from_report(ip, response.json(), self.thresholds)

@@ -172,7 +172,7 @@ class Emulator:
         """Answer the next ``times`` matching requests with a fault instead of the contract."""
         with self._lock:
             self._faults.append(Fault(
-                status=status, times=times, path=re.compile(path) if path else None,
+                status=status, times=times, path=re.compile(path, re.IGNORECASE) if path else None,
                 method=method, retry_after=None if retry_after is None else str(retry_after),
                 body=body, delay=delay, drop=drop, malformed=malformed,
             ))

@@ -43,8 +43,8 @@ class EntraEmulator(Emulator):
         """The variables that make azure-identity use this endpoint."""
         return {"IDENTITY_ENDPOINT": self.endpoint, "IDENTITY_HEADER": self.identity_header}
 
-    def reset(self) -> None:
-        super().reset()
+    def revoke_all(self) -> None:
+        """Invalidate every issued token (``reset`` keeps them: hosts cache tokens across tests)."""
         with self._tokens_lock:
             self._tokens.clear()
 

@@ -57,8 +57,8 @@ class VirusTotalEmulator(Emulator):
         self._unknown.add(ipaddress.ip_address(ip).compressed)
 
     def lookups(self) -> list[str]:
-        """Addresses looked up successfully or not, in order (what quota was spent on)."""
-        return [r.params.get("ip", "") for r in self.requests_to("GET", r"/api/v3/ip_addresses/")]
+        """Addresses asked for, in order, whatever the answer (every call a client made)."""
+        return [r.path.rsplit("/", 1)[-1] for r in self.requests_to("GET", r"/api/v3/ip_addresses/")]
 
     # -- contract -----------------------------------------------------------------------------
     def _derived(self, ip: str) -> dict:

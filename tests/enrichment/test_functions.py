@@ -1,0 +1,213 @@
+"""VirusTotal enrichment end to end: local host -> emulators over real HTTP, state in Azurite."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.fixtures import INCIDENT_4711, incident_with, sample
+
+ROUTE = "enrichment/ip-reputation"
+pytestmark = pytest.mark.e2e
+
+
+def fresh_incident(stack, ips, number=None):
+    """A new incident (own id) seeded in the ARM emulator, and its trigger body."""
+    number = number or uuid.uuid4().int % 100000
+    body = incident_with(number, ips, name=str(uuid.uuid4()))
+    stack.arm.seed_from_trigger(body)
+    return body, body["object"]["id"]
+
+
+def fresh_ips(n: int) -> list[str]:
+    """Public (documentation-range) addresses no earlier test has cached."""
+    base = uuid.uuid4().int
+    return [f"2001:db8:{(base >> 16) % 0xFFFF:x}:{base % 0xFFFF:x}::{i + 1:x}" for i in range(n)]
+
+
+def test_sample_incident_gets_one_comment_with_every_verdict(clean_stack, host):
+    stack = clean_stack
+    stack.vt.set_report("203.0.113.45", malicious=12, harmless=55, as_owner="Bad Hosting Ltd")
+    stack.vt.set_report("198.51.100.23", harmless=70)
+    body = sample("incident-trigger.json")
+    stack.arm.seed_from_trigger(body)
+
+    response = host.post(ROUTE, body)
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    verdicts = {item["ip"]: item for item in summary["ips"]}
+    assert verdicts.keys() == {"203.0.113.45", "198.51.100.23"}
+    assert summary["skipped"] == [{"ip": "10.0.0.5", "reason": "private address (RFC 1918)"}]
+    assert summary["complete"] is True and summary["worstVerdict"] == "malicious"
+    assert len(summary["comments"]) == 1
+    assert summary["label"] == "VirusTotal: malicious"
+
+    comments = stack.arm.comments(INCIDENT_4711)
+    assert len(comments) == 1
+    message = comments[0]["properties"]["message"]
+    assert "incident 4711" in message and "Bad Hosting Ltd" in message and "10.0.0.5" in message
+    labels = [label["labelName"] for label in stack.arm.incident(INCIDENT_4711)["properties"]["labels"]]
+    assert labels == ["VirusTotal: malicious"]
+
+    # The Logic App retries the same call: no second comment, no second label, no VirusTotal call.
+    lookups = len(stack.vt.lookups())
+    again = host.post(ROUTE, body).json()
+    assert again["comments"] == summary["comments"] and again["virustotalCalls"] == 0
+    assert all(item["cached"] for item in again["ips"])
+    assert len(stack.arm.comments(INCIDENT_4711)) == 1
+    assert len(stack.arm.incident(INCIDENT_4711)["properties"]["labels"]) == 1
+    assert len(stack.vt.lookups()) == lookups
+
+
+def test_cache_is_shared_across_incidents(clean_stack, host):
+    ips = fresh_ips(2)
+    first, _ = fresh_incident(clean_stack, ips)
+    second, second_id = fresh_incident(clean_stack, [ips[1], "192.168.1.10"])
+    assert host.post(ROUTE, first).json()["virustotalCalls"] == 2
+    summary = host.post(ROUTE, second).json()
+    assert summary["virustotalCalls"] == 0 and summary["ips"][0]["cached"] is True
+    assert clean_stack.vt.lookups().count(ips[1]) == 1
+    assert len(clean_stack.arm.comments(second_id)) == 1
+
+
+def test_alert_trigger_enriches_without_a_comment(clean_stack, host):
+    summary = host.post(ROUTE, sample("alert-trigger-entities-string.json")).json()
+    assert {item["ip"] for item in summary["ips"]} == {"203.0.113.45", "198.51.100.23"}
+    assert summary["comments"] == [] and "no incident id" in summary["commentSkipped"]
+    assert clean_stack.arm.requests_to("PUT") == []
+
+
+def test_entity_trigger_comments_on_its_incident(clean_stack, host):
+    clean_stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    summary = host.post(ROUTE, sample("entity-trigger-ip.json")).json()
+    assert [item["ip"] for item in summary["ips"]] == ["198.51.100.23"]
+    assert len(clean_stack.arm.comments(INCIDENT_4711)) == 1
+
+
+def test_manual_run_reads_entities_through_arm(clean_stack, host):
+    ips = fresh_ips(1)
+    _, incident_id = fresh_incident(clean_stack, ips)
+    summary = host.post(ROUTE, {"incidentArmId": incident_id}).json()
+    assert [item["ip"] for item in summary["ips"]] == ips
+    assert len(clean_stack.arm.requests_to("POST", r"/entities$")) == 1
+
+
+def test_etag_conflict_on_label_is_retried(clean_stack, host):
+    ip = fresh_ips(1)[0]
+    clean_stack.vt.set_report(ip, malicious=9)
+    body, incident_id = fresh_incident(clean_stack, [ip])
+    clean_stack.arm.fail(409, method="PUT", path=r"/incidents/[^/]+$",
+                         body={"error": {"code": "Conflict", "message": "etag mismatch"}})
+    response = host.post(ROUTE, body)
+    assert response.status_code == 200, response.text
+    assert len(clean_stack.arm.requests_to("PUT", r"/incidents/[^/]+$")) == 2
+    labels = clean_stack.arm.incident(incident_id)["properties"]["labels"]
+    assert [label["labelName"] for label in labels] == ["VirusTotal: malicious"]
+
+
+def test_real_concurrent_edit_keeps_both_changes(clean_stack, host):
+    ip = fresh_ips(1)[0]
+    clean_stack.vt.set_report(ip, malicious=9)
+    body, incident_id = fresh_incident(clean_stack, [ip])
+    clean_stack.arm.touch(incident_id, severity="Medium")  # an analyst edits after the trigger fired
+    assert host.post(ROUTE, body).status_code == 200
+    props = clean_stack.arm.incident(incident_id)["properties"]
+    assert props["severity"] == "Medium" and props["labels"][0]["labelName"] == "VirusTotal: malicious"
+
+
+def test_quota_exhaustion_defers_and_completes_the_same_comment(clean_stack, host):
+    ips = fresh_ips(3)
+    body, incident_id = fresh_incident(clean_stack, ips)
+    quota = {"error": {"code": "QuotaExceededError", "message": "Quota exceeded"}}
+    clean_stack.vt.fail(429, path=ips[1].replace(":", r"\:"), body=quota)
+    summary = host.post(ROUTE, body).json()
+    assert summary["complete"] is False
+    assert summary["deferred"] == ips[1:]
+    [comment] = clean_stack.arm.comments(incident_id)
+    assert "pending" in comment["properties"]["message"]
+
+    def completed():
+        [current] = clean_stack.arm.comments(incident_id)
+        return "pending" not in current["properties"]["message"] and current
+
+    final = wait_for(completed, timeout=30)
+    assert final["name"] == comment["name"]  # the same comment, completed in place
+    for ip in ips:
+        assert ip in final["properties"]["message"]
+    assert sorted(set(clean_stack.vt.lookups())) == sorted(ips)  # nothing lost, each looked up
+
+
+def test_concurrent_triggers_write_one_comment_and_one_lookup_per_ip(clean_stack, host):
+    ips = fresh_ips(3)
+    body, incident_id = fresh_incident(clean_stack, [*ips, "10.1.1.1"])
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [r.status_code for r in pool.map(lambda _: host.post(ROUTE, body), range(8))]
+    assert statuses == [200] * 8
+    assert len(clean_stack.arm.comments(incident_id)) == 1
+    assert sorted(clean_stack.vt.lookups()) == sorted(ips)
+
+
+def test_bad_api_key_is_a_clear_configuration_error(stack):
+    process = stack.host(VIRUSTOTAL_API_KEY="wrong-secret-value-123")
+    try:
+        from tests.conftest import HostClient
+
+        client = HostClient(process)
+        body, incident_id = fresh_incident(stack, fresh_ips(1))
+        response = client.post(ROUTE, body)
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error["code"] == "VirusTotalKeyRejected" and "VIRUSTOTAL_API_KEY" in error["message"]
+        assert "wrong-secret-value-123" not in response.text
+        assert stack.arm.comments(incident_id) == []
+    finally:
+        process.stop()
+
+
+def test_missing_api_key_is_named(stack):
+    process = stack.host(VIRUSTOTAL_API_KEY="")
+    try:
+        from tests.conftest import HostClient
+
+        response = HostClient(process).post(ROUTE, sample("alert-trigger.json"))
+        assert response.status_code == 500
+        assert "VIRUSTOTAL_API_KEY" in response.json()["error"]["message"]
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"{not json", "MalformedJson"),
+    (b"", "BadRequest"),
+    (b"[1, 2]", "BadRequest"),
+    (b'{"hello": "world"}', "BadRequest"),
+])
+def test_malformed_payloads_get_400(host, raw, code):
+    response = host.post(ROUTE, raw=raw)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+def test_function_key_is_required(host):
+    assert host.post(ROUTE, sample("alert-trigger.json"), key=None).status_code == 401
+    assert host.post(ROUTE, sample("alert-trigger.json"), key="wrong").status_code == 401
+
+
+def test_sentinel_outage_answers_retryable_and_retry_completes(clean_stack, host):
+    body, incident_id = fresh_incident(clean_stack, fresh_ips(1))
+    clean_stack.arm.fail(503, times=20, path=r"/comments/")
+    response = host.post(ROUTE, body)
+    assert response.status_code == 502 and int(response.headers["Retry-After"]) > 0
+    clean_stack.arm.clear_faults()
+    assert host.post(ROUTE, body).status_code == 200
+    assert len(clean_stack.arm.comments(incident_id)) == 1
+
+
+def test_unknown_incident_is_404(clean_stack, host):
+    body = incident_with(99999, fresh_ips(1), name=str(uuid.uuid4()))  # not seeded in ARM
+    response = host.post(ROUTE, body)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NotFound"
