@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage  # the worker's concrete message type (has dequeue_count)
+from azure.functions.timer import TimerRequest
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class FunctionHost:
                 return self._write(h, 404)
             arg, target = timer
             try:
-                self.invoke(target, **{arg: func.TimerRequest(past_due=False)})
+                self.invoke(target, **{arg: TimerRequest(past_due=False)})
             except Exception:
                 traceback.print_exc()  # the real host logs the failure; the admin call is still accepted
             return self._write(h, 202)
