@@ -38,7 +38,7 @@ checkov: $(STAMPS)/checkov
 	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json --skip-download; \
 	else echo "checkov: no infra/ yet"; fi
 
-test: install lint unit checkov
+test: install lint unit checkov bench-quick
 
 demo: install
 	$(PY) -m localdev.demo
