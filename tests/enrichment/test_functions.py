@@ -211,3 +211,14 @@ def test_unknown_incident_is_404(clean_stack, host):
     response = host.post(ROUTE, body)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "NotFound"
+
+
+def test_api_key_never_leaves_the_function(clean_stack, host):
+    """The VirusTotal key goes to VirusTotal only: not to Sentinel, not into answers."""
+    from localdev.stack import VT_KEY
+
+    clean_stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    response = host.post(ROUTE, sample("incident-trigger.json"))
+    assert response.status_code == 200 and VT_KEY not in response.text
+    for request in clean_stack.arm.received:
+        assert VT_KEY not in request.text and VT_KEY not in str(dict(request.headers))
