@@ -46,56 +46,54 @@ class StateStore:
         return name
 
     def _table(self, name: str):
-        full = self.table_name(name)
-        client = self._tables.get(full)
-        if client is not None:
-            return client
-        from azure.core.exceptions import AzureError, ResourceExistsError
         from azure.data.tables import TableServiceClient
 
-        with self._lock:
-            if full not in self._tables:
-                if self._conn:
-                    service = TableServiceClient.from_connection_string(self._conn)
-                else:
-                    service = TableServiceClient(endpoint=self._table_uri, credential=self._credential)
-                client = service.get_table_client(full)
-                try:
-                    client.create_table()
-                except ResourceExistsError:
-                    pass
-                except AzureError as exc:
-                    raise self._unavailable(exc) from None
-                self._tables[full] = client
-        return self._tables[full]
+        def build():
+            if self._conn:
+                service = TableServiceClient.from_connection_string(self._conn)
+            else:
+                service = TableServiceClient(endpoint=self._table_uri, credential=self._credential)
+            client = service.get_table_client(self.table_name(name))
+            return client, client.create_table
+
+        return self._client(self._tables, self.table_name(name), build)
 
     def _queue(self, name: str):
-        full = self.queue_name(name)
-        client = self._queues.get(full)
+        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+        def build():
+            # The Functions host expects base64 messages by default.
+            policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
+                        "message_decode_policy": BinaryBase64DecodePolicy()}
+            full = self.queue_name(name)
+            if self._conn:
+                client = QueueClient.from_connection_string(self._conn, full, **policies)
+            else:
+                if not self._queue_uri:
+                    raise ConfigurationError("state store: set STATE_QUEUE_SERVICE_URI for deferred work")
+                client = QueueClient(self._queue_uri, full, credential=self._credential, **policies)
+            return client, client.create_queue
+
+        return self._client(self._queues, self.queue_name(name), build)
+
+    def _client(self, cache: dict[str, Any], full: str, build):
+        """A cached client for table or queue ``full``, created (with its resource) on first use."""
+        client = cache.get(full)
         if client is not None:
             return client
         from azure.core.exceptions import AzureError, ResourceExistsError
-        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
-        # The Functions host expects base64 messages by default.
-        policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
-                    "message_decode_policy": BinaryBase64DecodePolicy()}
         with self._lock:
-            if full not in self._queues:
-                if self._conn:
-                    client = QueueClient.from_connection_string(self._conn, full, **policies)
-                else:
-                    if not self._queue_uri:
-                        raise ConfigurationError("state store: set STATE_QUEUE_SERVICE_URI for deferred work")
-                    client = QueueClient(self._queue_uri, full, credential=self._credential, **policies)
+            if full not in cache:
+                client, create = build()
                 try:
-                    client.create_queue()
+                    create()
                 except ResourceExistsError:
                     pass
                 except AzureError as exc:
                     raise self._unavailable(exc) from None
-                self._queues[full] = client
-        return self._queues[full]
+                cache[full] = client
+        return cache[full]
 
     @staticmethod
     def _unavailable(exc: Exception) -> StateUnavailable:

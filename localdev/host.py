@@ -41,6 +41,8 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage  # the worker's concrete message type (has dequeue_count)
 from azure.functions.timer import TimerRequest
 
+from localdev.process import stop_process
+
 log = logging.getLogger(__name__)
 
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount default
@@ -379,13 +381,7 @@ class HostProcess:
         raise RuntimeError("the local function host did not start (see its output above)")
 
     def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
         self._process = None
 
     def __enter__(self) -> HostProcess:
