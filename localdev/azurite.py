@@ -1,23 +1,28 @@
 """Azurite, the Azure Storage emulator (npm package ``azurite``), as a child process.
 
-Tests, the demo and the benchmarks keep their state in real Table and Queue Storage served
-by Azurite on free loopback ports, with in-memory persistence so every run starts clean.
+Tests, the demo and the benchmarks keep their state in real Table and Queue Storage served by
+Azurite on free loopback ports, in memory, so every run starts clean and runs never collide.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from localdev.process import stop_process
 
+log = logging.getLogger(__name__)
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "devstoreaccount1"
-# Azurite's well-known development key (public, documented; not a secret).
+# Azurite's well-known development key (public and documented; not a secret).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+SERVICES = ("blob", "queue", "table")
 
 
 def _free_port() -> int:
@@ -33,56 +38,72 @@ def _listening(port: int) -> bool:
 
 
 class Azurite:
-    """``with Azurite() as storage: storage.connection_string``."""
+    """``with Azurite() as storage:`` then use ``storage.connection_string``."""
 
-    def __init__(self, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, startup_timeout: float = 30.0) -> None:
         self.binary = ROOT / "node_modules" / ".bin" / "azurite"
         self.startup_timeout = startup_timeout
-        self.ports = {"blob": _free_port(), "queue": _free_port(), "table": _free_port()}
-        self._process: subprocess.Popen | None = None
+        self.ports = {service: _free_port() for service in SERVICES}
+        self._workspace: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def connection_string(self) -> str:
-        base = "http://127.0.0.1"
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={base}:{self.ports['blob']}/{ACCOUNT};"
-                f"QueueEndpoint={base}:{self.ports['queue']}/{ACCOUNT};"
-                f"TableEndpoint={base}:{self.ports['table']}/{ACCOUNT};")
+        endpoints = "".join(f"{service.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+                            for service, port in self.ports.items())
+        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};{endpoints}"
 
     def start(self) -> Azurite:
+        """Start on this instance's ports and wait until queue and table storage accept connections."""
         if not self.binary.exists() or not shutil.which("node"):
-            raise RuntimeError(f"Azurite not found at {self.binary}: run `npm ci` (the Makefile does it)")
-        # In-memory persistence (no --location then): every run starts clean, nothing left on disk.
+            raise RuntimeError(f"Azurite is not installed ({self.binary} or node is missing): "
+                               "run `npm ci` in the repository root (`make install` does it)")
+        if self._workspace is None:
+            self._workspace = tempfile.TemporaryDirectory(prefix="azurite-")
+        workspace = Path(self._workspace.name)
+        # --inMemoryPersistence (package.json pins Azurite 3.37): nothing survives a stop. Azurite refuses
+        # it together with --location, so the workspace (its log) is the working directory instead.
         args = [str(self.binary), "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence",
-                "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-                "--tableHost", "127.0.0.1", "--blobPort", str(self.ports["blob"]),
-                "--queuePort", str(self.ports["queue"]), "--tablePort", str(self.ports["table"])]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                "--disableTelemetry"]
+        for service, port in self.ports.items():
+            args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+        with (workspace / "azurite.log").open("ab") as errors:  # a file, not a pipe nobody drains
+            self._process = subprocess.Popen(args, stdout=errors, stderr=errors, cwd=workspace)
         deadline = time.monotonic() + self.startup_timeout
-        while not all(_listening(port) for port in self.ports.values()):
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise RuntimeError(f"Azurite exited at start: {error[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"Azurite did not listen within {self.startup_timeout}s")
-            time.sleep(0.1)
+        while not (_listening(self.ports["queue"]) and _listening(self.ports["table"])):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                code, tail = self._process.poll(), self._log_tail(workspace)
+                self.close()
+                why = f"exited with code {code}" if code is not None else f"did not listen in {self.startup_timeout}s"
+                raise RuntimeError(f"Azurite {why} (ports {self.ports}): {tail}")
+            time.sleep(0.05)
+        log.info("Azurite listening on %s", self.ports)
         return self
 
     def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
+        """Terminate the emulator (kill if it lingers); its in-memory data is gone."""
+        process, self._process = self._process, None
+        stop_process(process)
 
     def restart(self) -> None:
-        """Stop and start on the same ports (in-memory state is lost): for outage tests."""
+        """Stop and start again on the same ports, state lost: an outage for fault tests."""
         self.stop()
         self.start()
 
     def close(self) -> None:
+        """Stop and remove the workspace directory."""
         self.stop()
+        if self._workspace is not None:
+            self._workspace.cleanup()
+            self._workspace = None
 
     def __enter__(self) -> Azurite:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @staticmethod
+    def _log_tail(workspace: Path) -> str:
+        path = workspace / "azurite.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""

@@ -1,15 +1,17 @@
 """A local Azure Functions host for the real ``FunctionApp`` (Core Tools cannot be installed here).
 
-It reads ``app.get_functions()`` and serves them the way the Functions host does:
-- HTTP triggers under ``/api/<route>``: route templates (``{id}``, ``{id:int}``, ``{id?}``,
-  ``{*rest}``), methods, auth levels (function key or master key via ``?code=`` or the
-  ``x-functions-key`` header; 401 with an empty body otherwise), async functions awaited on
-  one event loop, an escaping exception answered 500 with an empty body;
-- timer triggers fired through the admin API ``POST /admin/functions/<name>`` (master key, 202);
-- queue triggers: a poller per queue reading base64 messages from the storage account named by
-  the binding's ``connection`` setting, deleting on success and moving a message that failed
-  five times to ``<queue>-poison``;
-- ``GET /admin/host/status`` for readiness.
+It reads ``app.get_functions()`` and serves them the way the Functions host does, so tests and the
+demo exercise the same wiring Azure runs:
+
+- HTTP triggers under ``/<routePrefix>/<route>``: route templates (``{id}``, ``{id:int}``, ``{id?}``,
+  ``{*rest}``) with ASP.NET precedence, methods (a path whose function does not take the method is
+  a 404, as in the real host), auth levels (function or master key as ``?code=`` or the
+  ``x-functions-key`` header, else 401 with an empty body), async functions awaited on one event
+  loop, an escaping exception answered 500 with an empty body and its traceback logged;
+- the admin API: ``POST /admin/functions/<name>`` runs a timer (or queue) function and answers 202,
+  ``GET /admin/host/status`` answers ``{"state": "Running"}``; both need the master key;
+- queue triggers: a poller per function, base64 messages by default, delete on success, retry
+  on failure, ``<queue>-poison`` after ``maxDequeueCount`` (5) attempts, as the Storage extension does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hmac
 import importlib
 import inspect
 import json
@@ -29,29 +32,36 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+from weakref import WeakKeyDictionary
 
 import azure.functions as func
-from azure.functions.queue import QueueMessage  # the worker's concrete message type (has dequeue_count)
-from azure.functions.timer import TimerRequest
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.functions.queue import QueueMessage  # the worker's message type: it carries dequeue_count
+from azure.functions.timer import TimerRequest  # azure.functions.TimerRequest is the abstract base
+from azure.storage.queue import QueueClient
 
 from localdev.process import stop_process
 
 log = logging.getLogger(__name__)
 
-MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount default
-_CONSTRAINTS = {"int": r"-?\d+", "guid": r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}",
-                "alpha": r"[A-Za-z]+", "bool": r"(?:true|false)"}
+ROOT = Path(__file__).resolve().parents[1]
+_CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?:true|false)",
+                "guid": r"[0-9A-Fa-f]{8}-?(?:[0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}"}
+_ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+PROCESSING_VISIBILITY_SECONDS = 30  # a message a crashed host was processing comes back after this
 
 
-def route_regex(template: str) -> re.Pattern:
-    """Compile an ASP.NET-style route template into a regex with named groups."""
+def route_regex(template: str) -> re.Pattern[str]:
+    """Compile an ASP.NET route template (what the host understands) into a regex with named groups."""
     pattern = ""
     for part in re.split(r"(\{[^}]+\})", template.strip("/")):
         if not (part.startswith("{") and part.endswith("}")):
@@ -59,12 +69,14 @@ def route_regex(template: str) -> re.Pattern:
             continue
         name = part[1:-1]
         if name.startswith("*"):
-            pattern += f"(?P<{name[1:]}>.*)"
+            if pattern.endswith("/"):  # a catch-all may be empty, slash included
+                pattern = pattern[:-1] + f"(?:/(?P<{name[1:].rstrip('?')}>.*))?"
+            else:
+                pattern += f"(?P<{name[1:].rstrip('?')}>.*)"
             continue
         optional = name.endswith("?")
-        name = name.rstrip("?")
-        name, _, constraint = name.partition(":")
-        body = _CONSTRAINTS.get(constraint, r"[^/]+")
+        name, _, constraint = name.rstrip("?").partition(":")
+        body = _CONSTRAINTS.get(constraint.lower(), r"[^/]+")
         if optional and pattern.endswith("/"):
             pattern = pattern[:-1] + f"(?:/(?P<{name}>{body}))?"
         else:
@@ -72,73 +84,98 @@ def route_regex(template: str) -> re.Pattern:
     return re.compile(f"^{pattern}/?$", re.IGNORECASE)
 
 
-@dataclass
-class HttpFunction:
+def _precedence(template: str) -> tuple[int, ...]:
+    """ASP.NET order: per segment, literal before constrained parameter before parameter before catch-all."""
+    ranks = []
+    for segment in template.strip("/").split("/"):
+        if "{" not in segment:
+            ranks.append(0)
+        elif segment.startswith("{*"):
+            ranks.append(4)
+        else:
+            ranks.append(1 if ":" in segment else 2 + segment.endswith("?}"))
+    return tuple(ranks)
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """``extensions.queues`` of host.json; the defaults are the Storage extension's."""
+
+    batch_size: int = 16
+    max_dequeue_count: int = 5
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, settings: dict[str, Any]) -> QueueOptions:
+        queues = settings.get("extensions", {}).get("queues", {})
+        return cls(batch_size=int(queues.get("batchSize", 16)), max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+                   message_encoding=str(queues.get("messageEncoding", "base64")).lower())
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One function as the host sees it: its trigger binding and the Python callable."""
+
     name: str
+    kind: str  # httpTrigger, timerTrigger, queueTrigger
     arg: str
-    methods: tuple[str, ...]
-    auth: str
-    pattern: re.Pattern
-    target: Any
+    target: Callable[..., Any]
+    binding: Any
 
 
-def _binding_attr(binding: Any, *names: str) -> Any:
-    for name in names:
-        if getattr(binding, name, None) is not None:
-            return getattr(binding, name)
-    return None
+_INDEXED: WeakKeyDictionary[func.FunctionApp, list[Any]] = WeakKeyDictionary()
+
+
+def _functions(app: func.FunctionApp) -> list[Any]:
+    # get_functions() may run once per app (it remembers names and rejects them the second time),
+    # as the worker indexes once; several local hosts in one test process share the result.
+    if app not in _INDEXED:
+        _INDEXED[app] = app.get_functions()
+    return _INDEXED[app]
+
+
+def _value(item: Any) -> str:
+    return str(getattr(item, "value", item))
 
 
 class FunctionHost:
-    """Serves one FunctionApp on a loopback port."""
+    """Serves one FunctionApp on a loopback port: HTTP, admin API and queue pollers."""
 
     def __init__(self, app: func.FunctionApp, *, function_key: str, master_key: str, route_prefix: str = "api",
-                 queue_poll_seconds: float = 0.25) -> None:
+                 queue_options: QueueOptions | None = None, poll_seconds: float | None = None) -> None:
         self.function_key = function_key
         self.master_key = master_key
         self.prefix = route_prefix.strip("/")
-        self.queue_poll_seconds = queue_poll_seconds
-        self.http: list[HttpFunction] = []
-        self.timers: dict[str, Any] = {}
-        self.queues: list[tuple[str, str, str, Any]] = []  # (function, queue, connection setting, target)
-        for function in app.get_functions():  # may be called once per app: the library validates names
-            self._register(function)
+        self.queue_options = queue_options or QueueOptions()
+        self.poll_seconds = poll_seconds if poll_seconds is not None else float(
+            os.environ.get("LOCAL_QUEUE_POLL_SECONDS", "0.25"))
+        self.triggers: dict[str, Trigger] = {}
+        for function in _functions(app):
+            binding = function.get_trigger()
+            trigger = Trigger(function.get_function_name(), binding.type, binding.name, function.get_user_function(),
+                              binding)
+            self.triggers[trigger.name.lower()] = trigger
+            if trigger.kind not in ("httpTrigger", "timerTrigger", "queueTrigger"):
+                log.warning("function %s has a %s, which the local host does not fire", trigger.name, trigger.kind)
+        self.routes = sorted((t for t in self.triggers.values() if t.kind == "httpTrigger"),
+                             key=lambda t: _precedence(t.binding.route or t.name))
+        self._patterns = {t.name: route_regex(t.binding.route or t.name) for t in self.routes}
         self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="host-loop", daemon=True)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
 
-    def _register(self, function: Any) -> None:
-        trigger = function.get_trigger()
-        name = function.get_function_name()
-        target = function.get_user_function()
-        kind = type(trigger).__name__
-        if kind == "HttpTrigger":
-            methods = tuple(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ())) or (
-                "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-            auth = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
-            route = trigger.route or name
-            self.http.append(HttpFunction(name, trigger.name, methods, auth, route_regex(route), target))
-        elif kind == "TimerTrigger":
-            self.timers[name.lower()] = (trigger.name, target)
-        elif kind == "QueueTrigger":
-            self.queues.append((name, _binding_attr(trigger, "queue_name", "queueName"), trigger.connection,
-                                (trigger.name, target)))
-        else:
-            log.warning("function %s has a %s trigger, which the local host does not fire", name, kind)
-
     # -- lifecycle ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> FunctionHost:
-        self._loop_thread.start()
+        """Listen and start the event loop and queue pollers in background threads."""
+        self._start_thread(self._loop.run_forever, "host-loop")
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
 
-            def log_message(self, fmt, *args) -> None:
-                log.debug("%s " + fmt, self.address_string(), *args)
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
 
             def _serve(self) -> None:
                 try:
@@ -150,246 +187,333 @@ class FunctionHost:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._start_thread(self._server.serve_forever, "host-http")
-        for name, queue, connection, target in self.queues:
-            self._start_thread(lambda n=name, q=queue, c=connection, t=target: self._poll_queue(n, q, c, t),
-                               f"queue-{queue}")
+        self._start_thread(lambda: self._server.serve_forever(poll_interval=0.1), "host-http")
+        for trigger in self.triggers.values():
+            if trigger.kind == "queueTrigger":
+                self._start_thread(lambda t=trigger: self._poll(t), f"queue-{trigger.name}")
         return self
 
-    def _start_thread(self, target: Any, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def shutdown(self) -> None:
+        """Stop listening and polling; an invocation under way finishes in its own thread."""
         self._stopping.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
         self._loop.call_soon_threadsafe(self._loop.stop)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     @property
     def url(self) -> str:
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("the host is not serving: call serve() first")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def _start_thread(self, target: Callable[[], Any], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
     # -- invocation ---------------------------------------------------------------------------
-    def invoke(self, target: Any, **kwargs: Any) -> Any:
-        if inspect.iscoroutinefunction(target):
-            return asyncio.run_coroutine_threadsafe(target(**kwargs), self._loop).result()
-        return target(**kwargs)
+    def invoke(self, trigger: Trigger, value: Any) -> Any:
+        """Call the function; coroutines run on the shared loop so async functions overlap."""
+        if inspect.iscoroutinefunction(trigger.target):
+            return asyncio.run_coroutine_threadsafe(trigger.target(**{trigger.arg: value}), self._loop).result()
+        return trigger.target(**{trigger.arg: value})
 
-    def _key_ok(self, auth: str, key: str | None) -> bool:
-        if auth == "anonymous":
-            return True
-        if auth == "admin":
-            return key == self.master_key
-        return key in (self.function_key, self.master_key)
+    def _invoke_logged(self, trigger: Trigger, value: Any) -> tuple[bool, Any]:
+        started, invocation = time.monotonic(), uuid.uuid4()
+        try:
+            result = self.invoke(trigger, value)
+        except Exception:
+            log.exception("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)", trigger.name, invocation,
+                          (time.monotonic() - started) * 1000)
+            return False, None
+        log.info("Executed 'Functions.%s' (Succeeded, Id=%s)", trigger.name, invocation)
+        return True, result
 
+    # -- HTTP ---------------------------------------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
+        body = _read_body(h)
         key = h.headers.get("x-functions-key") or params.get("code")
         path = parts.path.strip("/")
-
         if path.lower().startswith("admin/"):
-            return self._admin(h, path[6:], key)
-        if not path.lower().startswith(self.prefix + "/") and path.lower() != self.prefix:
-            return self._write(h, 404)
-        route = path[len(self.prefix):].strip("/")
-        for function in self.http:
-            match = function.pattern.match(route)
-            if not match or h.command not in function.methods:
-                continue  # the real host answers 404 when no function takes the method
-            if not self._key_ok(function.auth, key):
-                return self._write(h, 401)
-            params.pop("code", None)
+            return self._admin(h, path[len("admin/"):], key, body)
+        if self.prefix:
+            if path.lower() != self.prefix.lower() and not path.lower().startswith(self.prefix.lower() + "/"):
+                return _write(h, 404)
+            path = path[len(self.prefix):].strip("/")
+        for trigger in self.routes:
+            match = self._patterns[trigger.name].match(path)
+            methods = tuple(_value(m).upper() for m in trigger.binding.methods or ()) or _ALL_METHODS
+            if not match or h.command not in methods:
+                continue  # the real host answers 404, not 405, when no function takes the method
+            if not self._authorized(_value(trigger.binding.auth_level or "function").lower(), key):
+                return _write(h, 401)
             request = func.HttpRequest(
-                h.command, f"http://{h.headers.get('Host', 'localhost')}{h.path}",
-                headers=dict(h.headers.items()), params=params,
-                route_params={k: v for k, v in match.groupdict().items() if v is not None}, body=body)
-            try:
-                response = self.invoke(function.target, **{function.arg: request})
-            except Exception:
-                traceback.print_exc()
-                return self._write(h, 500)
-            return self._write_response(h, response)
-        self._write(h, 404)
+                h.command, f"http://{h.headers.get('Host', 'localhost')}{h.path}", headers=dict(h.headers.items()),
+                params=params, route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
+                body=body)
+            ok, response = self._invoke_logged(trigger, request)
+            return _write_response(h, response) if ok else _write(h, 500)
+        _write(h, 404)
 
-    def _admin(self, h: BaseHTTPRequestHandler, path: str, key: str | None) -> None:
-        if key != self.master_key:
-            return self._write(h, 401)
+    def _authorized(self, level: str, key: str | None) -> bool:
+        if level == "anonymous":
+            return True
+        accepted = (self.master_key,) if level == "admin" else (self.function_key, self.master_key)
+        return key is not None and any(hmac.compare_digest(key, k) for k in accepted)
+
+    def _admin(self, h: BaseHTTPRequestHandler, path: str, key: str | None, body: bytes) -> None:
+        if not self._authorized("admin", key):
+            return _write(h, 401)
         if path.lower() == "host/status" and h.command == "GET":
-            return self._write(h, 200, json.dumps({"state": "Running"}).encode(), "application/json")
+            return _write(h, 200, json.dumps({"state": "Running"}).encode(),
+                          {"Content-Type": "application/json; charset=utf-8"})
         match = re.fullmatch(r"functions/([^/]+)", path, re.IGNORECASE)
-        if match and h.command == "POST":
-            timer = self.timers.get(match[1].lower())
-            if timer is None:
-                return self._write(h, 404)
-            arg, target = timer
-            try:
-                self.invoke(target, **{arg: TimerRequest(past_due=False)})
-            except Exception:
-                traceback.print_exc()  # the real host logs the failure; the admin call is still accepted
-            return self._write(h, 202)
-        self._write(h, 404)
-
-    def _write_response(self, h: BaseHTTPRequestHandler, response: Any) -> None:
-        if not isinstance(response, func.HttpResponse):
-            response = func.HttpResponse(str(response) if response is not None else "", status_code=200)
-        headers = dict(response.headers)
-        content_type = headers.pop("Content-Type", None) or headers.pop("content-type", None)
-        if not content_type and response.mimetype:
-            content_type = f"{response.mimetype}; charset={response.charset or 'utf-8'}"
-        self._write(h, response.status_code, response.get_body() or b"", content_type, headers)
-
-    @staticmethod
-    def _write(h: BaseHTTPRequestHandler, status: int, body: bytes = b"", content_type: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
-        h.send_response(status)
-        if content_type:
-            h.send_header("Content-Type", content_type)
-        for name, value in (headers or {}).items():
-            h.send_header(name, value)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if body and h.command != "HEAD":
-            h.wfile.write(body)
+        trigger = self.triggers.get(match[1].lower()) if match and h.command == "POST" else None
+        if trigger is None or trigger.kind not in ("timerTrigger", "queueTrigger"):
+            return _write(h, 404)
+        try:
+            text = str(json.loads(body or b"{}").get("input") or "")
+        except (ValueError, AttributeError):
+            return _write(h, 400)
+        value = (TimerRequest(past_due=False) if trigger.kind == "timerTrigger"
+                 else QueueMessage(id=str(uuid.uuid4()), body=text.encode(), dequeue_count=1))
+        # The real host queues the invocation and answers 202 at once: callers poll for the effect.
+        threading.Thread(target=self._invoke_logged, args=(trigger, value), name=f"admin-{trigger.name}",
+                         daemon=True).start()
+        _write(h, 202)
 
     # -- queues -------------------------------------------------------------------------------
-    def _poll_queue(self, function: str, queue: str, connection: str, target: tuple[str, Any]) -> None:
-        from azure.core.exceptions import AzureError, ResourceExistsError
-        from azure.storage.queue import QueueClient
-
-        arg, fn = target
-        conn = os.environ.get(connection)
-        if not conn:
-            log.warning("queue trigger %s: setting %s is not set; not polling", function, connection)
+    def _poll(self, trigger: Trigger) -> None:
+        """Receive, run, then delete / release / poison, like the Storage extension's QueueProcessor."""
+        setting = trigger.binding.connection or "AzureWebJobsStorage"
+        connection = os.environ.get(setting) or os.environ.get(f"AzureWebJobs{setting}")
+        queue = re.sub(r"%([^%]+)%", lambda m: os.environ.get(m[1], m[0]), trigger.binding.queue_name)
+        if not connection or "%" in queue:
+            log.error("function %s: setting %s or the queue name %r is missing; not listening", trigger.name, setting,
+                      queue)
             return
-        client = QueueClient.from_connection_string(conn, queue)
-        poison = QueueClient.from_connection_string(conn, f"{queue}-poison")
-        ready = False
-        while not self._stopping.is_set():
-            try:
-                if not ready:
-                    for q in (client, poison):
-                        try:
-                            q.create_queue()
-                        except ResourceExistsError:
-                            pass
-                    ready = True
-                got = False
-                for message in client.receive_messages(messages_per_page=16, visibility_timeout=30,
-                                                       max_messages=16):
-                    got = True
-                    self._process_message(function, client, poison, message, arg, fn)
-                if not got:
-                    self._stopping.wait(self.queue_poll_seconds)
-            except AzureError as exc:  # Azurite down or restarting: keep trying
-                log.warning("queue %s poll failed: %s", queue, type(exc).__name__)
-                ready = False
-                self._stopping.wait(1.0)
-            except Exception:  # a poller must never die: the real host keeps listening too
-                log.exception("queue %s poller error", queue)
-                self._stopping.wait(1.0)
+        client = QueueClient.from_connection_string(connection, queue, retry_total=0)
+        poison = QueueClient.from_connection_string(connection, f"{queue}-poison", retry_total=0)
+        ready, failures = False, 0
+        with ThreadPoolExecutor(self.queue_options.batch_size, thread_name_prefix=f"queue-{queue}") as pool:
+            while not self._stopping.is_set():
+                try:
+                    ready = ready or _create(client, poison)
+                    batch = list(client.receive_messages(
+                        messages_per_page=self.queue_options.batch_size, max_messages=self.queue_options.batch_size,
+                        visibility_timeout=PROCESSING_VISIBILITY_SECONDS))
+                    list(pool.map(lambda message: self._process(trigger, client, poison, message), batch))
+                    failures = 0
+                except AzureError as exc:  # Azurite down or restarted: keep trying, as the real listener does
+                    ready, failures = False, failures + 1
+                    log.warning("queue %s: %s (%s); retrying", queue, type(exc).__name__,
+                                (str(exc).splitlines() or [""])[0])
+                    self._stopping.wait(min(5.0, 0.25 * 2 ** failures))
+                    continue
+                except Exception:  # a poller must never die
+                    log.exception("queue %s poller error", queue)
+                    self._stopping.wait(1.0)
+                    continue
+                if not batch:  # a full batch means more may be waiting: receive again at once
+                    self._stopping.wait(self.poll_seconds)
 
-    def _process_message(self, function: str, client: Any, poison: Any, message: Any, arg: str, fn: Any) -> None:
-        content = message.content
+    def _process(self, trigger: Trigger, client: QueueClient, poison: QueueClient, message: Any) -> None:
+        limit = self.queue_options.max_dequeue_count
+        if message.dequeue_count > limit:  # e.g. the host died while running it: never run it again
+            return self._to_poison(trigger, client, poison, message)
+        body = self._decode(message.content)
+        if body is None:  # the extension poisons a badly encoded message at once: a retry cannot help
+            log.error("function %s: message %s is not %s encoded", trigger.name, message.id,
+                      self.queue_options.message_encoding)
+            return self._to_poison(trigger, client, poison, message)
+        ok, _ = self._invoke_logged(trigger, QueueMessage(
+            id=message.id, body=body, dequeue_count=message.dequeue_count, insertion_time=message.inserted_on,
+            expiration_time=message.expires_on, pop_receipt=message.pop_receipt,
+            time_next_visible=message.next_visible_on))
+        if ok:
+            client.delete_message(message)
+        elif message.dequeue_count >= limit:
+            self._to_poison(trigger, client, poison, message)
+        else:  # visible again at once (host.json visibilityTimeout is not applied locally, so retries are quick)
+            client.update_message(message.id, pop_receipt=message.pop_receipt, visibility_timeout=0)
+
+    def _decode(self, content: str | None) -> bytes | None:
+        if self.queue_options.message_encoding == "none":
+            return (content or "").encode()
         try:
-            body = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            body = content.encode() if isinstance(content, str) else content
-        queue_message = QueueMessage(
-            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
-            insertion_time=message.inserted_on, expiration_time=message.expires_on,
-            time_next_visible=message.next_visible_on)
-        try:
-            self.invoke(fn, **{arg: queue_message})
-        except Exception:
-            traceback.print_exc()
-            if message.dequeue_count >= MAX_DEQUEUE_COUNT:
-                poison.send_message(content)
-                client.delete_message(message)
-                log.error("function %s: message %s moved to %s after %d attempts", function, message.id,
-                          poison.queue_name, message.dequeue_count)
-            else:
-                client.update_message(message, visibility_timeout=0)
-            return
+            return base64.b64decode("".join((content or "").split()), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    @staticmethod
+    def _to_poison(trigger: Trigger, client: QueueClient, poison: QueueClient, message: Any) -> None:
+        poison.send_message(message.content)  # the stored text as it was, still encoded
         client.delete_message(message)
+        log.error("function %s: message %s moved to %s after %d dequeues", trigger.name, message.id,
+                  poison.queue_name, message.dequeue_count)
+
+
+def _create(*clients: QueueClient) -> bool:
+    for client in clients:
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+    return True
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    """Read the whole request body (Content-Length or chunked) so the connection can be reused."""
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while size := int(h.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(h.rfile.read(size))
+            h.rfile.readline()
+        while h.rfile.readline().strip():  # trailers
+            pass
+        return b"".join(chunks)
+    length = int(h.headers.get("Content-Length") or 0)
+    return h.rfile.read(length) if length else b""
+
+
+def _write_response(h: BaseHTTPRequestHandler, response: Any) -> None:
+    if isinstance(response, (str, bytes)):  # the worker turns a plain return value into a 200
+        response = func.HttpResponse(response)
+    if not isinstance(response, func.HttpResponse):
+        log.error("an HTTP function returned %s, not an HttpResponse", type(response).__name__)
+        return _write(h, 500)
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
+    _write(h, response.status_code, response.get_body() or b"", headers=headers)
+
+
+def _write(h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+    h.send_response(status)
+    for name, value in (headers or {}).items():
+        h.send_header(name, value)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if body and h.command != "HEAD":
+        h.wfile.write(body)
 
 
 # -- running the host as a process ------------------------------------------------------------
-def load_app(spec: str) -> func.FunctionApp:
+def load_app(spec: str) -> tuple[func.FunctionApp, dict[str, Any]]:
+    """Import ``module:attribute`` and read the host.json beside the module (the app's script root)."""
     module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, os.getcwd())
-    return getattr(importlib.import_module(module_name), attr or "app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    host_json = Path(module.__file__ or ".").resolve().parent / "host.json"
+    return getattr(module, attr or "app"), json.loads(host_json.read_text()) if host_json.exists() else {}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a FunctionApp locally, as the Functions host does.")
     parser.add_argument("--port", type=int, default=7071)
-    parser.add_argument("--app", default="function_app:app")
+    parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"),
+    logging.basicConfig(level=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host = FunctionHost(load_app(args.app), function_key=os.environ.get("LOCAL_FUNCTION_KEY", "local-function-key"),
+    app, settings = load_app(args.app)
+    host = FunctionHost(app, function_key=os.environ.get("LOCAL_FUNCTION_KEY", "local-function-key"),
                         master_key=os.environ.get("LOCAL_MASTER_KEY", "local-master-key"),
-                        queue_poll_seconds=float(os.environ.get("LOCAL_QUEUE_POLL_SECONDS", "0.25")))
-    host.serve(port=args.port)
+                        route_prefix=settings.get("extensions", {}).get("http", {}).get("routePrefix", "api"),
+                        queue_options=QueueOptions.from_host_json(settings))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    host.serve(port=args.port)
     print(f"Host listening on {host.url}", flush=True)
-    stop.wait()
+    while not stop.wait(0.1):  # a wait with a timeout lets the signal handler run promptly
+        pass
     host.shutdown()
     return 0
 
 
 class HostProcess:
-    """The host in a child process with its own app settings, as a deployment would run it."""
+    """The host in a child process with its own app settings, as a deployment runs it."""
 
-    def __init__(self, env: dict[str, str] | None = None, app: str = "function_app:app",
-                 startup_timeout: float = 30.0) -> None:
+    READY = "Host listening on "
+
+    def __init__(self, env: dict[str, str] | None = None, app: str = "function_app:app", *,
+                 cwd: str | Path = ROOT, startup_timeout: float = 30.0) -> None:
         self.env = {**os.environ, **(env or {})}
-        self.env.setdefault("LOCAL_FUNCTION_KEY", "fk-" + uuid.uuid4().hex[:12])
-        self.env.setdefault("LOCAL_MASTER_KEY", "mk-" + uuid.uuid4().hex[:12])
-        self.function_key = self.env["LOCAL_FUNCTION_KEY"]
-        self.master_key = self.env["LOCAL_MASTER_KEY"]
-        self.app = app
-        self.startup_timeout = startup_timeout
+        self.function_key = self.env.setdefault("LOCAL_FUNCTION_KEY", "local-function-key")
+        self.master_key = self.env.setdefault("LOCAL_MASTER_KEY", "local-master-key")
+        self.app, self.cwd, self.startup_timeout = app, Path(cwd), startup_timeout
         self.url = ""
-        self._process: subprocess.Popen | None = None
+        self._lines: deque[str] = deque(maxlen=300)
+        self._ready = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
     def start(self) -> HostProcess:
-        root = Path(__file__).resolve().parents[1]
+        """Start the host and wait for its "Host listening on" line; raise with its output if it fails."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.host", "--port", "0", "--app", self.app], cwd=root, env=self.env,
-            stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "localdev.host", "--port", "0", "--app", self.app], cwd=self.cwd, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, name="host-output", daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + self.startup_timeout
-        assert self._process.stdout is not None
-        while time.monotonic() < deadline:
-            line = self._process.stdout.readline()
-            if line.startswith("Host listening on "):
-                self.url = line.split("Host listening on ", 1)[1].strip()
-                return self
-            if not line and self._process.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError("the local function host did not start (see its output above)")
+        while not self._ready.wait(0.05):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                code = self._process.poll()
+                self.stop()
+                why = f"exited with code {code}" if code is not None else f"not ready in {self.startup_timeout}s"
+                raise RuntimeError(f"the local function host ({self.app}) {why}; its output:\n{self.output}")
+        return self
+
+    def _read(self) -> None:
+        """Drain the child's output (a full pipe would block it), keep a tail, echo the rest to stderr."""
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.append(line)
+            if line.startswith(self.READY) and not self._ready.is_set():
+                self.url = line[len(self.READY):].strip()
+                self._ready.set()
+                continue
+            try:
+                sys.stderr.write(line)
+            except (ValueError, OSError):  # stderr replaced or closed (pytest capture): the tail keeps it
+                pass
+
+    @property
+    def output(self) -> str:
+        """The last lines the host printed (logs, tracebacks)."""
+        return "".join(self._lines)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
 
     def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
+        """SIGTERM (the host shuts down cleanly), then kill if it does not exit within 10 s."""
+        process = self._process
+        if process is None:
+            return
+        stop_process(process)
+        if self._reader:
+            self._reader.join(timeout=5)
+        if process.stdout:
+            process.stdout.close()
 
     def __enter__(self) -> HostProcess:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy: one logger ("localdev.host") and one set of classes.
+    from localdev.host import main as _main
+
+    sys.exit(_main())

@@ -1,123 +1,275 @@
-"""The local function host over real HTTP: routing, keys, async, timers, queues, poison."""
+"""The local function host over real HTTP and real queues (Azurite), in process and as a child process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from azure.storage.queue import BinaryBase64EncodePolicy, QueueClient
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
 from localdev.azurite import Azurite
-from localdev.host import HostProcess, route_regex
+from localdev.host import FunctionHost, HostProcess, route_regex
 from tests.conftest import wait_for
+from tests.localdev import sample_app
+
+APP = "tests.localdev.sample_app:app"
+GUID = "5c1e9d2a-7b3f-4e8a-9d6c-2f1a0b3c4d5e"
+
+
+@dataclass
+class Running:
+    """What a test needs of a host, whichever way it runs."""
+
+    url: str
+    function_key: str
+    master_key: str
+    record: Path
+    queue: str
+    logs: Callable[[], str]
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
 
 
 @pytest.fixture(scope="module")
-def storage():
+def storage() -> Iterator[Azurite]:
     with Azurite() as azurite:
         yield azurite
 
 
-@pytest.fixture(scope="module")
-def host(storage, tmp_path_factory):
-    record = tmp_path_factory.mktemp("host") / "record.jsonl"
-    env = {"HOST_TEST_STORAGE": storage.connection_string, "HOST_TEST_RECORD": str(record),
-           "LOCAL_QUEUE_POLL_SECONDS": "0.1"}
-    with HostProcess(env=env, app="tests.localdev.host_app:app") as process:
-        process.record = record
-        yield process
+def settings(storage: Azurite, record: Path, queue: str) -> dict[str, str]:
+    return {"SAMPLE_RECORD": str(record), "SAMPLE_STORAGE": storage.connection_string, "SAMPLE_QUEUE": queue,
+            "LOCAL_QUEUE_POLL_SECONDS": "0.05"}
 
 
-def records(host, kind: str) -> list:
-    path: Path = host.record
-    if not path.exists():
+@pytest.fixture(scope="module", params=["inprocess", "process"])
+def host(request, storage, tmp_path_factory) -> Iterator[Running]:
+    record = tmp_path_factory.mktemp(request.param) / "record.jsonl"
+    queue = f"sample-{request.param}"
+    env = settings(storage, record, queue)
+    if request.param == "process":
+        with HostProcess(env=env, app=APP) as process:
+            yield Running(process.url, process.function_key, process.master_key, record, queue,
+                          lambda: process.output)
+        assert process.returncode == 0  # SIGTERM shuts the host down cleanly
+        return
+    collect = _Collect()
+    logging.getLogger("localdev.host").addHandler(collect)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        served = FunctionHost(sample_app.app, function_key="fk-test", master_key="mk-test").serve()
+        try:
+            yield Running(served.url, "fk-test", "mk-test", record, queue, lambda: "\n".join(collect.lines))
+        finally:
+            served.shutdown()
+            logging.getLogger("localdev.host").removeHandler(collect)
+
+
+def records(host: Running, kind: str) -> list[dict]:
+    if not host.record.exists():
         return []
-    return [r["value"] for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
+    return [r["value"] for r in map(json.loads, host.record.read_text().splitlines()) if r["kind"] == kind]
 
 
-def get(host, route: str, key: str | None = "function", **kw) -> requests.Response:
-    headers = {}
-    if key == "function":
-        headers["x-functions-key"] = host.function_key
-    elif key:
-        headers["x-functions-key"] = key
-    return requests.get(f"{host.url}/{route}", headers=headers, timeout=10, **kw)
+def call(host: Running, method: str, path: str, key: str | None = "function", **kwargs) -> requests.Response:
+    headers = kwargs.pop("headers", {})
+    if key is not None:
+        headers["x-functions-key"] = {"function": host.function_key, "master": host.master_key}.get(key, key)
+    return requests.request(method, f"{host.url}/{path}", headers=headers, timeout=10, **kwargs)
 
 
+def queue_client(storage: Azurite, name: str, *, base64_encoded: bool = True) -> QueueClient:
+    policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
+                "message_decode_policy": BinaryBase64DecodePolicy()} if base64_encoded else {}
+    client = QueueClient.from_connection_string(storage.connection_string, name, **policies)
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass
+    return client
+
+
+def count(client: QueueClient) -> int:
+    return client.get_queue_properties().approximate_message_count
+
+
+# -- HTTP triggers --------------------------------------------------------------------------------
 def test_route_templates():
-    assert route_regex("items/{id:int}").match("items/42")
+    assert route_regex("items/{id:int}").match("items/-42")
     assert not route_regex("items/{id:int}").match("items/x")
     assert route_regex("a/{id?}").match("a") and route_regex("a/{id?}").match("a/1")
     assert route_regex("r/{*rest}").match("r/x/y/z")["rest"] == "x/y/z"
-    assert route_regex("g/{id:guid}").match("g/5c1e9d2a-7b3f-4e8a-9d6c-2f1a0b3c4d5e")
+    assert route_regex("g/{id:guid}").match(f"g/{GUID}") and not route_regex("g/{id:guid}").match("g/123")
+    assert route_regex("n/{name:alpha}").match("N/Abc") and not route_regex("n/{name:alpha}").match("n/a1")
 
 
-def test_routes_params_methods_and_headers(host):
-    response = get(host, "api/items/7/a/b", params={"q": "x"})
+def test_route_parameters_constraints_and_precedence(host):
+    response = call(host, "GET", "api/items/7/a/b", params={"q": "x"})
     assert response.status_code == 200 and response.headers["X-Item"] == "yes"
-    assert response.json() == {"id": "7", "rest": "a/b", "method": "GET", "q": "x", "code_hidden": True}
-    assert requests.put(f"{host.url}/api/items/7/a?code={host.function_key}", timeout=10).json()["method"] == "PUT"
-    assert requests.post(f"{host.url}/api/items/7/a?code={host.function_key}", timeout=10).status_code == 404
-    assert get(host, "api/items/x/a").status_code == 404
-    assert get(host, "api/nothing").status_code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == {"route": {"id": "7", "rest": "a/b"}, "method": "GET", "q": "x"}
+    assert call(host, "GET", "api/items/x/a").status_code == 404  # {id:int}
+    assert call(host, "GET", "api/echo/special").json() == {"function": "echo_special"}  # literal wins
+    assert call(host, "GET", "api/echo/abc").json()["route"] == {"kind": "abc"}  # optional left out
+    assert call(host, "GET", f"api/echo/abc/{GUID}").json()["route"] == {"kind": "abc", "id": GUID}
+    assert call(host, "GET", "api/echo/abc/not-a-guid").status_code == 404
+    assert call(host, "GET", "api/echo/ab1").status_code == 404  # {kind:alpha}
+    assert call(host, "GET", "api/nothing").status_code == 404
+    assert call(host, "GET", "items/7/a").status_code == 404  # outside the route prefix
 
 
-def test_keys(host):
-    assert get(host, "api/items/1/x", key=None).status_code == 401
-    assert get(host, "api/items/1/x", key="wrong").status_code == 401
-    assert get(host, "api/items/1/x", key=host.master_key).status_code == 200
-    assert get(host, "api/admin-only").status_code == 401
-    assert get(host, "api/admin-only", key=host.master_key).status_code == 200
-    assert requests.post(f"{host.url}/api/open", data=b"hi", timeout=10).text == "hi"
-    assert get(host, "admin/host/status").status_code == 401
-    assert get(host, "admin/host/status", key=host.master_key).json() == {"state": "Running"}
+def test_methods_a_function_does_not_take_are_404_as_in_the_real_host(host):
+    assert call(host, "PUT", "api/items/7/a").json()["method"] == "PUT"
+    assert call(host, "POST", "api/items/7/a").status_code == 404
+    assert call(host, "HEAD", "api/slow").status_code == 404
+
+
+def test_function_keys_in_query_or_header(host):
+    assert requests.get(f"{host.url}/api/items/1/x?code={host.function_key}", timeout=10).status_code == 200
+    assert call(host, "GET", "api/items/1/x").status_code == 200
+    assert call(host, "GET", "api/items/1/x", key="master").status_code == 200
+    for key in (None, "wrong", ""):
+        response = call(host, "GET", "api/items/1/x", key=key)
+        assert response.status_code == 401 and response.content == b""
+    assert requests.get(f"{host.url}/api/items/1/x?code=wrong", timeout=10).status_code == 401
+    assert call(host, "GET", "api/admin-only").status_code == 401
+    assert call(host, "GET", "api/admin-only", key="master").text == "admin"
+    assert call(host, "POST", "api/open", key=None, data=b"\x00hi").content == b"\x00hi"
+    assert call(host, "POST", "api/open", key="wrong", data=b"hi").status_code == 200  # anonymous ignores keys
+    assert call(host, "POST", "api/open", key=None, data=iter([b"chunk", b"ed"])).content == b"chunked"
+
+
+def test_admin_endpoints_need_the_master_key(host):
+    assert call(host, "GET", "admin/host/status", key=None).status_code == 401
+    assert call(host, "GET", "admin/host/status").status_code == 401
+    assert call(host, "GET", "admin/host/status", key="master").json() == {"state": "Running"}
+    assert call(host, "POST", "admin/functions/tick", json={"input": ""}).status_code == 401
 
 
 def test_async_functions_run_concurrently(host):
     started = time.monotonic()
-    with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda _: get(host, "api/slow").status_code, range(4)))
-    assert statuses == [202] * 4
-    assert time.monotonic() - started < 1.5  # four 0.5 s sleeps overlapped
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda _: call(host, "GET", "api/slow"), range(2)))
+    assert [r.status_code for r in responses] == [202, 202] and responses[0].text == "slept"
+    assert time.monotonic() - started < 0.9  # two 0.5 s sleeps overlapped on the one event loop
 
 
-def test_exception_is_an_empty_500(host):
-    response = get(host, "api/boom")
-    assert response.status_code == 500 and response.text == ""
+def test_an_exception_is_an_empty_500_and_a_logged_traceback(host):
+    response = call(host, "GET", "api/boom")
+    assert response.status_code == 500 and response.content == b""
+    wait_for(lambda: "internal detail that must not leak" in host.logs(), timeout=5)
+    assert "Functions.boom" in host.logs() and "Traceback" in host.logs()
 
 
+# -- timer and queue triggers ---------------------------------------------------------------------
 def test_timer_fired_through_the_admin_api(host):
-    url = f"{host.url}/admin/functions/tick"
-    assert requests.post(url, json={"input": ""}, timeout=10).status_code == 401
-    assert requests.post(url, json={"input": ""}, headers={"x-functions-key": host.master_key},
-                         timeout=10).status_code == 202
-    assert records(host, "timer") == [False]
-    assert requests.post(f"{host.url}/admin/functions/nope", headers={"x-functions-key": host.master_key},
-                         timeout=10).status_code == 404
+    response = call(host, "POST", "admin/functions/tick", key="master", json={"input": ""})
+    assert response.status_code == 202
+    assert wait_for(lambda: records(host, "timer"), timeout=5) == [{"past_due": False}]
+    assert call(host, "POST", "admin/functions/nope", key="master", json={"input": ""}).status_code == 404
 
 
-def test_queue_messages_are_processed_and_failures_poisoned(host, storage):
-    client = QueueClient.from_connection_string(storage.connection_string, "host-test",
-                                                message_encode_policy=BinaryBase64EncodePolicy())
-    wait_for(lambda: _exists(client), timeout=10)
-    client.send_message(b"hello")
-    client.send_message(b"fail please")
-    wait_for(lambda: any(r["body"] == "hello" for r in records(host, "queue")), timeout=10)
-    poison = QueueClient.from_connection_string(storage.connection_string, "host-test-poison")
-    wait_for(lambda: poison.get_queue_properties().approximate_message_count == 1, timeout=30)
-    attempts = [r["dequeue_count"] for r in records(host, "queue") if r["body"] == "fail please"]
-    assert attempts == [1, 2, 3, 4, 5]
-    assert [r["body"] for r in records(host, "queue")].count("hello") == 1
-    assert client.get_queue_properties().approximate_message_count == 0
+def test_queue_message_is_processed_and_deleted(host, storage):
+    client = queue_client(storage, host.queue)
+    client.send_message(b'{"hello": "world"}')
+    [got] = wait_for(lambda: [r for r in records(host, "queue") if r["body"] == '{"hello": "world"}'], timeout=10)
+    assert got["dequeue_count"] == 1 and got["id"]
+    wait_for(lambda: count(client) == 0, timeout=5)
 
 
-def _exists(client: QueueClient) -> bool:
+def test_failing_message_lands_in_the_poison_queue_after_five_dequeues(host, storage):
+    client = queue_client(storage, host.queue)
+    poison = queue_client(storage, f"{host.queue}-poison")
+    body = f"fail {uuid.uuid4()}"
+    client.send_message(body.encode())
+    wait_for(lambda: body.encode() in [m.content for m in poison.peek_messages(max_messages=32)], timeout=15)
+    assert [r["dequeue_count"] for r in records(host, "queue") if r["body"] == body] == [1, 2, 3, 4, 5]
+    assert count(client) == 0
+
+
+def test_a_message_that_is_not_base64_goes_to_poison_without_running(host, storage):
+    raw = queue_client(storage, host.queue, base64_encoded=False)
+    poison = queue_client(storage, f"{host.queue}-poison", base64_encoded=False)
+    seen = len(records(host, "queue"))
+    raw.send_message("plain text, not base64!")
+    wait_for(lambda: "plain text, not base64!" in [m.content for m in poison.peek_messages(max_messages=32)],
+             timeout=10)
+    assert len(records(host, "queue")) == seen and count(raw) == 0
+
+
+def test_a_message_dequeued_too_often_is_poisoned_before_running(storage, tmp_path, monkeypatch):
+    """A message whose earlier runs killed the host (no failure recorded) is never run again."""
+    queue = f"early-{uuid.uuid4().hex[:8]}"
+    for name, value in settings(storage, tmp_path / "record.jsonl", queue).items():
+        monkeypatch.setenv(name, value)
+    client = queue_client(storage, queue)
+    client.send_message(b"crashed the host five times")
+    for _ in range(5):
+        [message] = client.receive_messages(max_messages=1, visibility_timeout=1)
+        client.update_message(message.id, pop_receipt=message.pop_receipt, visibility_timeout=0)
+    served = FunctionHost(sample_app.app, function_key="fk", master_key="mk").serve()
     try:
-        client.get_queue_properties()
+        poison = queue_client(storage, f"{queue}-poison")
+        wait_for(lambda: count(poison) == 1, timeout=10)
+        assert not (tmp_path / "record.jsonl").exists()
+    finally:
+        served.shutdown()
+
+
+def test_pollers_survive_an_azurite_outage(tmp_path, monkeypatch):
+    record = tmp_path / "record.jsonl"
+    with Azurite() as storage:
+        for name, value in settings(storage, record, "outage").items():
+            monkeypatch.setenv(name, value)
+        served = FunctionHost(sample_app.app, function_key="fk", master_key="mk").serve()
+        try:
+            queue_client(storage, "outage").send_message(b"before")
+            wait_for(lambda: record.exists() and "before" in record.read_text(), timeout=10)
+            storage.restart()  # the queue and its messages are gone; the poller must recreate and go on
+            wait_for(lambda: _exists(storage, "outage"), timeout=20)
+            queue_client(storage, "outage").send_message(b"after")
+            wait_for(lambda: "after" in record.read_text(), timeout=20)
+        finally:
+            served.shutdown()
+
+
+def _exists(storage: Azurite, name: str) -> bool:
+    try:
+        QueueClient.from_connection_string(storage.connection_string, name, retry_total=0).get_queue_properties()
         return True
     except Exception:
         return False
+
+
+# -- the host as a process ------------------------------------------------------------------------
+def test_host_process_reports_why_it_did_not_start():
+    with pytest.raises(RuntimeError, match="exited with code 1") as failure:
+        HostProcess(app="tests.localdev.no_such_module:app").start()
+    assert "No module named 'tests.localdev.no_such_module'" in str(failure.value)
+
+
+def test_host_process_names_a_queue_setting_it_lacks_and_still_serves():
+    with HostProcess(env={"SAMPLE_STORAGE": "", "SAMPLE_QUEUE": ""}, app=APP) as process:
+        status = requests.get(f"{process.url}/admin/host/status", headers={"x-functions-key": process.master_key},
+                              timeout=10)
+        assert status.json() == {"state": "Running"}
+        wait_for(lambda: "function consume: setting SAMPLE_STORAGE" in process.output, timeout=5)
+    assert process.returncode == 0
+
