@@ -1,8 +1,8 @@
 """``make demo``: the pack end to end on this machine, printed as a timeline.
 
-Starts Azurite, the emulators and the function host, replays the sample incidents the way
-their Logic App playbook does (HTTP POST of ``@triggerBody()`` with the function key), and
-prints what happened on each side, ending with the incident comment as written.
+Starts Azurite, the emulators and the function host, fires the sample incidents into the
+playbook definitions Bicep deploys (``infra/playbooks/*.json``, run by ``localdev.playbooks``),
+and prints what happened on each side, ending with the incident comment as written.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import requests
-
+from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
 from localdev.stack import Stack
 
-SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "fixtures"
+PLAYBOOKS = ROOT / "infra" / "playbooks"
 T0 = time.monotonic()
 
 
@@ -75,17 +76,19 @@ def load(name: str) -> dict:
 IP_ENTITIES = 0
 
 
-def play(stack: Stack, url: str, key: str, playbook: str, body: dict, what: str) -> dict:
+def play(stack: Stack, runner: PlaybookRunner, body: dict, what: str) -> dict:
+    """Fire the Sentinel trigger of the deployed playbook definition with ``body``."""
     global IP_ENTITIES
     IP_ENTITIES += json.dumps(body).count('"kind": "Ip"')
     before = len(stack.vt.lookups())
-    say(f"Sentinel: {what} -> automation rule runs playbook '{playbook}'")
-    say("playbook: HTTP POST /api/enrichment/ip-reputation  (body = @triggerBody())", 1)
-    response = requests.post(f"{url}/api/enrichment/ip-reputation", json=body,
-                             headers={"x-functions-key": key}, timeout=60)
-    summary = response.json()
-    if response.status_code != 200:
-        say(f"<- HTTP {response.status_code}: {summary}", 1)
+    say(f"Sentinel: {what} -> automation rule runs playbook '{runner.name}'")
+    result = runner.run(body)
+    for line in result.timeline[1:-1]:
+        say(f"playbook: {line}", 1)
+    action = result.actions["Enrich_IP_reputation"]
+    summary = action.body
+    if result.status != "Succeeded":
+        say(f"playbook run {result.status}: {action.error or summary}", 1)
         raise SystemExit(1)
     looked_up = stack.vt.lookups()[before:]
     say(f"VirusTotal: {len(looked_up)} lookup(s) {', '.join(looked_up) or ''}".rstrip(), 1)
@@ -108,6 +111,8 @@ def main() -> int:
     print("sentinel-playbooks demo: Microsoft Sentinel playbooks on Azure Functions, all clouds emulated locally\n")
     with Stack() as stack:
         host = stack.host()
+        runner = PlaybookRunner(load_playbook(PLAYBOOKS / "enrichment-ip-reputation.json"),
+                                bicep_parameters(host.url, host.function_key), name="Enrich-IP-VirusTotal")
         try:
             say(f"Azurite {stack.azurite.connection_string.split('TableEndpoint=')[1].split(';')[0]}, "
                 f"Sentinel ARM {stack.arm.url}, VirusTotal {stack.vt.url}, managed identity {stack.entra.url}")
@@ -119,15 +124,15 @@ def main() -> int:
             print()
             incident = load("incident-trigger.json")
             incident_id = stack.arm.seed_from_trigger(incident)
-            play(stack, host.url, host.function_key, "Enrich-IP-VirusTotal", incident,
+            play(stack, runner, incident,
                  "incident 4711 created, 'Sign-in from anonymizing proxy…' (High, 4 IP entities)")
             print()
             xdr = load("incident-trigger-defender-portal.json")
             stack.arm.seed_from_trigger(xdr)
-            play(stack, host.url, host.function_key, "Enrich-IP-VirusTotal", xdr,
+            play(stack, runner, xdr,
                  "incident 4712 created by Defender XDR (no alerts, IPv6 entity)")
             print()
-            play(stack, host.url, host.function_key, "Enrich-IP-VirusTotal", incident,
+            play(stack, runner, incident,
                  "incident 4711 updated: the playbook runs again (or the Logic App retries)")
             comments = stack.arm.comments(incident_id)
             print(f"\n--- incident 4711 has {len(comments)} comment(s); as written: ---")
@@ -136,6 +141,7 @@ def main() -> int:
             print(f"\nVirusTotal calls: {calls} for 3 runs with {IP_ENTITIES} IP entities "
                   f"(a one-call-per-entity playbook makes {IP_ENTITIES}); comments: 1 per incident.")
         finally:
+            runner.close()
             host.stop()
     return 0
 
