@@ -67,6 +67,20 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIRUSTOTAL_QUOTA_RETRY_SECONDS", "60", "int", doc="Delay before deferred lookups are retried"),
     SettingSpec("VIRUSTOTAL_LABEL", "true", "bool", doc="Add the label 'VirusTotal: malicious' when any IP is"),
     SettingSpec("MAX_ENTITIES", "500", "int", doc="Most entities one call accepts (larger payloads get 413)"),
+    SettingSpec("APPROVAL_MAILBOX", None, doc="Mailbox (UPN) approval mail is sent from through Graph sendMail"),
+    SettingSpec("APPROVAL_TIMEOUT_MINUTES", "60", "int", doc="How long an approval waits for a decision"),
+    SettingSpec("APPROVAL_CALLBACK_ALLOWED_HOSTS", "*.logic.azure.com", "list",
+                doc="Hosts (fnmatch patterns) approval callbacks may go to: no SSRF through callbackUrl"),
+    SettingSpec("PUBLIC_BASE_URL", None, "url",
+                doc="Base URL of approval links; default: the origin the playbook called (the app's host name)"),
+    SettingSpec("LOCAL_MODE", "false", "bool", doc="Local stack only: allows loopback approval callbacks"),
+    SettingSpec("SERVICENOW_WEBHOOK_SECRET", None, secret=True,
+                doc="Shared secret of the HMAC signature on ServiceNow pushes (Key Vault reference)"),
+    SettingSpec("SERVICENOW_CALLER_ID", None, doc="Caller (sys_user sys_id) of the tickets the sync creates"),
+    SettingSpec("SERVICENOW_ASSIGNMENT_GROUP", None, doc="Assignment group (sys_user_group sys_id) of new tickets"),
+    SettingSpec("SERVICENOW_CATEGORY", None, doc="Category of new tickets (empty: the instance's default)"),
+    SettingSpec("SERVICENOW_MAPPING", "", doc="JSON overriding the sync's mapping tables (docs/servicenow.md)"),
+    SettingSpec("SERVICENOW_POLL_BATCH", "100", "int", doc="Tickets per ServiceNow request when polling (page size)"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

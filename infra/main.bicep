@@ -38,6 +38,23 @@ param resourceGroupName string = ''
 @description('ServiceNow instance URL, e.g. https://contoso.service-now.com; empty = ServiceNow sync reports it missing.')
 param serviceNowInstanceUrl string = ''
 
+@description('Caller (sys_user sys_id) of the tickets the ServiceNow sync creates; empty = none set.')
+param serviceNowCallerId string = ''
+
+@description('Assignment group (sys_user_group sys_id) of new ServiceNow tickets; empty = none set.')
+param serviceNowAssignmentGroup string = ''
+
+@description('Category of new ServiceNow tickets; empty = the instance default.')
+param serviceNowCategory string = ''
+
+@description('JSON overriding the ServiceNow sync mapping tables (docs/servicenow.md); empty = the documented defaults.')
+param serviceNowMapping string = ''
+
+@description('Tickets per ServiceNow request when the sync polls (page size).')
+@minValue(1)
+@maxValue(1000)
+param serviceNowPollBatch int = 100
+
 @description('Accounts response actions never touch (UPNs or object ids, comma-separated).')
 param protectedAccounts string = ''
 
@@ -46,6 +63,13 @@ param protectedMachines string = ''
 
 @description('Who may decide approvals (UPNs / emails, comma-separated).')
 param approvers string = ''
+
+@description('Mailbox (UPN) approval requests are mailed from through Graph sendMail; empty = ask through Teams / Slack only.')
+param approvalMailbox string = ''
+
+@minValue(1)
+@description('Minutes approvers have before an approval times out (the playbook then does nothing destructive).')
+param approvalTimeoutMinutes int = 60
 
 @description('Report what response actions would do without doing it. Safe by default: set false deliberately.')
 param dryRun bool = true
@@ -58,6 +82,8 @@ param virusTotalApiKey string = ''
 param serviceNowUsername string = ''
 @secure()
 param serviceNowPassword string = ''
+@secure()
+param serviceNowWebhookSecret string = ''
 @secure()
 param slackWebhookUrl string = ''
 @secure()
@@ -99,6 +125,12 @@ var playbooks = [
     name: 'enrichment-ip-reputation'
     definition: loadJsonContent('playbooks/enrichment-ip-reputation.json')
     runOn: ['Created']
+  }
+  {
+    // One playbook for both events: the function creates the ticket once and syncs it on every run.
+    name: 'sync-servicenow-outbound'
+    definition: loadJsonContent('playbooks/sync-servicenow-outbound.json')
+    runOn: ['Created', 'Updated']
   }
 ]
 
@@ -170,6 +202,7 @@ module keyVault 'app/keyvault.bicep' = {
       'virustotal-api-key': virusTotalApiKey
       'servicenow-username': serviceNowUsername
       'servicenow-password': serviceNowPassword
+      'servicenow-webhook-secret': serviceNowWebhookSecret
       'slack-webhook-url': slackWebhookUrl
       'teams-webhook-url': teamsWebhookUrl
       'approval-signing-key': approvalSigningKey
@@ -195,9 +228,16 @@ module api 'app/api.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
     serviceNowInstanceUrl: serviceNowInstanceUrl
+    serviceNowCallerId: serviceNowCallerId
+    serviceNowAssignmentGroup: serviceNowAssignmentGroup
+    serviceNowCategory: serviceNowCategory
+    serviceNowMapping: serviceNowMapping
+    serviceNowPollBatch: serviceNowPollBatch
     protectedAccounts: protectedAccounts
     protectedMachines: protectedMachines
     approvers: approvers
+    approvalMailbox: approvalMailbox
+    approvalTimeoutMinutes: approvalTimeoutMinutes
     dryRun: dryRun
   }
 }

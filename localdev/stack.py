@@ -13,11 +13,20 @@ from typing import Any
 
 from localdev.azurite import Azurite
 from localdev.emulators.entra import EntraEmulator
+from localdev.emulators.mail import GraphMailEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
+from localdev.emulators.servicenow import ServiceNowEmulator
 from localdev.emulators.virustotal import VirusTotalEmulator
+from localdev.emulators.webhooks import SlackWebhookEmulator, TeamsWebhookEmulator
 from localdev.host import HostProcess
 
 VT_KEY = "vt-local-demo-key"
+APPROVAL_MAILBOX = "soc-approvals@contoso.com"
+APPROVERS = ("alice@contoso.com", "bob@contoso.com")
+APPROVAL_SIGNING_KEY = "approval-" + secrets.token_hex(24)
+SNOW_USER = "svc_sentinel_sync"  # the integration user of the sample tickets
+SNOW_PASSWORD = "snow-local-" + secrets.token_hex(6)
+SNOW_WEBHOOK_SECRET = "snow-hook-" + secrets.token_hex(8)
 
 
 class Stack:
@@ -36,6 +45,13 @@ class Stack:
             self.entra = self._exit.enter_context(EntraEmulator())
             self.arm = self._exit.enter_context(SentinelArmEmulator(authority=self.entra, validator=self.validator))
             self.vt = self._exit.enter_context(VirusTotalEmulator(api_keys=(VT_KEY,), per_minute=self.vt_per_minute))
+            self.snow = self._exit.enter_context(ServiceNowEmulator(users={SNOW_USER: SNOW_PASSWORD,
+                                                                           "megan.bowen": "analyst"}))
+            self.teams = self._exit.enter_context(TeamsWebhookEmulator())
+            self.slack = self._exit.enter_context(SlackWebhookEmulator())
+            # Graph sendMail for approval mail; ``outbox`` is what it accepted.
+            self.mail = self._exit.enter_context(GraphMailEmulator(authority=self.entra, mailboxes=(APPROVAL_MAILBOX,)))
+            self.outbox = self.mail.outbox
         except BaseException:
             self._exit.close()
             raise
@@ -46,7 +62,7 @@ class Stack:
 
     @property
     def emulators(self) -> list:
-        return [self.entra, self.arm, self.vt]
+        return [self.entra, self.arm, self.vt, self.snow, self.teams, self.slack, self.mail]
 
     def reset(self) -> None:
         for emulator in self.emulators:
@@ -59,6 +75,8 @@ class Stack:
             "ARM_ENDPOINT": self.arm.url,
             "VIRUSTOTAL_ENDPOINT": self.vt.url,
             "VIRUSTOTAL_API_KEY": VT_KEY,
+            **self.snow.env(SNOW_USER),
+            "SERVICENOW_WEBHOOK_SECRET": SNOW_WEBHOOK_SECRET,
             "STATE_STORAGE_CONNECTION": self.azurite.connection_string,
             "STATE_TABLE_PREFIX": "t" + secrets.token_hex(4),
             "HTTP_TIMEOUT_SECONDS": "5",
@@ -67,6 +85,13 @@ class Stack:
             "LOCAL_FUNCTION_KEY": self.function_key,
             "LOCAL_MASTER_KEY": self.master_key,
             "LOCAL_QUEUE_POLL_SECONDS": "0.2",
+            "GRAPH_ENDPOINT": self.mail.url,
+            "TEAMS_WEBHOOK_URL": self.teams.webhook_url,
+            "SLACK_WEBHOOK_URL": self.slack.webhook_url,
+            "APPROVAL_MAILBOX": APPROVAL_MAILBOX,
+            "APPROVERS": ",".join(APPROVERS),
+            "APPROVAL_SIGNING_KEY": APPROVAL_SIGNING_KEY,
+            "LOCAL_MODE": "true",  # approval callbacks may go to the playbook runner's loopback server
         }
         env.update(overrides)
         return env

@@ -27,9 +27,16 @@ param zoneRedundant bool = false
 
 // Plain settings from main.bicep (names exactly as in core/settings.py).
 param serviceNowInstanceUrl string = ''
+param serviceNowCallerId string = ''
+param serviceNowAssignmentGroup string = ''
+param serviceNowCategory string = ''
+param serviceNowMapping string = ''
+param serviceNowPollBatch int = 100
 param protectedAccounts string = ''
 param protectedMachines string = ''
 param approvers string = ''
+param approvalMailbox string = ''
+param approvalTimeoutMinutes int = 60
 param dryRun bool = true
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -75,15 +82,26 @@ var appSettings = {
   VIRUSTOTAL_API_KEY: '@Microsoft.KeyVault(SecretUri=${secretsUri}virustotal-api-key)'
   SERVICENOW_USERNAME: '@Microsoft.KeyVault(SecretUri=${secretsUri}servicenow-username)'
   SERVICENOW_PASSWORD: '@Microsoft.KeyVault(SecretUri=${secretsUri}servicenow-password)'
+  SERVICENOW_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${secretsUri}servicenow-webhook-secret)'
   SLACK_WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${secretsUri}slack-webhook-url)'
   TEAMS_WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${secretsUri}teams-webhook-url)'
   APPROVAL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${secretsUri}approval-signing-key)'
 
   // Plain configuration from azd environment values.
   SERVICENOW_INSTANCE_URL: serviceNowInstanceUrl
+  SERVICENOW_CALLER_ID: serviceNowCallerId
+  SERVICENOW_ASSIGNMENT_GROUP: serviceNowAssignmentGroup
+  SERVICENOW_CATEGORY: serviceNowCategory
+  SERVICENOW_MAPPING: serviceNowMapping
+  SERVICENOW_POLL_BATCH: string(serviceNowPollBatch)
   PROTECTED_ACCOUNTS: protectedAccounts
   PROTECTED_MACHINES: protectedMachines
   APPROVERS: approvers
+  APPROVAL_MAILBOX: approvalMailbox
+  APPROVAL_TIMEOUT_MINUTES: string(approvalTimeoutMinutes)
+  // Approval callbacks go only to Logic Apps hosts (SSRF guard); loopback callbacks are never allowed here.
+  APPROVAL_CALLBACK_ALLOWED_HOSTS: '*.logic.azure.com'
+  LOCAL_MODE: 'false'
   DRY_RUN: dryRun ? 'true' : 'false'
 }
 

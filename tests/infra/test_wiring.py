@@ -44,6 +44,8 @@ NOT_SET_IN_AZURE = {
     "VIRUSTOTAL_QUOTA_RETRY_SECONDS": "default matches the public API's per-minute quota",
     "VIRUSTOTAL_LABEL": "on by default",
     "MAX_ENTITIES": "tuned default in core/settings.py",
+    "PUBLIC_BASE_URL": "approval links default to the origin the playbook called (the app's own host name); "
+                       "set it only for a custom domain or a front door",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

@@ -1,0 +1,1 @@
+"""Orchestration: Teams / Slack notifications, approvals and closing incidents."""

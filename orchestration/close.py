@@ -1,0 +1,112 @@
+"""``POST orchestration/close-incident``: close the Sentinel incident and its ServiceNow ticket.
+
+The incident is closed with an etag-safe update (a concurrent edit is re-read and re-applied, and
+an incident already closed the same way is not written again), one comment with a deterministic id
+says why, and the linked ticket is then closed by the sync area (``ServiceNowSync.outbound``), which
+maps the classification to the ticket's close code and keeps its own echo bookkeeping right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+from typing import Any
+
+from core.case import Case, ci_get
+from core.errors import BadRequest, PackError
+from core.sentinel import comment_id
+
+log = logging.getLogger(__name__)
+
+# Sentinel's classification -> the reasons it accepts; the first is the default.
+REASONS: dict[str, tuple[str, ...]] = {
+    "TruePositive": ("SuspiciousActivity",),
+    "BenignPositive": ("SuspiciousButExpected",),
+    "FalsePositive": ("IncorrectAlertLogic", "InaccurateData"),
+    "Undetermined": (),
+}
+COMMENT_MAX = 1000
+
+
+def _canonical(value: Any, allowed: tuple[str, ...] | list[str], what: str) -> str:
+    text = str(value or "").strip()
+    for name in allowed:
+        if name.lower() == text.lower():
+            return name
+    raise BadRequest(f"{what} {text[:40]!r} is not one of {', '.join(allowed)}")
+
+
+def parse_close(body: dict) -> tuple[str, str | None, str]:
+    """(classification, reason, comment) from the request, validated as Sentinel would."""
+    raw = ci_get(body, "classification")
+    if raw is None:
+        raise BadRequest("classification is required: TruePositive, BenignPositive, FalsePositive or Undetermined")
+    classification = _canonical(raw, list(REASONS), "classification")
+    allowed = REASONS[classification]
+    raw_reason = ci_get(body, "classificationReason")
+    if not allowed:
+        if raw_reason:
+            raise BadRequest(f"{classification} takes no classificationReason")
+        reason = None
+    else:
+        reason = _canonical(raw_reason, allowed, "classificationReason") if raw_reason else allowed[0]
+    comment = str(ci_get(body, "comment", "classificationComment") or "").strip()[:COMMENT_MAX]
+    return classification, reason, comment
+
+
+class Closer:
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    def close(self, case: Case, body: dict) -> dict[str, Any]:
+        if not case.incident_id or not case.incident_name:
+            raise BadRequest("close-incident needs an incident: send the incident trigger body or "
+                             "{\"incidentArmId\": ...}")
+        classification, reason, comment = parse_close(body)
+        closed_by = str(ci_get(body, "closedBy") or "").strip()[:200]
+        text = comment or f"Closed by the playbook as {classification}" + (f" ({reason})" if reason else "") + "."
+
+        def change(props: dict) -> bool:
+            wanted = {"status": "Closed", "classification": classification, "classificationReason": reason,
+                      "classificationComment": text}
+            if all(props.get(k) == v for k, v in wanted.items()):
+                return False
+            props.update(wanted)
+            if reason is None:
+                props.pop("classificationReason", None)
+            return True
+
+        before = self.ctx.sentinel.get_incident(case.incident_id)
+        was_closed = (before.get("properties") or {}).get("status") == "Closed"
+        self.ctx.sentinel.update_incident(case.incident_id, change)
+        digest = hashlib.sha256(f"{classification}|{reason}|{text}".encode()).hexdigest()[:16]
+        cid = comment_id(case.incident_id, "close", digest)
+        e = html.escape
+        message = (f"<p><b>Incident closed: {e(classification)}" + (f" ({e(reason)})" if reason else "") + "</b></p>"
+                   f"<p>{e(text)}</p>" + (f"<p>Decision by {e(closed_by)}.</p>" if closed_by else ""))
+        self.ctx.sentinel.put_comment(case.incident_id, cid, message)
+        return {"incident": case.incident_id, "case": case.label, "status": "Closed", "classification": classification,
+                "classificationReason": reason, "alreadyClosed": was_closed, "comment": cid,
+                "ticket": self._close_ticket(case)}
+
+    def _close_ticket(self, case: Case) -> dict[str, Any]:
+        """Let the sync bring the ticket in step with the now closed incident (it resolves/closes it)."""
+        if self.ctx.settings.values.get("SERVICENOW_INSTANCE_URL") is None:
+            return {"result": "not-configured"}
+        from sync.links import LinkStore
+
+        link = LinkStore(self.ctx.state).get(case.incident_name.lower())
+        if link is None or link.state != "linked":
+            return {"result": "no-ticket"}
+        from sync.service import ServiceNowSync
+
+        manual = Case(source="manual", incident_id=case.incident_id, incident_name=case.incident_name,
+                      workspace=case.workspace, entities_included=False)
+        try:
+            summary = ServiceNowSync(self.ctx).outbound(manual)
+        except PackError:
+            log.warning("closing the ticket of %s failed; the Logic App retries the call", case.label)
+            raise
+        ticket = summary.get("ticket") if isinstance(summary.get("ticket"), dict) else {}
+        return {"result": "synced", "number": ticket.get("number") or link.number, "state": ticket.get("state")}

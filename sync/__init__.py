@@ -1,0 +1,1 @@
+"""ServiceNow <-> Sentinel incident sync: one ticket per incident, changes both ways, no echo."""

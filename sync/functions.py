@@ -1,0 +1,106 @@
+"""HTTP and timer functions of the ServiceNow sync (one Blueprint).
+
+- ``POST sync/servicenow/outbound``: the Sentinel playbook (incident created or updated) -> ticket.
+- ``POST sync/servicenow/inbound``: the ServiceNow business rule's push (function key + signature).
+- timer ``servicenow_poll``: every two minutes, the changes no push delivered.
+The sync itself (and pysnow) is imported inside the functions, not at cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import azure.functions as func
+
+from core.api import MAX_BODY_BYTES, error_response, json_response, read_json, run_action
+from core.case import Case
+from core.errors import PackError, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from sync.service import ServiceNowSync
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+def _sync() -> ServiceNowSync:
+    from core.context import get_context
+    from sync.service import ServiceNowSync
+
+    return ServiceNowSync(get_context())
+
+
+def outbound(case: Case) -> dict:
+    return _sync().outbound(case)
+
+
+@bp.route(route="sync/servicenow/outbound", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def servicenow_outbound(req: func.HttpRequest) -> func.HttpResponse:
+    """Create the incident's ServiceNow ticket once, then sync both ways (same call for create and update)."""
+    return run_action(req, outbound, name="servicenow_outbound")
+
+
+@bp.route(route="sync/servicenow/inbound", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def servicenow_inbound(req: func.HttpRequest) -> func.HttpResponse:
+    """A ticket changed in ServiceNow: check the body's signature, then sync that ticket's incident."""
+    from core.settings import get_settings
+    from sync.webhook import SIGNATURE_HEADER, verify
+
+    started = time.perf_counter()
+    try:
+        body = req.get_body() or b""
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge("request body too large for a ServiceNow push")
+        settings = get_settings()
+        settings.require("SERVICENOW_WEBHOOK_SECRET")
+        # The signature is checked on the raw bytes before anything in the body is trusted.
+        verify(body, req.headers.get(SIGNATURE_HEADER), str(settings["SERVICENOW_WEBHOOK_SECRET"]))
+        result = _sync().inbound(read_json(req))
+        log.info("action=servicenow_inbound ticket=%s changed=%s ms=%.1f", (result.get("ticket") or {}).get("number"),
+                 result.get("changed"), (time.perf_counter() - started) * 1000)
+        return json_response(result)
+    except PackError as error:
+        log.warning("action=servicenow_inbound status=%s code=%s message=%s", error.status, error.code, error.message)
+        return error_response(error)
+    except Exception:
+        log.exception("action=servicenow_inbound failed unexpectedly")
+        return json_response({"error": {"code": "InternalError",
+                                        "message": "unexpected error; see the function's logs"}}, 500)
+
+
+@bp.timer_trigger(schedule="0 */2 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)
+def servicenow_poll(timer: func.TimerRequest) -> None:
+    """Pull tickets changed since the stored watermark; a failed run leaves the watermark for the next one.
+
+    A ServiceNow or Sentinel failure is logged, not raised: the next run retries from the saved
+    watermark and nothing is lost. Every run, failed or not, is counted with its summary in the
+    state store (``snowlinks`` poll/lastrun).
+    """
+    from core.settings import get_settings
+
+    if get_settings().values.get("SERVICENOW_INSTANCE_URL") is None:
+        log.info("servicenow_poll: SERVICENOW_INSTANCE_URL is not set; nothing to poll")
+        return
+    summary: dict = {}
+    try:
+        summary = _sync().poll()
+        if summary.get("stopped"):
+            log.warning("servicenow_poll stopped early: %s (retried at the next run)", summary["stopped"])
+        log.info("servicenow_poll: %s", summary)
+    except PackError as error:
+        summary = {"stopped": f"{error.code}: {error.message}"}
+        log.warning("servicenow_poll stopped: %s: %s (retried at the next run)", error.code, error.message)
+    finally:
+        _record_poll(summary)
+
+
+def _record_poll(summary: dict) -> None:
+    from core.context import get_context
+    from sync.links import LinkStore
+
+    try:
+        LinkStore(get_context().state).record_poll(summary)
+    except PackError as error:
+        log.warning("servicenow_poll: could not record the run: %s", error.message)

@@ -1,0 +1,59 @@
+"""Helpers of the orchestration tests: callback receiver, approval links."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import threading
+import uuid
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from localdev.emulators.base import Emulator, Request, Response
+
+
+class CallbackReceiver(Emulator):
+    """What ``listCallbackUrl()`` points at: records the POSTs that resume a waiting run."""
+
+    name = "logic-app-callback"
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.arrived = threading.Condition()
+        self.route("POST", r"/workflows/(?P<run>[^/]+)/callback", self._callback)
+
+    def new_url(self) -> str:
+        return f"{self.url}/workflows/{uuid.uuid4().hex}/callback?sig=logic-app-sas"
+
+    def _callback(self, req: Request) -> Response:
+        with self.arrived:
+            self.arrived.notify_all()
+        return Response(200)
+
+    def bodies(self, url: str) -> list[dict]:
+        path = urlsplit(url).path
+        return [r.json for r in self.requests_to("POST", "^" + path + "$")]
+
+
+def links_in(text: str) -> list[str]:
+    """Approval links (GET confirmation pages) in a mail body or a chat message."""
+    return [link.replace("&amp;", "&") for link in re.findall(r"https?://[^\s\"'<>]+/api/orchestration/approvals/"
+                                                              r"[0-9a-f]{32}/[A-Za-z_-]+\?[^\s\"'<>]+", text)]
+
+
+def link_for(links: list[str], choice: str) -> str:
+    (link,) = [link for link in links if urlsplit(link).path.rsplit("/", 1)[-1].lower() == choice.lower()]
+    return link
+
+
+def resign(link: str, key: str, **changes: str) -> str:
+    """The link with ``changes`` to its query, signed properly with ``key`` (an insider's valid link)."""
+    parts = urlsplit(link)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    query.update(changes)
+    approval_id, choice = parts.path.rsplit("/", 2)[-2:]
+    text = f"v1\n{approval_id}\n{choice.lower()}\n{query['approver'].lower()}\n{query['expires']}"
+    query["sig"] = base64.urlsafe_b64encode(hmac.new(key.encode(), text.encode(), hashlib.sha256).digest()
+                                            ).rstrip(b"=").decode()
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"

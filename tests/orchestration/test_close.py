@@ -1,0 +1,56 @@
+"""close-incident end to end: the Sentinel incident (ARM emulator) and its ServiceNow ticket (emulator)."""
+
+from __future__ import annotations
+
+import pytest
+
+ROUTE = "orchestration/close-incident"
+pytestmark = pytest.mark.e2e
+
+
+def test_closes_incident_and_ticket_once(clean_stack, host, incident):
+    created = host.post("sync/servicenow/outbound", incident)
+    assert created.status_code == 200, created.text
+    sys_id = created.json()["ticket"]["sysId"]
+    body = {**incident, "classification": "BenignPositive", "comment": "Approver chose Ignore <b>x</b>",
+            "closedBy": "bob@contoso.com"}
+    response = host.post(ROUTE, body)
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert summary["classificationReason"] == "SuspiciousButExpected" and summary["ticket"]["result"] == "synced"
+    incident_id = incident["object"]["id"]
+    props = clean_stack.arm.incident(incident_id)["properties"]
+    assert props["status"] == "Closed" and props["classification"] == "BenignPositive"
+    assert props["classificationReason"] == "SuspiciousButExpected"
+    (comment,) = [c for c in clean_stack.arm.comments(incident_id) if "Incident closed" in c["properties"]["message"]]
+    assert "&lt;b&gt;" in comment["properties"]["message"] and "bob@contoso.com" in comment["properties"]["message"]
+    ticket = clean_stack.snow.record(sys_id)
+    assert ticket["state"] in ("6", "7") and ticket["close_code"]
+
+    # Retried by the Logic App: no second incident write, no second comment, the ticket stays closed.
+    puts = len(clean_stack.arm.requests_to("PUT", r"/incidents/[^/]+$"))
+    again = host.post(ROUTE, body)
+    assert again.status_code == 200 and again.json()["alreadyClosed"] is True
+    assert len(clean_stack.arm.requests_to("PUT", r"/incidents/[^/]+$")) == puts
+    closing = [c for c in clean_stack.arm.comments(incident_id) if "Incident closed" in c["properties"]["message"]]
+    assert len(closing) == 1
+
+
+def test_without_a_ticket_only_the_incident_is_closed(clean_stack, host, incident):
+    response = host.post(ROUTE, {**incident, "classification": "FalsePositive",
+                                 "classificationReason": "InaccurateData"})
+    assert response.status_code == 200, response.text
+    assert response.json()["ticket"] == {"result": "no-ticket"}
+    assert clean_stack.snow.records() == [] or all(
+        r.get("correlation_id") != incident["object"]["name"] for r in clean_stack.snow.records())
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ({}, "classification is required"),
+    ({"classification": "Maybe"}, "classification"),
+    ({"classification": "FalsePositive", "classificationReason": "SuspiciousActivity"}, "classificationReason"),
+    ({"classification": "Undetermined", "classificationReason": "InaccurateData"}, "takes no"),
+])
+def test_bad_close_requests_are_400s(clean_stack, host, incident, extra, problem):
+    response = host.post(ROUTE, {**incident, **extra})
+    assert response.status_code == 400 and problem in response.json()["error"]["message"]

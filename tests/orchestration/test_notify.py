@@ -1,0 +1,93 @@
+"""Teams / Slack notifications end to end: local host -> webhook emulators, send-once state in Azurite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ROUTE = "orchestration/notify"
+pytestmark = pytest.mark.e2e
+
+
+def test_incident_is_posted_once_to_teams_and_slack(clean_stack, host, incident):
+    response = host.post(ROUTE, incident)
+    assert response.status_code == 200, response.text
+    assert response.json()["channels"] == {"teams": "sent", "slack": "sent"}
+    (card,) = clean_stack.teams.cards
+    (message,) = clean_stack.slack.messages
+    number = str(incident["object"]["properties"]["incidentNumber"])
+    card_text = json.dumps(card)
+    for expected in ("Sign-in from anonymizing proxy", "High", number, "adele.vance@contoso.com", "ws-fin-0042",
+                     "203.0.113.45", incident["object"]["properties"]["incidentUrl"]):
+        assert expected in card_text, expected
+    slack_text = json.dumps(message)
+    assert "adele.vance@contoso.com" in slack_text and number in slack_text
+    assert message["unfurl_links"] is False
+
+    # The Logic App retries the same action: nothing is posted again.
+    again = host.post(ROUTE, incident)
+    assert again.json()["channels"] == {"teams": "already-sent", "slack": "already-sent"}
+    assert len(clean_stack.teams.messages) == 1 and len(clean_stack.slack.messages) == 1
+
+
+def test_slack_outage_still_notifies_teams_and_the_retry_completes(clean_stack, host, incident):
+    clean_stack.slack.fail(503, times=10)
+    response = host.post(ROUTE, incident)
+    assert response.status_code == 502 and response.headers["Retry-After"]
+    assert "teams: sent" in response.json()["error"]["message"]
+    assert len(clean_stack.teams.messages) == 1 and clean_stack.slack.messages == []
+
+    clean_stack.slack.clear_faults()
+    retry = host.post(ROUTE, incident)
+    assert retry.json()["channels"] == {"teams": "already-sent", "slack": "sent"}
+    assert len(clean_stack.teams.messages) == 1 and len(clean_stack.slack.messages) == 1
+
+
+def test_slack_throttling_is_a_429_with_retry_after(clean_stack, host, incident):
+    clean_stack.slack.fail(429, times=10, retry_after=120)
+    response = host.post(ROUTE, incident)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "120"
+    assert len(clean_stack.teams.messages) == 1
+
+
+def test_revoked_slack_webhook_is_named_but_never_shown(clean_stack, host, incident):
+    clean_stack.slack.revoke()
+    response = host.post(ROUTE, incident)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "no_service" in error["message"] and "Slack" in error["message"]
+    assert clean_stack.slack.path not in response.text and clean_stack.slack.path not in host.host.output
+    assert clean_stack.teams.workflow_id not in host.host.output
+    assert len(clean_stack.teams.messages) == 1
+
+
+def test_untrusted_text_stays_text(clean_stack, host, incident):
+    incident["object"]["properties"]["title"] = (
+        "<script>alert(1)</script> <!channel> <http://evil.example|click> [click](http://evil.example) **x**")
+    clean_stack.arm.seed_from_trigger(incident)
+    assert host.post(ROUTE, incident).status_code == 200
+    card = json.dumps(clean_stack.teams.cards[0])
+    assert "<script>" not in card and "](http://evil" not in card and "&lt;script&gt;" in card
+    slack = json.dumps(clean_stack.slack.messages[0])
+    assert "<!channel>" not in slack and "<http://evil" not in slack
+    assert "&lt;!channel&gt;" in slack and "&lt;http://evil.example|click&gt;" in slack
+
+
+def test_update_events_are_new_events(clean_stack, host, incident):
+    assert host.post(ROUTE, incident).status_code == 200
+    incident["objectEventType"] = "Update"
+    incident["object"]["properties"]["lastModifiedTimeUtc"] = "2030-01-01T00:00:00Z"
+    assert host.post(ROUTE, incident).json()["channels"] == {"teams": "sent", "slack": "sent"}
+    assert "updated" in json.dumps(clean_stack.teams.cards[1])
+
+
+def test_manual_run_reads_the_incident(clean_stack, host, incident):
+    response = host.post(ROUTE, {"incidentArmId": incident["object"]["id"]})
+    assert response.status_code == 200, response.text
+    assert "adele.vance@contoso.com" in json.dumps(clean_stack.teams.cards[0])
+
+
+def test_bad_input_is_a_400(clean_stack, host):
+    response = host.post(ROUTE, {"hello": 1})
+    assert response.status_code == 400 and "unrecognised payload" in response.json()["error"]["message"]
