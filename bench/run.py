@@ -4,7 +4,9 @@ Scenarios (more arrive with each use case):
 1. incident storm, enrichment: N incidents sharing U unique public IPs with private IPs mixed
    in, sent through the local host by 8 concurrent callers. VirusTotal calls made vs what a
    one-call-per-IP-entity playbook makes; comments per incident; wall time.
-2. cold start: ``import function_app`` in fresh processes (median) vs a bare
+2. ServiceNow sync (bench/sync.py): requests per poll cycle when idle and with k changed
+   tickets among many; tickets created per incident.
+3. cold start: ``import function_app`` in fresh processes (median) vs a bare
    ``import azure.functions, requests``.
 Results go to ``bench/results.json`` as rows {scenario, metric, value, reference, ratio}.
 ``--quick`` (CI) uses small sizes and asserts the count goals, never timing goals.
@@ -28,6 +30,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import sync as bench_sync  # noqa: E402
 from localdev.stack import Stack  # noqa: E402
 from tests.fixtures import incident_with  # noqa: E402
 
@@ -107,6 +110,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; assert count goals (CI)")
     args = parser.parse_args()
     rows = incident_storm(20, 10) if args.quick else incident_storm(200, 50)
+    sync_rows = bench_sync.run(args.quick)
+    rows += sync_rows
     rows += cold_start(3 if args.quick else 10)
 
     width = max(len(r["metric"]) for r in rows)
@@ -130,6 +135,7 @@ def main() -> int:
         problems.append("an incident got more than one comment")
     if by_metric["failed requests"]["value"]:
         problems.append("some requests failed")
+    problems += bench_sync.goals_missed(sync_rows)
     for problem in problems:
         print(f"GOAL MISSED: {problem}", file=sys.stderr)
     return 1 if problems else 0

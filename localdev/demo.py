@@ -7,6 +7,7 @@ and prints what happened on each side, ending with the incident comment as writt
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -17,6 +18,8 @@ from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
 from localdev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
+# The other use cases, each played by localdev/demo_<area>.py: run(stack, host, say).
+DEMOS = [("Bi-directional ServiceNow sync", "sync")]
 SAMPLES = ROOT / "tests" / "fixtures"
 PLAYBOOKS = ROOT / "infra" / "playbooks"
 T0 = time.monotonic()
@@ -140,6 +143,9 @@ def main() -> int:
             calls = len(stack.vt.lookups())
             print(f"\nVirusTotal calls: {calls} for 3 runs with {IP_ENTITIES} IP entities "
                   f"(a one-call-per-entity playbook makes {IP_ENTITIES}); comments: 1 per incident.")
+            for title, area in DEMOS:
+                print(f"\n=== {title} ===")
+                importlib.import_module(f"localdev.demo_{area}").run(stack, host, say)
         finally:
             runner.close()
             host.stop()
