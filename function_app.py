@@ -9,10 +9,12 @@ import azure.functions as func
 from core.health import bp as health
 from enrichment.functions import bp as enrichment
 from orchestration.functions import bp as orchestration
+from response.functions import bp as response
 from sync.functions import bp as sync
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 app.register_functions(enrichment)
 app.register_functions(orchestration)
+app.register_functions(response)
 app.register_functions(sync)

@@ -81,6 +81,11 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("SERVICENOW_CATEGORY", None, doc="Category of new tickets (empty: the instance's default)"),
     SettingSpec("SERVICENOW_MAPPING", "", doc="JSON overriding the sync's mapping tables (docs/servicenow.md)"),
     SettingSpec("SERVICENOW_POLL_BATCH", "100", "int", doc="Tickets per ServiceNow request when polling (page size)"),
+    SettingSpec("MDE_ISOLATION_TYPE", "Full", doc="Defender for Endpoint isolation: Full or Selective"),
+    SettingSpec("RESPONSE_MAX_TARGETS", "3", "int",
+                doc="Blast-radius cap: most machines, users or IPs one response call may act on"),
+    SettingSpec("BLOCK_IP_EXPIRY_HOURS", "72", "int",
+                doc="Lifetime of an IP block (Defender indicator and block-list entry); a new block renews it"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

@@ -12,8 +12,9 @@ from contextlib import ExitStack
 from typing import Any
 
 from localdev.azurite import Azurite
+from localdev.emulators.defender import DefenderEmulator
 from localdev.emulators.entra import EntraEmulator
-from localdev.emulators.mail import GraphMailEmulator
+from localdev.emulators.graph import GraphEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
 from localdev.emulators.servicenow import ServiceNowEmulator
 from localdev.emulators.virustotal import VirusTotalEmulator
@@ -49,9 +50,12 @@ class Stack:
                                                                            "megan.bowen": "analyst"}))
             self.teams = self._exit.enter_context(TeamsWebhookEmulator())
             self.slack = self._exit.enter_context(SlackWebhookEmulator())
-            # Graph sendMail for approval mail; ``outbox`` is what it accepted.
-            self.mail = self._exit.enter_context(GraphMailEmulator(authority=self.entra, mailboxes=(APPROVAL_MAILBOX,)))
-            self.outbox = self.mail.outbox
+            # Graph behind one GRAPH_ENDPOINT: users and Identity Protection (response), sendMail (approval mail;
+            # ``outbox`` is what it accepted). ``mail`` names the same emulator.
+            self.graph = self._exit.enter_context(GraphEmulator(authority=self.entra, mailboxes=(APPROVAL_MAILBOX,)))
+            self.mail = self.graph
+            self.outbox = self.graph.outbox
+            self.mde = self._exit.enter_context(DefenderEmulator(authority=self.entra))
         except BaseException:
             self._exit.close()
             raise
@@ -62,7 +66,7 @@ class Stack:
 
     @property
     def emulators(self) -> list:
-        return [self.entra, self.arm, self.vt, self.snow, self.teams, self.slack, self.mail]
+        return [self.entra, self.arm, self.vt, self.snow, self.teams, self.slack, self.graph, self.mde]
 
     def reset(self) -> None:
         for emulator in self.emulators:
@@ -85,7 +89,8 @@ class Stack:
             "LOCAL_FUNCTION_KEY": self.function_key,
             "LOCAL_MASTER_KEY": self.master_key,
             "LOCAL_QUEUE_POLL_SECONDS": "0.2",
-            "GRAPH_ENDPOINT": self.mail.url,
+            "GRAPH_ENDPOINT": self.graph.url,
+            "MDE_ENDPOINT": self.mde.url,
             "TEAMS_WEBHOOK_URL": self.teams.webhook_url,
             "SLACK_WEBHOOK_URL": self.slack.webhook_url,
             "APPROVAL_MAILBOX": APPROVAL_MAILBOX,

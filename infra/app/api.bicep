@@ -38,6 +38,10 @@ param approvers string = ''
 param approvalMailbox string = ''
 param approvalTimeoutMinutes int = 60
 param dryRun bool = true
+@allowed(['Full', 'Selective'])
+param mdeIsolationType string = 'Full'
+param responseMaxTargets int = 3
+param blockIpExpiryHours int = 72
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -103,6 +107,9 @@ var appSettings = {
   APPROVAL_CALLBACK_ALLOWED_HOSTS: '*.logic.azure.com'
   LOCAL_MODE: 'false'
   DRY_RUN: dryRun ? 'true' : 'false'
+  MDE_ISOLATION_TYPE: mdeIsolationType
+  RESPONSE_MAX_TARGETS: string(responseMaxTargets)
+  BLOCK_IP_EXPIRY_HOURS: string(blockIpExpiryHours)
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

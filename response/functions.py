@@ -1,0 +1,165 @@
+"""HTTP functions of the response area (one Blueprint). Every POST takes any Sentinel trigger body.
+
+- ``POST response/mde/isolate`` (``?isolationType=Full|Selective``), ``POST response/mde/release``:
+  202 + ``Location`` + ``Retry-After`` while Defender machine actions are pending, else 200;
+- ``GET response/mde/actions/{id}``: 202 while pending, 200 with the final state;
+- ``POST response/entra/confirm-compromised`` | ``revoke-sessions`` | ``disable-user``;
+- ``POST response/block-ip``, ``POST response/unblock-ip``;
+- ``GET response/blocklist``: the plain-text external dynamic list firewalls poll.
+Every POST accepts ``?dryRun=true`` (it can only add safety: the ``DRY_RUN`` setting cannot be lifted
+per call). Services and SDKs are imported inside the functions, not at cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import azure.functions as func
+
+from core.api import error_response, json_response, run_action
+from core.case import Case
+from core.errors import PackError
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+ACTIONS_ROUTE = "response/mde/actions"
+
+
+def _ctx():
+    from core.context import get_context
+
+    return get_context()
+
+
+def _dry_run(req: func.HttpRequest) -> bool:
+    from response.run import parse_flag
+
+    return parse_flag(req.params.get("dryRun"), "dryRun")
+
+
+def _status_url(req: func.HttpRequest, reference: str) -> str:
+    """Where the Logic App polls. Logic Apps do not resend the action's headers when polling, so the
+    caller's own function key travels as ``code`` (as the Functions host's own status URLs do)."""
+    settings = _ctx().settings
+    parts = urlsplit(req.url)
+    base = str(settings["PUBLIC_BASE_URL"] or f"{parts.scheme}://{parts.netloc}").rstrip("/")
+    url = f"{base}/api/{ACTIONS_ROUTE}/{quote(reference)}"
+    key = req.headers.get("x-functions-key") or req.params.get("code")
+    return f"{url}?code={quote(key, safe='')}" if key else url
+
+
+def _asynchronous(req: func.HttpRequest, act: Callable[[Case], tuple[int, dict]], name: str) -> func.HttpResponse:
+    """run_action, plus Location and Retry-After when the answer is a 202."""
+    accepted: dict[str, str] = {}
+
+    def action(case: Case) -> tuple[int, dict]:
+        from response.isolation import POLL_SECONDS
+
+        status, body = act(case)
+        if status == 202:
+            accepted["Location"] = _status_url(req, body["operation"])
+            accepted["Retry-After"] = str(POLL_SECONDS)
+        return status, body
+
+    response = run_action(req, action, name=name)
+    if response.status_code == 202:
+        for header, value in accepted.items():
+            response.headers[header] = value
+    return response
+
+
+# -- Defender for Endpoint -------------------------------------------------------------------------
+@bp.route(route="response/mde/isolate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def mde_isolate(req: func.HttpRequest) -> func.HttpResponse:
+    """Isolate the incident's machines (Full or Selective); 202 to poll while Defender works."""
+    from response.isolation import MachineResponse
+
+    return _asynchronous(req, lambda case: MachineResponse(_ctx()).isolate(
+        case, isolation_type=req.params.get("isolationType"), dry_run=_dry_run(req)), "mde_isolate")
+
+
+@bp.route(route="response/mde/release", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def mde_release(req: func.HttpRequest) -> func.HttpResponse:
+    """Release the incident's machines from isolation; 202 to poll while Defender works."""
+    from response.isolation import MachineResponse
+
+    return _asynchronous(req, lambda case: MachineResponse(_ctx()).release(case, dry_run=_dry_run(req)),
+                         "mde_release")
+
+
+@bp.route(route="response/mde/actions/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def mde_action_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The Location of the asynchronous pattern: 202 while pending, 200 with Succeeded / Failed / ..."""
+    from response.isolation import POLL_SECONDS, MachineResponse
+
+    reference = req.route_params.get("id", "")
+    try:
+        status, body = MachineResponse(_ctx()).status(reference)
+    except PackError as error:
+        log.warning("action=mde_action_status status=%s code=%s message=%s", error.status, error.code, error.message)
+        return error_response(error)
+    headers = {"Location": _status_url(req, reference), "Retry-After": str(POLL_SECONDS)} if status == 202 else {}
+    return json_response(body, status, headers)
+
+
+# -- Entra ID --------------------------------------------------------------------------------------
+def _users(req: func.HttpRequest, method: str, name: str) -> func.HttpResponse:
+    def action(case: Case) -> dict[str, Any]:
+        from response.users import UserResponse
+
+        return getattr(UserResponse(_ctx()), method)(case, dry_run=_dry_run(req))
+
+    return run_action(req, action, name=name)
+
+
+@bp.route(route="response/entra/confirm-compromised", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def entra_confirm_compromised(req: func.HttpRequest) -> func.HttpResponse:
+    """Confirm the incident's users compromised in Identity Protection (needs Entra ID P2)."""
+    return _users(req, "confirm_compromised", "entra_confirm_compromised")
+
+
+@bp.route(route="response/entra/revoke-sessions", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def entra_revoke_sessions(req: func.HttpRequest) -> func.HttpResponse:
+    """Revoke the sign-in sessions (refresh tokens) of the incident's users."""
+    return _users(req, "revoke_sessions", "entra_revoke_sessions")
+
+
+@bp.route(route="response/entra/disable-user", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def entra_disable_user(req: func.HttpRequest) -> func.HttpResponse:
+    """Disable the incident's user accounts (an account already disabled is reported, not an error)."""
+    return _users(req, "disable", "entra_disable_user")
+
+
+# -- IP blocking -----------------------------------------------------------------------------------
+@bp.route(route="response/block-ip", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def block_ip(req: func.HttpRequest) -> func.HttpResponse:
+    """Block the incident's public IPs: Defender indicator (AlertAndBlock) and the firewall block list."""
+    from response.ipblock import IpResponse
+
+    return run_action(req, lambda case: IpResponse(_ctx()).block(case, dry_run=_dry_run(req)), name="block_ip")
+
+
+@bp.route(route="response/unblock-ip", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def unblock_ip(req: func.HttpRequest) -> func.HttpResponse:
+    """Remove the blocks of the incident's IPs (indicator and block-list entry)."""
+    from response.ipblock import IpResponse
+
+    return run_action(req, lambda case: IpResponse(_ctx()).unblock(case, dry_run=_dry_run(req)), name="unblock_ip")
+
+
+@bp.route(route="response/blocklist", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def ip_blocklist(req: func.HttpRequest) -> func.HttpResponse:
+    """The external dynamic list: blocked, unexpired IPs, one per line (``?code=<function key>``)."""
+    from response.blocklist import BlockList, render_edl
+
+    try:
+        text = render_edl(BlockList(_ctx().state).active())
+    except PackError as error:
+        log.warning("action=ip_blocklist status=%s code=%s", error.status, error.code)
+        return error_response(error)
+    return func.HttpResponse(text, status_code=200, mimetype="text/plain", charset="utf-8",
+                             headers={"Cache-Control": "no-store"})

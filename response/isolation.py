@@ -1,0 +1,274 @@
+"""Isolate and release the incident's machines through Defender for Endpoint, and follow the actions.
+
+Resolution of a Host entity to one Defender machine, strictest first:
+1. ``MdatpDeviceId`` (Sentinel's ``additionalData``): ``GET /api/machines/{id}``; an unknown id is refused,
+   and so is a machine whose DNS name contradicts the entity's host name;
+2. else the FQDN (``hostName`` + ``dnsDomain``): exact ``computerDnsName eq '<fqdn>'``;
+3. else a bare host name: exact ``computerDnsName eq '<name>'``, then machines named ``<name>.<domain>``
+   (prefix query, verified label by label).
+Never a substring match. No machine: refused as unknown; several: refused as ambiguous, with their ids.
+
+Idempotency: before acting, the machine's Isolate/Unisolate actions are read. An isolation pending or
+succeeded (and not released since) is not requested again; Defender's own "Action is already in
+progress" (400 ActiveRequestAlreadyExists) is treated as pending. Release mirrors it.
+
+Asynchronous pattern: pending actions are grouped in an *operation* (table ``responseops``, PartitionKey
+``mde``, RowKey = a hash of the action ids, so a retry that finds the same pending actions names the same
+operation). The call answers 202 with ``Location`` = ``/api/response/mde/actions/{operation}`` and
+``Retry-After``; that route answers 202 while any action is Pending / InProgress and 200 with the final
+state, and writes one follow-up audit comment with the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from core.audit import AuditEntry, AuditTrail
+from core.case import Case, HostEntity
+from core.context import Context
+from core.errors import BadRequest, ConfigurationError, NotFound, PackError
+from response.mde import (
+    ACTIVE,
+    FAILED,
+    ISOLATION_TYPES,
+    ActionInProgress,
+    DefenderClient,
+    DefenderRejected,
+    Machine,
+    MachineAction,
+)
+from response.run import GUID, ResponseRun
+
+log = logging.getLogger(__name__)
+
+OPS_TABLE = "responseops"
+OPS_PARTITION = "mde"
+POLL_SECONDS = 30  # Retry-After of the 202s: isolation takes minutes; Defender allows 100 calls a minute
+_OP = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class Verb:
+    """What isolate and release differ in: data, not branches."""
+
+    name: str           # isolate | release
+    action_type: str    # Defender machine action type
+    undo_type: str
+    title: str
+    done_state: str     # wording when the machine is already in the wanted state
+
+
+ISOLATE = Verb("isolate", "Isolate", "Unisolate", "Defender for Endpoint: isolate machines", "already isolated")
+RELEASE = Verb("release", "Unisolate", "Isolate", "Defender for Endpoint: release machines from isolation",
+               "not isolated")
+
+
+def isolation_state(actions: list[MachineAction]) -> MachineAction | None:
+    """The newest Isolate/Unisolate action that took or may take effect (failed ones changed nothing)."""
+    return next((a for a in actions if a.status not in FAILED), None)
+
+
+class MachineResponse:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.mde = DefenderClient(ctx.session, ctx.tokens, str(ctx.settings["MDE_ENDPOINT"]))
+
+    # -- entry points -------------------------------------------------------------------------
+    def isolate(self, case: Case, *, isolation_type: str | None = None, dry_run: bool = False) -> tuple[int, dict]:
+        kind = isolation_type or str(self.ctx.settings["MDE_ISOLATION_TYPE"])
+        match = next((t for t in ISOLATION_TYPES if t.lower() == kind.strip().lower()), None)
+        if match is None:
+            problem = f"isolation type {kind[:30]!r} is not one of {', '.join(ISOLATION_TYPES)}"
+            if isolation_type:
+                raise BadRequest(problem)
+            raise ConfigurationError(f"setting MDE_ISOLATION_TYPE: {problem}")
+        return self._run(case, ISOLATE, match, dry_run)
+
+    def release(self, case: Case, *, dry_run: bool = False) -> tuple[int, dict]:
+        return self._run(case, RELEASE, None, dry_run)
+
+    # -- one call -----------------------------------------------------------------------------
+    def _run(self, case: Case, verb: Verb, isolation_type: str | None, dry_run: bool) -> tuple[int, dict]:
+        run = ResponseRun(self.ctx, case, action=f"mde-{verb.name}", title=verb.title, dry_run_requested=dry_run)
+        hosts = run.case.hosts
+        run.subjects = [(h.mde_device_id or h.fqdn) for h in hosts]
+        run.require("Host")
+        pending: list[MachineAction] = []
+        error: PackError | None = None
+        try:
+            machines = self._resolve(run, hosts)
+            run.limit([m.label for m in machines], "machines")
+            comment = self._comment(run.case, verb)
+            for machine in machines:
+                action = self._act(run, verb, machine, comment, isolation_type)
+                if action is not None:
+                    pending.append(action)
+        except PackError as exc:
+            error = exc
+        follow = pending and error is None and not run.dry_run  # a dry run never starts anything to follow
+        operation = self._operation(run.case, verb, pending) if follow else None
+        summary = run.close(error, isolationType=isolation_type, operation=operation,
+                            pendingActions=[a.to_dict() for a in pending])
+        return (202 if operation else 200), summary
+
+    def _resolve(self, run: ResponseRun, hosts: tuple[HostEntity, ...]) -> list[Machine]:
+        machines: dict[str, Machine] = {}
+        for host in hosts:
+            label = host.fqdn + (f" ({host.mde_device_id[:12]}…)" if host.mde_device_id else "")
+            rule = run.guard.machine_rule(host.host_name, host.fqdn, host.mde_device_id)
+            if rule:
+                run.refuse(label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
+                continue
+            try:
+                machine, why = self._find(host)
+            except BadRequest as exc:  # a name or id that cannot be put in a query safely
+                run.refuse(label, exc.message)
+                continue
+            if machine is None:
+                run.refuse(label, why)
+                continue
+            rule = run.guard.machine_rule(machine.computer_dns_name, machine.id, tags=machine.machine_tags)
+            if rule:
+                run.refuse(machine.label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
+                continue
+            machines.setdefault(machine.id, machine)
+        return list(machines.values())
+
+    def _find(self, host: HostEntity) -> tuple[Machine | None, str]:
+        """The one machine the entity names, or None and why not."""
+        if host.mde_device_id:
+            machine = self.mde.get_machine(host.mde_device_id)
+            if machine is None:
+                return None, f"MdatpDeviceId {host.mde_device_id} is not known to Defender for Endpoint"
+            entity_label = host.host_name.split(".", 1)[0].lower()
+            machine_label = machine.computer_dns_name.split(".", 1)[0]
+            if machine_label and entity_label != machine_label:
+                return None, (f"MdatpDeviceId {host.mde_device_id} is machine {machine.computer_dns_name!r}, not "
+                              f"{host.host_name!r}: refusing a contradictory entity")
+            return machine, ""
+        if "." in host.fqdn:
+            found = self.mde.machines_named(host.fqdn)
+        else:
+            found = self.mde.machines_named(host.fqdn) or self.mde.machines_with_host_label(host.fqdn)
+        if not found:
+            return None, f"no Defender for Endpoint machine is named {host.fqdn!r} (exact match)"
+        if len(found) > 1:
+            listed = ", ".join(f"{m.computer_dns_name} {m.id}" for m in found[:5])
+            return None, (f"ambiguous: {len(found)} Defender machines match {host.fqdn!r} ({listed}); "
+                          "act on the machine by its device id")
+        return found[0], ""
+
+    def _act(self, run: ResponseRun, verb: Verb, machine: Machine, comment: str,
+             isolation_type: str | None) -> MachineAction | None:
+        """Bring one machine to the wanted state; the pending action to follow, if any."""
+        current = isolation_state(self.mde.machine_actions(machine.id, (verb.action_type, verb.undo_type)))
+        data = {"machineId": machine.id, "computerDnsName": machine.computer_dns_name}
+        if current is not None and current.type == verb.action_type:
+            if current.active:
+                run.add(machine.label, "pending", f"{verb.action_type} already requested ({current.status})",
+                        [current.id], **data)
+                return current
+            scope = f", {current.scope}" if current.scope else ""
+            run.add(machine.label, "already", f"{verb.done_state} ({current.type}{scope} {current.status} "
+                                              f"{current.updated or current.created})", [current.id], **data)
+            return None
+        if current is None and verb is RELEASE:
+            run.add(machine.label, "already", verb.done_state, **data)
+            return None
+        if run.dry_run:
+            run.add(machine.label, "would", f"{verb.action_type}" + (f" ({isolation_type})" if isolation_type
+                                                                      else ""), **data)
+            return None
+        try:
+            if verb is ISOLATE:
+                assert isolation_type is not None
+                action = self.mde.isolate(machine.id, comment, isolation_type)
+            else:
+                action = self.mde.unisolate(machine.id, comment)
+        except ActionInProgress:
+            again = isolation_state(self.mde.machine_actions(machine.id, (verb.action_type,)))
+            ids = [again.id] if again is not None and again.active else []
+            run.add(machine.label, "pending", "Defender: action already in progress", ids, **data)
+            return again if ids else None
+        except DefenderRejected as exc:  # e.g. OsPlatformNotSupported: this machine only
+            run.failed(machine.label, exc, **data)
+            return None
+        except PackError as exc:
+            run.add(machine.label, "failed", exc.message, **data)
+            raise
+        run.add(machine.label, "pending", f"{action.type} requested ({action.status})"
+                + (f", {isolation_type}" if isolation_type else ""), [action.id], **data)
+        return action
+
+    @staticmethod
+    def _comment(case: Case, verb: Verb) -> str:
+        """The Defender action comment: names the incident, so the device timeline says why."""
+        what = "Isolated" if verb is ISOLATE else "Released from isolation"
+        text = f"{what} by the sentinel-playbooks response playbook for Microsoft Sentinel {case.label}"
+        if case.title:
+            text += f": {case.title}"
+        if case.incident_id:
+            text += f" ({case.incident_id.rsplit('/', 1)[-1]})"
+        return text[:1000]
+
+    # -- the asynchronous operation -----------------------------------------------------------
+    def _operation(self, case: Case, verb: Verb, actions: list[MachineAction]) -> str:
+        ids = sorted(a.id for a in actions)
+        op = hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]
+        self.ctx.state.insert_if_absent(OPS_TABLE, {
+            "PartitionKey": OPS_PARTITION, "RowKey": op, "verb": verb.name, "incident_id": case.incident_id or "",
+            "case_label": case.label, "created_at": time.time(), "final": "",
+            "actions": json.dumps([{"id": a.id, "machineId": a.machine_id, "computerDnsName": a.computer_dns_name}
+                                   for a in actions]),
+        })
+        return op
+
+    def status(self, reference: str) -> tuple[int, dict]:
+        """State of an operation (or of one machine action id): 202 while pending, 200 when final."""
+        row = self.ctx.state.get(OPS_TABLE, OPS_PARTITION, reference) if _OP.match(reference) else None
+        if row is None and not GUID.match(reference):
+            raise NotFound(f"no machine action or operation {reference[:40]!r}")
+        wanted = json.loads(row["actions"]) if row else [{"id": reference}]
+        actions: list[dict[str, Any]] = []
+        for item in wanted:
+            action = self.mde.get_action(item["id"])
+            if action is None:
+                if row is None:
+                    raise NotFound(f"Defender for Endpoint has no machine action {reference}")
+                actions.append(item | {"status": "Unknown"})
+                continue
+            actions.append(action.to_dict())
+        statuses = [a["status"] for a in actions]
+        if any(s in ACTIVE for s in statuses):
+            return 202, {"status": "InProgress", "operation": reference, "actions": actions}
+        overall = "Succeeded" if all(s == "Succeeded" for s in statuses) else \
+            next((s for s in FAILED if s in statuses), "Failed")
+        body: dict[str, Any] = {"status": overall, "operation": reference, "actions": actions}
+        if row is not None:
+            body["auditComment"] = self._final_comment(row, overall, actions)
+        return 200, body
+
+    def _final_comment(self, row: dict, overall: str, actions: list[dict]) -> str | None:
+        """One follow-up audit comment with the outcome (written once; its id is deterministic anyway)."""
+        verb = ISOLATE if row.get("verb") == "isolate" else RELEASE
+        entries = [AuditEntry(str(a.get("computerDnsName") or a.get("machineId") or "?"),
+                              "done" if a["status"] == "Succeeded" else "failed",
+                              f"{a.get('type') or verb.action_type} {a['status']}", (str(a["id"]),))
+                   for a in actions]
+        incident = row.get("incident_id") or None
+        action, key_parts = f"mde-{verb.name}", ("final", row["RowKey"])
+        if row.get("final") != overall:
+            AuditTrail(self.ctx.sentinel).record_followup(incident, str(row.get("case_label", "")), action,
+                                                          f"{verb.title}: {overall}", entries, key_parts)
+            updated = {k: v for k, v in row.items() if not k.startswith("_")} | {"final": overall}
+            self.ctx.state.replace_if_unchanged(OPS_TABLE, updated, row["_etag"])
+        return AuditTrail.followup_key(incident, action, key_parts)
+
+
+__all__ = ["ISOLATE", "OPS_TABLE", "POLL_SECONDS", "RELEASE", "MachineResponse", "isolation_state"]

@@ -1,0 +1,196 @@
+"""Entra ID user actions on the incident's accounts: confirm compromised, revoke sessions, disable.
+
+Resolution of an Account entity to one Entra user: its ``aadUserId`` (object id) when present, else the
+UPN built from ``accountName@upnSuffix``; an account with neither (an on-premises ``DOMAIN\\name``) is
+refused: guessing a UPN could act on someone else. The user is read from Graph first (unknown: refused),
+and protected accounts are checked on both the entity and the Entra user.
+
+Idempotency, by the state of the target:
+- confirm compromised: a user whose ``riskState`` is already ``confirmedCompromised`` is reported, not
+  confirmed again; without an Entra ID P2 licence Identity Protection refuses: every user is reported
+  ``unavailable`` with that reason and the call still succeeds, so the playbook goes on;
+- disable: a user already disabled is reported (``already``), not an error;
+- revoke sessions: Graph keeps no trace a retry could check, so the pack does: table ``responseledger``
+  (PartitionKey = the case, RowKey = ``revoke|<user id>``) is written after the revocation, and a retry
+  of the same case finds it. An entity run outside any incident or alert has no case to key on: each
+  such call revokes again, which is harmless (the user signs in once more).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from core.case import AccountEntity, Case
+from core.context import Context
+from core.errors import PackError
+from core.state import key_safe
+from response.graph import EntraClient, EntraUser, GraphDenied, LicenceRequired
+from response.run import GUID, ResponseRun
+
+log = logging.getLogger(__name__)
+
+LEDGER_TABLE = "responseledger"
+_UPN = re.compile(r"^[^@\s/\\?#%]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+@dataclass(frozen=True)
+class UserAction:
+    name: str
+    title: str
+
+
+CONFIRM = UserAction("entra-confirm-compromised", "Entra ID: confirm users compromised (Identity Protection)")
+REVOKE = UserAction("entra-revoke-sessions", "Entra ID: revoke sign-in sessions")
+DISABLE = UserAction("entra-disable-user", "Entra ID: disable user accounts")
+
+
+def _identifier(account: AccountEntity) -> tuple[str | None, str]:
+    """What to ask Graph for (object id, else UPN), or None and why not."""
+    if account.aad_user_id:
+        if not GUID.match(account.aad_user_id):
+            return None, f"aadUserId {account.aad_user_id[:40]!r} is not an Entra object id"
+        return account.aad_user_id.lower(), ""
+    if account.upn:
+        if not _UPN.match(account.upn):
+            return None, f"{account.upn[:60]!r} is not a valid user principal name"
+        return account.upn, ""
+    return None, ("the account has neither an Entra object id (aadUserId) nor a UPN suffix: "
+                  "cannot identify the Entra user safely")
+
+
+class UserResponse:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def _graph(self) -> EntraClient:
+        settings = self.ctx.settings
+        return EntraClient(self.ctx.tokens, str(settings["GRAPH_ENDPOINT"]),
+                           timeout=float(settings["HTTP_TIMEOUT_SECONDS"]), retries=int(settings["HTTP_MAX_RETRIES"]),
+                           max_retry_after=float(settings["HTTP_MAX_RETRY_AFTER_SECONDS"]))
+
+    def confirm_compromised(self, case: Case, *, dry_run: bool = False) -> dict:
+        return self._run(case, CONFIRM, dry_run)
+
+    def revoke_sessions(self, case: Case, *, dry_run: bool = False) -> dict:
+        return self._run(case, REVOKE, dry_run)
+
+    def disable(self, case: Case, *, dry_run: bool = False) -> dict:
+        return self._run(case, DISABLE, dry_run)
+
+    # -- one call -----------------------------------------------------------------------------
+    def _run(self, case: Case, action: UserAction, dry_run: bool) -> dict:
+        run = ResponseRun(self.ctx, case, action=action.name, title=action.title, dry_run_requested=dry_run)
+        accounts = run.case.accounts
+        run.subjects = [a.key for a in accounts]
+        run.require("Account")
+        error: PackError | None = None
+        try:
+            with self._graph() as graph:
+                users = self._resolve(run, graph, accounts)
+                run.limit([u.label for u in users], "users")
+                if action is CONFIRM:
+                    self._confirm(run, graph, users)
+                elif action is REVOKE:
+                    self._revoke(run, graph, users)
+                else:
+                    self._disable(run, graph, users)
+        except PackError as exc:
+            error = exc
+        return run.close(error)
+
+    def _resolve(self, run: ResponseRun, graph: EntraClient, accounts: tuple[AccountEntity, ...]) -> list[EntraUser]:
+        users: dict[str, EntraUser] = {}
+        for account in accounts:
+            label = account.upn or account.aad_user_id or account.name or "?"
+            rule = run.guard.account_rule(account.upn, account.aad_user_id, account.name)
+            if rule:
+                run.refuse(label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
+                continue
+            ident, why = _identifier(account)
+            if ident is None:
+                run.refuse(label, why)
+                continue
+            user = graph.get_user(ident)
+            if user is None:
+                run.refuse(label, f"no Entra ID user {ident!r}")
+                continue
+            rule = run.guard.account_rule(user.user_principal_name, user.id)
+            if rule:
+                run.refuse(user.label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
+                continue
+            users.setdefault(user.id.lower(), user)
+        return list(users.values())
+
+    # -- the actions --------------------------------------------------------------------------
+    def _confirm(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
+        to_confirm: list[EntraUser] = []
+        for user in users:
+            try:
+                state = graph.risk_state(user.id)
+            except LicenceRequired as exc:
+                for each in users:
+                    run.add(each.label, "unavailable", exc.message, [each.id])
+                return
+            if state == "confirmedCompromised":
+                run.add(user.label, "already", "already confirmed compromised in Identity Protection", [user.id])
+            elif run.dry_run:
+                run.add(user.label, "would", f"confirm compromised (risk state {state or 'none'})", [user.id])
+            else:
+                to_confirm.append(user)
+        if not to_confirm:
+            return
+        try:
+            graph.confirm_compromised([u.id for u in to_confirm])
+        except LicenceRequired as exc:  # the licence can lapse between the read and the write
+            for user in to_confirm:
+                run.add(user.label, "unavailable", exc.message, [user.id])
+            return
+        except GraphDenied as exc:
+            for user in to_confirm:
+                run.failed(user.label, exc, userId=user.id)
+            return
+        for user in to_confirm:
+            run.add(user.label, "done", "confirmed compromised: user risk set to high", [user.id])
+
+    def _revoke(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
+        case_key = run.case.incident_id or run.case.alert_id
+        for user in users:
+            row_key = f"revoke|{user.id.lower()}"
+            done = self.ctx.state.get(LEDGER_TABLE, key_safe(case_key), row_key) if case_key else None
+            if done is not None:
+                run.add(user.label, "already", "sign-in sessions already revoked for this "
+                        f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
+                continue
+            if run.dry_run:
+                run.add(user.label, "would", "revoke all refresh tokens and session cookies", [user.id])
+                continue
+            try:
+                graph.revoke_sessions(user.id)
+            except GraphDenied as exc:
+                run.failed(user.label, exc, userId=user.id)
+                continue
+            if case_key:
+                self.ctx.state.upsert(LEDGER_TABLE, {"PartitionKey": key_safe(case_key), "RowKey": row_key,
+                                                     "action": "revoke", "at": time.time()})
+            run.add(user.label, "done", "sign-in sessions revoked: the user must sign in again", [user.id])
+
+    def _disable(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
+        for user in users:
+            if user.account_enabled is False:
+                run.add(user.label, "already", "account already disabled", [user.id])
+                continue
+            if run.dry_run:
+                run.add(user.label, "would", "disable the account (accountEnabled false)", [user.id])
+                continue
+            try:
+                graph.disable(user.id)
+            except GraphDenied as exc:  # e.g. a privileged admin: out of the identity's reach by design
+                run.failed(user.label, exc, userId=user.id)
+                continue
+            run.add(user.label, "done", "account disabled (accountEnabled false)", [user.id])
+
+
+__all__ = ["CONFIRM", "DISABLE", "LEDGER_TABLE", "REVOKE", "UserResponse"]

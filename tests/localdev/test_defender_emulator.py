@@ -1,0 +1,189 @@
+"""The Defender for Endpoint emulator over real HTTP: the documented contract, its errors and faults."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from localdev.emulators.defender import WS_FIN_0042 as WS
+from localdev.emulators.defender import DefenderEmulator
+from localdev.emulators.entra import ARM_AUDIENCE, MDE_AUDIENCE, EntraEmulator
+
+
+@pytest.fixture(scope="module")
+def entra():
+    with EntraEmulator() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(entra):
+    with DefenderEmulator(authority=entra) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def mde(server):
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def http(entra):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {entra.issue(MDE_AUDIENCE)}"
+    return session
+
+
+def get(http, mde, path, **params):
+    return http.get(mde.url + path, params=params, timeout=5)
+
+
+def isolate(http, mde, machine=WS, body=None):
+    body = body if body is not None else {"Comment": "incident 4711", "IsolationType": "Full"}
+    return http.post(f"{mde.url}/api/machines/{machine}/isolate", json=body, timeout=5)
+
+
+def test_token_for_another_api_is_401(mde, entra):
+    assert requests.get(f"{mde.url}/api/machines", timeout=5).status_code == 401
+    other = requests.get(f"{mde.url}/api/machines", headers={"Authorization": f"Bearer {entra.issue(ARM_AUDIENCE)}"},
+                         timeout=5)
+    assert other.status_code == 401 and other.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+
+
+def test_machines_filter_is_exact_and_prefix_is_explicit(mde, http):
+    mde.add_machine("a" * 40, "ws-fin-00420.corp.contoso.com")
+    exact = get(http, mde, "/api/machines", **{"$filter": "computerDnsName eq 'ws-fin-0042.corp.contoso.com'"})
+    assert exact.status_code == 200 and [m["id"] for m in exact.json()["value"]] == [WS]
+    assert exact.json()["@odata.context"].endswith("$metadata#Machines")
+    prefix = get(http, mde, "/api/machines", **{"$filter": "startswith(computerDnsName,'ws-fin-0042')"})
+    assert sorted(m["id"] for m in prefix.json()["value"]) == sorted([WS, "a" * 40])
+    combined = get(http, mde, "/api/machines",
+                   **{"$filter": "startswith(computerDnsName,'ws-fin') and healthStatus eq 'Active'", "$top": "1"})
+    assert len(combined.json()["value"]) == 1
+
+
+@pytest.mark.parametrize("bad", ["contains(computerDnsName,'ws')", "computerDnsName eq ws", "title eq 'x'",
+                                 "computerDnsName eq 'a' or id eq 'b'"])
+def test_unsupported_filter_is_odata_error(mde, http, bad):
+    response = get(http, mde, "/api/machines", **{"$filter": bad})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "ODataError"
+    assert response.json()["error"]["target"]  # every error carries a correlation id
+
+
+def test_quote_escape_in_filter(mde, http):
+    mde.add_machine("b" * 40, "o'brien-pc.corp.contoso.com")
+    response = get(http, mde, "/api/machines", **{"$filter": "computerDnsName eq 'o''brien-pc.corp.contoso.com'"})
+    assert [m["id"] for m in response.json()["value"]] == ["b" * 40]
+
+
+def test_unknown_machine_is_resource_not_found(mde, http):
+    response = get(http, mde, "/api/machines/" + "f" * 40)
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "ResourceNotFound", "message": f"Machine {'f' * 40} was not found",
+                                        "target": response.json()["error"]["target"]}
+
+
+def test_isolate_creates_a_pending_action_that_progresses_when_polled(mde, http):
+    created = isolate(http, mde)
+    assert created.status_code == 201
+    action = created.json()
+    assert (action["type"], action["scope"], action["status"]) == ("Isolate", "Full", "Pending")
+    assert action["machineId"] == WS
+    assert action["requestorComment"] == "incident 4711" and action["computerDnsName"] == "ws-fin-0042.corp.contoso.com"
+    assert mde.isolation(WS) is None
+    statuses = [get(http, mde, f"/api/machineactions/{action['id']}").json()["status"] for _ in range(3)]
+    assert statuses == ["InProgress", "Succeeded", "Succeeded"]
+    assert mde.isolation(WS) == "Full"
+
+
+def test_duplicate_while_pending_is_active_request_already_exists(mde, http):
+    assert isolate(http, mde).status_code == 201
+    again = isolate(http, mde)
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "ActiveRequestAlreadyExists"
+    assert again.json()["error"]["message"] == "Action is already in progress"
+    assert len(mde.actions(WS, "Isolate")) == 1
+
+
+def test_isolate_of_an_isolated_machine_is_accepted_as_the_service_does(mde, http):
+    mde.set_isolated(WS)
+    assert isolate(http, mde).status_code == 201
+    assert len(mde.actions(WS, "Isolate")) == 2
+
+
+def test_body_parameters_are_case_sensitive(mde, http):
+    missing = isolate(http, mde, body={"comment": "lower-case is not the parameter"})
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "MissingRequiredParameter"
+    wrong = isolate(http, mde, body={"Comment": "x", "IsolationType": "Partial"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "InvalidInput"
+
+
+def test_outcome_hold_and_unisolate(mde, http):
+    mde.set_outcome(WS, "Failed")
+    failed = isolate(http, mde).json()
+    for _ in range(2):
+        get(http, mde, f"/api/machineactions/{failed['id']}")
+    assert mde.actions(WS)[0]["status"] == "Failed" and mde.isolation(WS) is None
+    mde.set_outcome(WS, "Succeeded")
+    mde.hold = True
+    held = isolate(http, mde).json()
+    assert get(http, mde, f"/api/machineactions/{held['id']}").json()["status"] == "Pending"
+    mde.complete(held["id"])
+    assert mde.isolation(WS) == "Full"
+    mde.hold = False
+    released = http.post(f"{mde.url}/api/machines/{WS}/unisolate", json={"Comment": "release"}, timeout=5).json()
+    assert released["type"] == "Unisolate" and released["scope"] is None
+    mde.complete(released["id"])
+    assert mde.isolation(WS) is None
+
+
+def test_machineactions_filter_by_machine_and_type_newest_first(mde, http):
+    first = isolate(http, mde).json()
+    mde.complete(first["id"])
+    second = http.post(f"{mde.url}/api/machines/{WS}/unisolate", json={"Comment": "x"}, timeout=5).json()
+    listed = get(http, mde, "/api/machineactions", **{"$filter": f"machineId eq '{WS}'"}).json()["value"]
+    assert [a["id"] for a in listed] == [second["id"], first["id"]]
+    only = get(http, mde, "/api/machineactions", **{"$filter": f"machineId eq '{WS}' and type eq 'Isolate'"})
+    assert [a["id"] for a in only.json()["value"]] == [first["id"]]
+
+
+def test_indicator_submit_is_an_upsert_and_delete_is_204_then_404(mde, http):
+    body = {"indicatorValue": "203.0.113.45", "indicatorType": "IpAddress", "action": "AlertAndBlock",
+            "title": "t", "description": "d", "expirationTime": "2030-01-01T00:00:00Z", "severity": "High"}
+    first = http.post(f"{mde.url}/api/indicators", json=body, timeout=5)
+    assert first.status_code == 200
+    second = http.post(f"{mde.url}/api/indicators", json=body | {"title": "t2"}, timeout=5).json()
+    assert second["id"] == first.json()["id"] and second["title"] == "t2" and len(mde.indicators()) == 1
+    listed = get(http, mde, "/api/indicators", **{"$filter": "indicatorValue eq '203.0.113.45'"}).json()["value"]
+    assert [i["id"] for i in listed] == [second["id"]]
+    assert http.delete(f"{mde.url}/api/indicators/{second['id']}", timeout=5).status_code == 204
+    assert http.delete(f"{mde.url}/api/indicators/{second['id']}", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"indicatorValue": "10.0.0.0/8"}, "InvalidIpAddress"),
+    ({"action": "Nuke"}, "InvalidInput"),
+    ({"title": ""}, "MissingRequiredParameter"),
+])
+def test_indicator_validation(mde, http, change, code):
+    body = {"indicatorValue": "203.0.113.45", "indicatorType": "IpAddress", "action": "AlertAndBlock",
+            "title": "t", "description": "d"} | change
+    response = http.post(f"{mde.url}/api/indicators", json=body, timeout=5)
+    assert response.status_code == 400 and response.json()["error"]["code"] == code
+
+
+def test_faults_use_the_defender_error_shape(mde, http):
+    mde.fail(429, retry_after=7)
+    throttled = get(http, mde, "/api/machines")
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "7"
+    assert throttled.json()["error"]["code"] == "TooManyRequests"
+    assert get(http, mde, "/api/machines").status_code == 200
+
+
+def test_reset_restores_the_seed(mde, http):
+    isolate(http, mde)
+    mde.add_machine("c" * 40, "extra.corp.contoso.com")
+    mde.reset()
+    assert mde.actions() == [] and get(http, mde, "/api/machines/" + "c" * 40).status_code == 404
+    assert get(http, mde, f"/api/machines/{WS}").status_code == 200

@@ -1,0 +1,138 @@
+"""IP blocking end to end: Defender indicators, the pack's block list and the firewall feed over real HTTP."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from tests.fixtures import INCIDENT_4711, sample
+from tests.response.helpers import comments, fresh_ips, incident, ip_entity, outcomes
+
+BLOCK, UNBLOCK, FEED = "response/block-ip", "response/unblock-ip", "response/blocklist"
+pytestmark = pytest.mark.e2e
+
+
+def indicator_posts(stack) -> list:
+    return stack.mde.requests_to("POST", r"/api/indicators$")
+
+
+def feed(host) -> list[str]:
+    response = host.get(FEED)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    return response.text.splitlines()
+
+
+def test_block_creates_indicators_and_feeds_the_firewalls_once(clean_stack, host):
+    stack = clean_stack
+    ips = fresh_ips(2)
+    body = incident(stack, *(ip_entity(ip) for ip in [*ips, "10.0.0.5"]), title="C2 beacon from finance")
+    response = host.post(BLOCK, body)
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert outcomes(summary) == {ips[0]: "done", ips[1]: "done", "10.0.0.5": "refused"}
+    indicators = {i["indicatorValue"]: i for i in stack.mde.indicators()}
+    assert set(indicators) == set(ips)
+    number = body["object"]["properties"]["incidentNumber"]
+    for indicator in indicators.values():
+        assert (indicator["indicatorType"], indicator["action"], indicator["severity"]) == \
+               ("IpAddress", "AlertAndBlock", "High")
+        assert f"incident {number}" in indicator["title"] and "C2 beacon from finance" in indicator["description"]
+        expires = datetime.fromisoformat(indicator["expirationTime"].replace("Z", "+00:00"))
+        assert timedelta(hours=71) < expires - datetime.now(UTC) <= timedelta(hours=72)
+    assert set(ips) <= set(feed(host))
+    assert "10.0.0.5" not in feed(host)
+
+    again = host.post(BLOCK, body)  # a retry, or the playbook again
+    assert outcomes(again.json()) == {ips[0]: "already", ips[1]: "already", "10.0.0.5": "refused"}
+    assert len(indicator_posts(stack)) == 2 and len(stack.mde.indicators()) == 2
+    (comment,) = comments(stack, body)
+    assert "done" in comment["properties"]["message"] and "private address" in comment["properties"]["message"]
+
+
+def test_unblock_removes_both_and_is_idempotent(clean_stack, host):
+    stack = clean_stack
+    ips = fresh_ips(1)
+    body = incident(stack, ip_entity(ips[0]))
+    assert host.post(BLOCK, body).status_code == 200
+    assert ips[0] in feed(host)
+    response = host.post(UNBLOCK, body)
+    assert response.status_code == 200 and outcomes(response.json()) == {ips[0]: "done"}
+    assert stack.mde.indicators() == [] and ips[0] not in feed(host)
+    again = host.post(UNBLOCK, body)
+    assert outcomes(again.json()) == {ips[0]: "already"}
+    assert len(stack.mde.requests_to("DELETE", r"/api/indicators/")) == 1
+
+
+def test_sample_incident_and_entity_trigger(clean_stack, host):
+    stack = clean_stack
+    stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    entity = host.post(BLOCK, sample("entity-trigger-ip.json"))
+    assert entity.status_code == 200 and outcomes(entity.json()) == {"198.51.100.23": "done"}
+    assert len(stack.arm.comments(INCIDENT_4711)) == 1
+    alert = host.post(BLOCK, sample("alert-trigger.json"))
+    assert outcomes(alert.json()) == {"203.0.113.45": "done", "198.51.100.23": "already", "10.0.0.5": "refused"}
+    assert alert.json()["auditComment"] is None
+    assert {"198.51.100.23", "203.0.113.45"} <= set(feed(host))
+    host.post(UNBLOCK, sample("alert-trigger.json"))  # leave the shared addresses unblocked for other tests
+
+
+def test_an_allowed_indicator_wins(clean_stack, host):
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    headers = {"Authorization": f"Bearer {stack.entra.issue('https://api.securitycenter.microsoft.com')}"}
+    allowed = requests.post(f"{stack.mde.url}/api/indicators", headers=headers, timeout=5, json={
+        "indicatorValue": ip, "indicatorType": "IpAddress", "action": "Allowed", "title": "partner VPN",
+        "description": "exclusion"}).json()
+    response = host.post(BLOCK, incident(stack, ip_entity(ip)))
+    assert response.status_code == 409 and allowed["id"] in response.json()["error"]["message"]
+    assert stack.mde.indicators()[0]["action"] == "Allowed" and ip not in feed(host)
+
+
+def test_blast_radius_and_dry_run(clean_stack, host):
+    stack = clean_stack
+    capped = host.post(BLOCK, incident(stack, *(ip_entity(ip) for ip in fresh_ips(4))))
+    assert capped.status_code == 409 and capped.json()["error"]["code"] == "BlastRadiusExceeded"
+    ips = fresh_ips(2)
+    dry = host.post(BLOCK + "?dryRun=true", incident(stack, *(ip_entity(ip) for ip in ips)))
+    assert dry.status_code == 200 and set(outcomes(dry.json()).values()) == {"would"}
+    assert indicator_posts(stack) == [] and not set(ips) & set(feed(host))
+
+
+def test_throttled_indicator_submission_is_retried(clean_stack, host):
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    stack.mde.fail(429, path=r"/api/indicators$", method="POST", retry_after=1)
+    stack.mde.fail(500, path=r"/api/indicators$", method="GET")
+    response = host.post(BLOCK, incident(stack, ip_entity(ip)))
+    assert response.status_code == 200 and outcomes(response.json()) == {ip: "done"}
+    assert stack.mde.faults_served == 2 and len(stack.mde.indicators()) == 1
+
+
+def test_defender_outage_answers_retryable_and_the_retry_completes(clean_stack, host):
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    body = incident(stack, ip_entity(ip))
+    stack.mde.fail(503, path=r"/api/indicators", times=20)
+    response = host.post(BLOCK, body)
+    assert response.status_code == 502 and int(response.headers["Retry-After"]) > 0
+    assert ip not in feed(host)
+    stack.mde.clear_faults()
+    assert outcomes(host.post(BLOCK, body).json()) == {ip: "done"}
+    assert len(comments(stack, body)) == 1
+
+
+def test_feed_needs_the_function_key(host):
+    assert host.get(FEED, key=None).status_code == 401
+
+
+def test_concurrent_blocks_create_one_indicator_and_one_entry(clean_stack, host):
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    body = incident(stack, ip_entity(ip))
+    with ThreadPoolExecutor(4) as pool:
+        statuses = [r.status_code for r in pool.map(lambda _: host.post(BLOCK, body), range(4))]
+    assert statuses == [200] * 4
+    assert len(stack.mde.indicators()) == 1 and feed(host).count(ip) == 1 and len(comments(stack, body)) == 1

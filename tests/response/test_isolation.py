@@ -1,0 +1,303 @@
+"""Defender for Endpoint isolation end to end: local host -> Defender, Sentinel ARM emulators over real HTTP."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from localdev.emulators.defender import SRV_APP_07
+from localdev.emulators.defender import WS_FIN_0042 as WS
+from tests.fixtures import INCIDENT_4711, sample
+from tests.response.helpers import comments, host_entity, incident, machine_id, outcomes
+
+ISOLATE, RELEASE = "response/mde/isolate", "response/mde/release"
+WS_LABEL = "ws-fin-0042.corp.contoso.com (7d3c9b2a1f0e…)"
+pytestmark = pytest.mark.e2e
+
+
+def poll(location: str, limit: int = 10) -> requests.Response:
+    """Follow the Location as a Logic App does: a plain GET (no headers) until the answer is not 202."""
+    for _ in range(limit):
+        response = requests.get(location, timeout=30)
+        if response.status_code != 202:
+            return response
+        assert int(response.headers["Retry-After"]) > 0 and response.headers["Location"] == location
+    raise AssertionError("the operation did not finish")
+
+
+def isolate_posts(stack) -> list:
+    return stack.mde.requests_to("POST", r"/isolate$")
+
+
+def test_incident_isolates_by_device_id_and_polls_to_succeeded(clean_stack, host):
+    stack = clean_stack
+    body = sample("incident-trigger.json")
+    stack.arm.seed_from_trigger(body)
+
+    response = host.post(ISOLATE, body)
+    assert response.status_code == 202, response.text
+    summary = response.json()
+    assert outcomes(summary) == {WS_LABEL: "pending"} and summary["isolationType"] == "Full"
+    location = response.headers["Location"]
+    assert urlsplit(location).path == f"/api/response/mde/actions/{summary['operation']}"
+    assert int(response.headers["Retry-After"]) >= 1
+    # Resolved by the MdatpDeviceId Sentinel carries: a point read, no name search.
+    assert stack.mde.requests_to("GET", rf"/api/machines/{WS}$") and not stack.mde.requests_to("GET", r"/api/machines$")
+    (request,) = isolate_posts(stack)
+    assert request.json["IsolationType"] == "Full" and "incident 4711" in request.json["Comment"]
+    assert "Sign-in from anonymizing proxy" in request.json["Comment"]
+
+    final = poll(location)
+    assert final.status_code == 200 and final.json()["status"] == "Succeeded"
+    assert stack.mde.isolation(WS) == "Full"
+    texts = [c["properties"]["message"] for c in comments(stack, body)]
+    assert len(texts) == 2  # the request and the outcome
+    assert any("pending" in t and "ws-fin-0042" in t for t in texts)
+    assert any("Succeeded" in t and stack.mde.actions(WS)[0]["id"] in t for t in texts)
+    # The Logic App may poll once more (or retry): the outcome comment is not written twice.
+    assert poll(location).json()["status"] == "Succeeded" and len(comments(stack, body)) == 2
+
+
+def test_double_isolate_is_one_action_and_one_comment(clean_stack, host):
+    stack = clean_stack
+    body = sample("incident-trigger.json")
+    stack.arm.seed_from_trigger(body)
+    first = host.post(ISOLATE, body)
+    second = host.post(ISOLATE, body)  # the Logic App retries while Defender still works
+    assert first.status_code == second.status_code == 202
+    assert first.json()["operation"] == second.json()["operation"]
+    assert len(isolate_posts(stack)) == 1 and len(stack.mde.actions(WS, "Isolate")) == 1
+    assert poll(second.headers["Location"]).json()["status"] == "Succeeded"
+
+    third = host.post(ISOLATE, body)  # later: the machine is isolated
+    assert third.status_code == 200 and outcomes(third.json()) == {WS_LABEL: "already"}
+    assert len(isolate_posts(stack)) == 1
+    request_comments = [c for c in comments(stack, body) if "Succeeded</b>" not in c["properties"]["message"]]
+    assert len(request_comments) == 1
+    # The retry did not overwrite the record of what the first call did.
+    assert "requested" in request_comments[0]["properties"]["message"]
+
+
+def test_action_already_in_progress_is_success(clean_stack, host):
+    """An analyst isolated the machine between our read of its actions and our request."""
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    stack.mde.hold = True
+    analyst = requests.post(f"{stack.mde.url}/api/machines/{WS}/isolate", json={"Comment": "by hand"}, timeout=5,
+                            headers={"Authorization": f"Bearer {stack.entra.issue('https://api.securitycenter.microsoft.com')}"})
+    stack.mde.fail(200, path=r"/api/machineactions$", times=2, body={"value": []})  # our first read misses it
+    response = host.post(ISOLATE, body)
+    assert response.status_code == 202, response.text
+    (result,) = response.json()["results"]
+    assert result["outcome"] == "pending" and "already in progress" in result["detail"]
+    assert result["ids"] == [analyst.json()["id"]]
+    assert len(stack.mde.actions(WS, "Isolate")) == 1  # nothing created twice
+    stack.mde.hold = False
+    assert poll(response.headers["Location"]).json()["status"] == "Succeeded"
+
+
+def test_alert_trigger_resolves_the_exact_dns_name_and_has_no_comment(clean_stack, host):
+    stack = clean_stack
+    stack.mde.add_machine(machine_id(), "ws-fin-00420.corp.contoso.com")  # a longer name must not match
+    response = host.post(ISOLATE, sample("alert-trigger.json"))
+    assert response.status_code == 202, response.text
+    summary = response.json()
+    assert [r["machineId"] for r in summary["results"]] == [WS]
+    assert summary["auditComment"] is None and "no incident id" in summary["commentSkipped"]
+    (lookup,) = stack.mde.requests_to("GET", r"/api/machines$")
+    assert lookup.query["$filter"] == "computerDnsName eq 'ws-fin-0042.corp.contoso.com'"
+    assert stack.arm.requests_to("PUT") == []
+
+
+def test_entity_trigger_outside_an_incident(clean_stack, host):
+    response = host.post(ISOLATE, sample("entity-trigger-host.json"))
+    assert response.status_code == 202 and response.json()["results"][0]["machineId"] == WS
+    assert poll(response.headers["Location"]).json()["status"] == "Succeeded"
+
+
+def test_bare_host_name_matches_its_own_label_only(clean_stack, host):
+    stack = clean_stack
+    stack.mde.add_machine(machine_id(), "ws-fin-00420.corp.contoso.com")
+    found = host.post(ISOLATE, incident(stack, host_entity("ws-fin-0042", domain=None)))
+    assert found.status_code == 202 and found.json()["results"][0]["machineId"] == WS
+    filters = [r.query["$filter"] for r in stack.mde.requests_to("GET", r"/api/machines$")]
+    assert filters == ["computerDnsName eq 'ws-fin-0042'", "startswith(computerDnsName,'ws-fin-0042.')"]
+
+    missing = host.post(ISOLATE, incident(stack, host_entity("ws-fin-004", domain=None)))  # a prefix of both
+    assert missing.status_code == 409 and missing.json()["error"]["code"] == "ResponseRefused"
+    assert "no Defender for Endpoint machine is named 'ws-fin-004'" in missing.json()["error"]["message"]
+    assert len(isolate_posts(stack)) == 1
+
+
+def test_ambiguous_name_is_refused_with_the_candidates(clean_stack, host):
+    stack = clean_stack
+    first, second = machine_id(), machine_id()
+    stack.mde.add_machine(first, "kiosk-7.corp.contoso.com")
+    stack.mde.add_machine(second, "kiosk-7.corp.contoso.com", health="Inactive")  # re-imaged, same name
+    body = incident(stack, host_entity("kiosk-7"))
+    response = host.post(ISOLATE, body)
+    assert response.status_code == 409
+    message = response.json()["error"]["message"]
+    assert "ambiguous" in message and first in message and second in message
+    assert isolate_posts(stack) == []
+    (comment,) = comments(stack, body)
+    assert "ambiguous" in comment["properties"]["message"] and "refused" in comment["properties"]["message"]
+
+
+def test_unknown_device_id_and_contradicting_entity_are_refused(clean_stack, host):
+    stack = clean_stack
+    unknown = host.post(ISOLATE, incident(stack, host_entity("ws-x", device_id=machine_id())))
+    assert unknown.status_code == 409 and "is not known to Defender" in unknown.json()["error"]["message"]
+    contradicting = host.post(ISOLATE, incident(stack, host_entity("ceo-laptop", device_id=WS)))
+    assert contradicting.status_code == 409 and "contradictory" in contradicting.json()["error"]["message"]
+    assert isolate_posts(stack) == []
+
+
+def test_protected_machines_are_never_touched(clean_stack, guarded):
+    stack = clean_stack
+    tier0 = machine_id()
+    stack.mde.add_machine(tier0, "pki-01.corp.contoso.com", tags=("Tier0",))
+    stack.mde.add_machine(machine_id(), "dc01.corp.contoso.com")
+    body = incident(stack, host_entity("dc01"), host_entity("srv-app-07", device_id=SRV_APP_07), host_entity("pki-01"),
+                    host_entity("ws-fin-0042", device_id=WS))
+    response = guarded.post(ISOLATE, body)
+    assert response.status_code == 202, response.text
+    result = outcomes(response.json())
+    assert result[WS_LABEL] == "pending"
+    refused = {t: o for t, o in result.items() if o == "refused"}
+    assert len(refused) == 3
+    assert [r.path for r in isolate_posts(stack)] == [f"/api/machines/{WS}/isolate"]
+    # dc01 and srv-app-07 are protected by the entity's own names: not even looked up.
+    assert not stack.mde.requests_to("GET", r"/api/machines/2b4d6f8a")
+    assert all("dc01" not in r.query.get("$filter", "") for r in stack.mde.requests_to("GET", r"/api/machines$"))
+    text = comments(stack, body)[0]["properties"]["message"]
+    assert "PROTECTED_MACHINES" in text and "tag:tier0" in text
+
+    only_protected = guarded.post(ISOLATE, incident(stack, host_entity("dc01")))
+    assert only_protected.status_code == 409 and "protected machine" in only_protected.json()["error"]["message"]
+
+
+def test_blast_radius_cap_refuses_the_whole_call(clean_stack, host):
+    stack = clean_stack
+    hosts = []
+    for i in range(4):  # RESPONSE_MAX_TARGETS defaults to 3
+        stack.mde.add_machine(machine_id(), f"lab-{i}.corp.contoso.com")
+        hosts.append(host_entity(f"lab-{i}"))
+    body = incident(stack, *hosts)
+    response = host.post(ISOLATE, body)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "BlastRadiusExceeded"
+    assert "RESPONSE_MAX_TARGETS=3" in response.json()["error"]["message"]
+    assert isolate_posts(stack) == []
+    assert "blast-radius cap" in comments(stack, body)[0]["properties"]["message"]
+
+
+def test_dry_run_reports_and_changes_nothing(clean_stack, host):
+    stack = clean_stack
+    body = sample("incident-trigger.json")
+    stack.arm.seed_from_trigger(body)
+    response = host.post(ISOLATE + "?dryRun=true", body)
+    assert response.status_code == 200 and response.json()["dryRun"] is True
+    assert outcomes(response.json()) == {WS_LABEL: "would"} and "Location" not in response.headers
+    assert isolate_posts(stack) == [] and stack.mde.isolation(WS) is None
+    assert "DRY RUN" in comments(stack, body)[0]["properties"]["message"]
+    assert host.post(ISOLATE + "?dryRun=perhaps", body).status_code == 400
+
+
+def test_throttling_and_server_errors_are_retried(clean_stack, host):
+    stack = clean_stack
+    stack.mde.fail(429, path=r"/isolate$", retry_after=1)
+    stack.mde.fail(503, path=r"/api/machines/", method="GET", times=2)
+    response = host.post(ISOLATE, incident(stack, host_entity("ws-fin-0042", device_id=WS)))
+    assert response.status_code == 202, response.text
+    assert stack.mde.faults_served == 3 and len(isolate_posts(stack)) == 2  # the throttled one and the retry
+    assert len(stack.mde.actions(WS, "Isolate")) == 1
+
+
+def test_long_throttling_goes_back_to_the_logic_app_and_its_retry_completes(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    stack.mde.fail(429, path=r"/isolate$", retry_after=120, times=10)
+    response = host.post(ISOLATE, body)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "120"
+    assert stack.mde.actions(WS) == []
+    (failed,) = comments(stack, body)
+    assert "failed" in failed["properties"]["message"] and "throttled" in failed["properties"]["message"]
+    stack.mde.clear_faults()
+    retried = host.post(ISOLATE, body)
+    assert retried.status_code == 202
+    (comment,) = comments(stack, body)  # the same comment, now with the result
+    assert comment["name"] == failed["name"] and "pending" in comment["properties"]["message"]
+
+
+def test_final_state_failed_is_reported(clean_stack, host):
+    stack = clean_stack
+    stack.mde.set_outcome(WS, "TimeOut")
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    final = poll(host.post(ISOLATE, body).headers["Location"])
+    assert final.status_code == 200 and final.json()["status"] == "TimeOut"
+    assert stack.mde.isolation(WS) is None
+    assert any("TimeOut" in c["properties"]["message"] for c in comments(stack, body))
+    # A failed isolation changed nothing: the next call isolates again.
+    stack.mde.set_outcome(WS, "Succeeded")
+    assert host.post(ISOLATE, body).status_code == 202 and len(stack.mde.actions(WS, "Isolate")) == 2
+
+
+def test_release_follows_the_same_pattern(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    not_isolated = host.post(RELEASE, body)
+    assert not_isolated.status_code == 200 and outcomes(not_isolated.json()) == {WS_LABEL: "already"}
+    assert poll(host.post(ISOLATE, body).headers["Location"]).json()["status"] == "Succeeded"
+    released = host.post(RELEASE, body)
+    assert released.status_code == 202
+    assert stack.mde.requests_to("POST", r"/unisolate$")[0].json["Comment"].startswith("Released from isolation")
+    assert poll(released.headers["Location"]).json()["status"] == "Succeeded"
+    assert stack.mde.isolation(WS) is None
+
+
+def test_selective_isolation_and_bad_type(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    assert host.post(ISOLATE + "?isolationType=Partial", body).status_code == 400
+    response = host.post(ISOLATE + "?isolationType=selective", body)
+    assert response.status_code == 202 and isolate_posts(stack)[0].json["IsolationType"] == "Selective"
+
+
+def test_manual_run_reads_entities_through_arm(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    response = host.post(ISOLATE, {"incidentArmId": body["object"]["id"]})
+    assert response.status_code == 202 and len(stack.arm.requests_to("POST", r"/entities$")) == 1
+
+
+def test_status_route_errors(clean_stack, host):
+    assert host.get("response/mde/actions/" + "0" * 32).status_code == 404
+    assert host.get("response/mde/actions/not-an-id").status_code == 404
+    assert host.get("response/mde/actions/0b8c5d4e-0000-4000-8000-000000000000").status_code == 404
+    assert host.get("response/mde/actions/" + "0" * 32, key=None).status_code == 401
+
+
+def test_no_host_entity_is_a_400_and_audited(clean_stack, host):
+    clean_stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    response = host.post(ISOLATE, sample("entity-trigger-ip.json"))  # an IP entity run on incident 4711
+    assert response.status_code == 400 and "no Host entity" in response.json()["error"]["message"]
+    (comment,) = clean_stack.arm.comments(INCIDENT_4711)
+    assert "no Host entity" in comment["properties"]["message"]
+
+
+def test_unknown_incident_is_404(clean_stack, host):
+    body = sample("incident-trigger.json")  # not seeded in the ARM emulator
+    assert host.post(ISOLATE + "?dryRun=true", body).status_code == 404
+
+
+def test_concurrent_calls_isolate_once(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: host.post(ISOLATE, body), range(4)))
+    assert [r.status_code for r in responses] == [202] * 4
+    assert len(stack.mde.actions(WS, "Isolate")) == 1 and len(comments(stack, body)) == 1
+    assert len({r.json()["operation"] for r in responses}) == 1
