@@ -74,6 +74,20 @@ param approvalTimeoutMinutes int = 60
 @description('Report what response actions would do without doing it. Safe by default: set false deliberately.')
 param dryRun bool = true
 
+@description('Defender for Endpoint isolation of response/mde/isolate: Full, or Selective (Outlook, Teams and Skype keep working).')
+@allowed(['Full', 'Selective'])
+param mdeIsolationType string = 'Full'
+
+@description('Blast-radius cap: most machines, users or IPs one response call may act on (more is refused as a whole).')
+@minValue(1)
+@maxValue(50)
+param responseMaxTargets int = 3
+
+@description('Hours an IP block lasts (Defender indicator and the firewall block list); blocking again renews it.')
+@minValue(1)
+@maxValue(8760)
+param blockIpExpiryHours int = 72
+
 // --- Secrets: written to Key Vault when given, never to an app setting or an output ---
 
 @secure()
@@ -131,6 +145,20 @@ var playbooks = [
     name: 'sync-servicenow-outbound'
     definition: loadJsonContent('playbooks/sync-servicenow-outbound.json')
     runOn: ['Created', 'Updated']
+  }
+  {
+    // Isolates the incident's machines through Defender for Endpoint and polls the machine actions to the
+    // end (asynchronous pattern). Destructive: no blanket rule; attach it to the analytics rules that warrant it.
+    name: 'response-isolate-machines'
+    definition: loadJsonContent('playbooks/response-isolate-machines.json')
+    runOn: []
+  }
+  {
+    // Ticket, Teams/Slack, approval wait, then Block (Entra + IP block) or Ignore (close). It asks people,
+    // so no blanket rule: attach it with an automation rule scoped to the compromised-user analytics rules.
+    name: 'orchestration-compromised-user'
+    definition: loadJsonContent('playbooks/orchestration-compromised-user.json')
+    runOn: []
   }
 ]
 
@@ -239,6 +267,9 @@ module api 'app/api.bicep' = {
     approvalMailbox: approvalMailbox
     approvalTimeoutMinutes: approvalTimeoutMinutes
     dryRun: dryRun
+    mdeIsolationType: mdeIsolationType
+    responseMaxTargets: responseMaxTargets
+    blockIpExpiryHours: blockIpExpiryHours
   }
 }
 

@@ -19,7 +19,11 @@ from localdev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 # The other use cases, each played by localdev/demo_<area>.py: run(stack, host, say).
-DEMOS = [("Bi-directional ServiceNow sync", "sync")]
+DEMOS = [
+    ("Bi-directional ServiceNow sync", "sync"),
+    ("Response: Defender for Endpoint isolation", "response"),
+    ("Orchestration: the compromised-user playbook (ticket, Teams/Slack, approval, Block / Ignore)", "orchestration"),
+]
 SAMPLES = ROOT / "tests" / "fixtures"
 PLAYBOOKS = ROOT / "infra" / "playbooks"
 T0 = time.monotonic()

@@ -1,0 +1,122 @@
+"""The compromised-user playbook in ``make demo``: ticket, Teams / Slack, approval mail, a click, the outcome.
+
+``run(stack, host, say)`` is called by ``localdev/demo.py`` with a started ``Stack``, its ``HostProcess``
+and the demo's timeline printer. It runs ``infra/playbooks/orchestration-compromised-user.json`` in the
+local playbook runner, lets an approver open the mailed link (GET: the confirmation page) and confirm
+it (POST), and prints what happened on every side. Block is played when the response area is in the
+tree; Ignore always.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOK = ROOT / "infra" / "playbooks" / "orchestration-compromised-user.json"
+SAMPLE = ROOT / "tests" / "fixtures" / "incident-trigger.json"
+LINK = re.compile(r"https?://[^\s\"'<>]+/api/orchestration/approvals/[0-9a-f]{32}/[A-Za-z_-]+\?[^\s\"'<>]+")
+
+
+def _incident(number: int) -> dict:
+    body = json.loads(SAMPLE.read_text())
+    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo-orchestration-{number}"))
+    obj = body["object"]
+    obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
+    obj["name"] = guid
+    obj["properties"]["incidentNumber"] = number
+    obj["properties"]["incidentUrl"] = obj["properties"]["incidentUrl"].rsplit("/", 1)[0] + "/" + guid
+    return copy.deepcopy(body)
+
+
+def _wait(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise RuntimeError("the demo waited too long for the approval mail")
+
+
+def _play(stack, host, say: Callable[..., None], number: int, approver: str, choice: str) -> None:
+    incident = _incident(number)
+    incident_id = stack.arm.seed_from_trigger(incident)
+    mails_before, teams_before, slack_before = len(stack.outbox.sent), len(stack.teams.messages), \
+        len(stack.slack.messages)
+    runner = PlaybookRunner(load_playbook(PLAYBOOK), bicep_parameters(host.url, host.function_key),
+                            name="Compromised-User-Approval")
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=runner.run(incident)), daemon=True)
+    say(f"Sentinel: incident {number} created, 'Sign-in from anonymizing proxy…' (High, account adele.vance) "
+        f"-> playbook '{runner.name}'")
+    try:
+        thread.start()
+        mail = _wait(lambda: [m for m in stack.outbox.sent[mails_before:] if approver in m["to"]])[0]
+        say(f"Graph sendMail from {mail['from']}: {len(stack.outbox.sent) - mails_before} approval mail(s), "
+            f"one per approver, '{mail['subject'][:60]}'", 1)
+        link = next(link.replace("&amp;", "&") for link in LINK.findall(mail["body"])
+                    if link.split("?")[0].endswith("/" + choice))
+        page = requests.get(link, timeout=30)
+        say(f"{approver}'s mail scanner / browser opens the {choice} link: HTTP {page.status_code} confirmation "
+            "page, nothing decided yet", 1)
+        confirmed = requests.post(link, data={"confirm": choice}, timeout=30)
+        say(f"{approver} presses 'Confirm: {choice}': HTTP {confirmed.status_code}, decision recorded", 1)
+        replay = requests.post(link, data={"confirm": choice}, timeout=30)
+        say(f"the same link clicked again: HTTP {replay.status_code} (single use: already decided)", 1)
+        thread.join(60)
+    finally:
+        runner.close()
+    result = outcome.get("result")
+    if result is None:
+        say("the playbook run did not finish", 1)
+        raise SystemExit(1)
+    for line in result.timeline[1:]:
+        say(f"playbook: {line}", 1)
+    tickets = [r for r in stack.snow.records() if incident["object"]["name"] in json.dumps(r)]
+    say(f"ServiceNow: ticket {', '.join(t.get('number', '?') + ' state ' + t.get('state', '?') for t in tickets)}", 1)
+    say(f"Teams: {len(stack.teams.messages) - teams_before} card(s); Slack: {len(stack.slack.messages) - slack_before} "
+        "message(s) (incident notice + approval question)", 1)
+    props = stack.arm.incident(incident_id)["properties"]
+    say(f"Sentinel: incident {number} status {props['status']}"
+        + (f" ({props.get('classification')})" if props.get("classification") else ""), 1)
+    for comment in stack.arm.comments(incident_id):
+        text = re.sub(r"<[^>]+>", " ", comment["properties"]["message"])
+        say(f"comment: {' '.join(text.split())[:150]}", 2)
+
+
+def run(stack, host, say: Callable[..., None]) -> None:
+    """Play the compromised-user flow: Ignore (and Block when the response area exists)."""
+    say(f"Teams webhook {stack.teams.url}, Slack webhook {stack.slack.url}, ServiceNow {stack.snow.url}, "
+        f"Graph mail {stack.mail.url}")
+    if importlib.util.find_spec("response") is not None:
+        _play(stack, host, say, 4801, "alice@contoso.com", "Block")
+        print()
+    _play(stack, host, say, 4802, "bob@contoso.com", "Ignore")
+
+
+if __name__ == "__main__":
+    from localdev.stack import Stack
+
+    t0 = time.monotonic()
+
+    def _say(text: str, indent: int = 0) -> None:
+        print(f"[{time.monotonic() - t0:6.2f}s] {'  ' * indent}{text}", flush=True)
+
+    with Stack() as running:
+        process = running.host()
+        try:
+            run(running, process, _say)
+        finally:
+            process.stop()

@@ -1,0 +1,112 @@
+"""The compromised-user playbook end to end: infra/playbooks/orchestration-compromised-user.json run by
+localdev.playbooks.PlaybookRunner against the local host and the emulators, approvers clicking real links."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
+from tests.conftest import wait_for
+from tests.orchestration.helpers import link_for, links_in
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "infra" / "playbooks" / "orchestration-compromised-user.json"
+pytestmark = pytest.mark.e2e
+
+
+class Started:
+    """A playbook run in a thread: it blocks in the approval wait until someone clicks."""
+
+    def __init__(self, host, incident, **parameters) -> None:
+        params = bicep_parameters(host.host.url, host.host.function_key) | parameters
+        self.runner = PlaybookRunner(load_playbook(PLAYBOOK), params, time_scale=0.01)
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(incident,), daemon=True)
+        self.thread.start()
+
+    def _run(self, incident) -> None:
+        try:
+            self.result = self.runner.run(incident)
+        finally:
+            self.runner.close()
+
+    def join(self):
+        self.thread.join(60)
+        assert self.result is not None, "the playbook run did not finish"
+        return self.result
+
+
+def click(stack, approver: str, choice: str) -> requests.Response:
+    """The approver opens the mail's link (GET: a page) and confirms (POST from the page)."""
+    mail = wait_for(lambda: stack.outbox.to(approver))
+    link = link_for(links_in(mail[0]["body"]), choice)
+    page = requests.get(link, timeout=30)
+    assert page.status_code == 200 and "Confirm" in page.text
+    return requests.post(link, data={"confirm": choice}, timeout=30)
+
+
+def tickets_of(stack, incident) -> list[dict]:
+    return [r for r in stack.snow.records() if incident["object"]["name"] in json.dumps(r)]
+
+
+def common_effects(stack, incident) -> None:
+    """Ticket once, one notification and one approval question per channel, one mail per approver."""
+    assert len(tickets_of(stack, incident)) == 1
+    assert len(stack.teams.messages) == 2 and len(stack.slack.messages) == 2
+    assert "New Sentinel incident" in json.dumps(stack.teams.cards[0])
+    assert "Approval needed" in json.dumps(stack.teams.cards[1])
+    assert sorted(m["to"][0] for m in stack.outbox.sent) == ["alice@contoso.com", "bob@contoso.com"]
+
+
+def test_ignore_closes_the_incident_and_the_ticket(clean_stack, host, incident):
+    run = Started(host, incident)
+    assert click(clean_stack, "bob@contoso.com", "Ignore").status_code == 200
+    result = run.join()
+    assert result.status == "Succeeded", result.timeline
+    assert result["Ask_approvers"].body["decision"] == "Ignore"
+    assert result["Close_incident_and_ticket"].status == "Succeeded"
+    assert result["Decision_is_Block"].status == "Succeeded" and result["Confirm_user_compromised"].status == "Skipped"
+
+    common_effects(clean_stack, incident)
+    props = clean_stack.arm.incident(incident["object"]["id"])["properties"]
+    assert props["status"] == "Closed" and props["classification"] == "BenignPositive"
+    (ticket,) = tickets_of(clean_stack, incident)
+    assert ticket["state"] in ("6", "7")
+    text = " ".join(c["properties"]["message"] for c in clean_stack.arm.comments(incident["object"]["id"]))
+    assert "Approval decision: Ignore" in text and "bob@contoso.com" in text and "Incident closed" in text
+
+
+def test_timeout_does_nothing_destructive(clean_stack, host, incident):
+    run = Started(host, incident, approvalTimeout="PT1S")
+    wait_for(lambda: len(clean_stack.outbox.sent) == 2)
+    import time
+
+    time.sleep(1.2)
+    requests.post(f"{host.host.url}/admin/functions/approval_sweep", json={},
+                  headers={"x-functions-key": host.host.master_key}, timeout=30)
+    result = run.join()
+    assert result.status == "Succeeded", result.timeline
+    assert result["Ask_approvers"].body["decision"] == "TimedOut"
+    assert result["Confirm_user_compromised"].status == "Skipped"
+    assert result["Close_incident_and_ticket"].status == "Skipped"
+    assert clean_stack.arm.incident(incident["object"]["id"])["properties"]["status"] != "Closed"
+    text = " ".join(c["properties"]["message"] for c in clean_stack.arm.comments(incident["object"]["id"]))
+    assert "Approval timed out" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("response") is None, reason="the response area is not in the tree yet")
+def test_block_runs_every_response_action_once(clean_stack, host, incident):
+    run = Started(host, incident)
+    assert click(clean_stack, "alice@contoso.com", "Block").status_code == 200
+    result = run.join()
+    assert result["Ask_approvers"].body["decision"] == "Block"
+    for action in ("Confirm_user_compromised", "Revoke_sessions", "Disable_user", "Block_IP"):
+        assert result[action].status == "Succeeded", (action, result[action].error, result.timeline)
+    assert result["Isolate_host"].status == "Skipped" and result["Close_incident_and_ticket"].status == "Skipped"
+    common_effects(clean_stack, incident)
+    assert clean_stack.arm.incident(incident["object"]["id"])["properties"]["status"] != "Closed"
