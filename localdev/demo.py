@@ -114,6 +114,16 @@ def play(stack: Stack, runner: PlaybookRunner, body: dict, what: str) -> dict:
     return summary
 
 
+def standalone(run) -> None:
+    """Play one use case's demo on its own stack: ``python -m localdev.demo_<area>``."""
+    with Stack() as stack:
+        host = stack.host()
+        try:
+            run(stack, host, say)
+        finally:
+            host.stop()
+
+
 def main() -> int:
     print("sentinel-playbooks demo: Microsoft Sentinel playbooks on Azure Functions, all clouds emulated locally\n")
     with Stack() as stack:

@@ -77,16 +77,6 @@ def run(stack, host, say: Callable[..., None]) -> None:
 
 
 if __name__ == "__main__":
-    from localdev.stack import Stack
+    from localdev.demo import standalone
 
-    t0 = time.monotonic()
-
-    def _say(text: str, indent: int = 0) -> None:
-        print(f"[{time.monotonic() - t0:6.2f}s] {'  ' * indent}{text}", flush=True)
-
-    with Stack() as running:
-        process = running.host()
-        try:
-            run(running, process, _say)
-        finally:
-            process.stop()
+    standalone(run)
