@@ -118,6 +118,25 @@ def error_code_of(response: requests.Response) -> str:
     return ""
 
 
+def error_message_of(response: requests.Response) -> str:
+    """The service's own error message (``{"error": {"message": ...}}``), shortened for run history."""
+    try:
+        return str(response.json()["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def json_object(response: requests.Response, service: str) -> dict:
+    """The JSON object a service answered with; anything else is a DownstreamError (the Logic App retries)."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise DownstreamError(f"{service} answered with a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise DownstreamError(f"{service} answered with an unexpected body")
+    return data
+
+
 def call(session: requests.Session, method: str, url: str, *, service: str, passthrough: tuple[int, ...] = (),
          **kwargs) -> requests.Response:
     """Send a request and turn transport failures and retry-worthy answers into PackErrors.

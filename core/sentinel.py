@@ -19,7 +19,7 @@ import requests
 
 from core.credentials import ARM_SCOPE, TokenProvider
 from core.errors import BadRequest, Conflict, DownstreamError, Forbidden, NotFound, PackError
-from core.http import call, error_code_of
+from core.http import call, error_code_of, error_message_of, json_object
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SentinelClient:
         if response.status_code < 400:
             return response
         code = error_code_of(response) or f"HTTP {response.status_code}"
-        message = self._message(response)
+        message = error_message_of(response)
         if response.status_code == 404:
             raise NotFound(f"Sentinel: {path.rsplit('/providers/', 1)[-1]} not found ({code})")
         if response.status_code == 409:
@@ -70,21 +70,8 @@ class SentinelClient:
         raise DownstreamError(f"Sentinel answered HTTP {response.status_code} ({code})")
 
     @staticmethod
-    def _message(response: requests.Response) -> str:
-        try:
-            return str(response.json()["error"]["message"])[:300]
-        except (ValueError, KeyError, TypeError):
-            return ""
-
-    @staticmethod
     def _json(response: requests.Response) -> dict:
-        try:
-            data = response.json()
-        except ValueError:
-            raise DownstreamError("Sentinel answered with a body that is not JSON") from None
-        if not isinstance(data, dict):
-            raise DownstreamError("Sentinel answered with an unexpected body")
-        return data
+        return json_object(response, "Sentinel")
 
     # -- reads --------------------------------------------------------------------------------
     def get_incident(self, incident_id: str) -> dict:

@@ -30,7 +30,7 @@ import requests
 
 from core.credentials import MDE_SCOPE, TokenProvider
 from core.errors import BadRequest, DownstreamError, Forbidden, NotFound
-from core.http import call, error_code_of
+from core.http import call, error_code_of, error_message_of, json_object
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class DefenderClient:
         if response.status_code < 400:
             return response
         code = error_code_of(response) or f"HTTP {response.status_code}"
-        message = _message(response)
+        message = error_message_of(response)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 404:
@@ -148,13 +148,7 @@ class DefenderClient:
 
     @staticmethod
     def _json(response: requests.Response) -> dict:
-        try:
-            data = response.json()
-        except ValueError:
-            raise DownstreamError("Defender for Endpoint answered with a body that is not JSON") from None
-        if not isinstance(data, dict):
-            raise DownstreamError("Defender for Endpoint answered with an unexpected body")
-        return data
+        return json_object(response, "Defender for Endpoint")
 
     def _list(self, path: str, filter_: str, top: int | None = None) -> list[dict]:
         params = {"$filter": filter_}
@@ -225,13 +219,6 @@ def _path_id(value: str) -> str:
     if not _SAFE_ID.match(value):
         raise BadRequest(f"{value[:60]!r} is not a valid Defender id")
     return value
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])[:300]
-    except (ValueError, KeyError, TypeError):
-        return ""
 
 
 __all__ = ["ACTIVE", "FAILED", "ISOLATION_TYPES", "ActionInProgress", "DefenderClient", "DefenderRejected", "Machine",
