@@ -12,6 +12,7 @@ from functools import cached_property
 
 import requests
 
+from core.case import Case
 from core.credentials import TokenProvider, get_token_provider
 from core.http import session_from_settings
 from core.sentinel import SentinelClient
@@ -43,6 +44,12 @@ class Context:
     @cached_property
     def state(self) -> StateStore:
         return get_state_store()
+
+    def with_entities(self, case: Case) -> Case:
+        """A manual run ({"incidentArmId": ...}) carries no entities: read them through ARM."""
+        if case.entities_included or not case.incident_id:
+            return case
+        return case.with_entities(self.sentinel.list_entities(case.incident_id), int(self.settings["MAX_ENTITIES"]))
 
 
 _context: Context | None = None

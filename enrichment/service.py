@@ -78,9 +78,7 @@ class Enricher:
 
     # -- entry points -------------------------------------------------------------------------
     def enrich(self, case: Case) -> dict[str, Any]:
-        if not case.entities_included and case.incident_id:
-            case = case.with_entities(self.ctx.sentinel.list_entities(case.incident_id),
-                                      int(self.ctx.settings["MAX_ENTITIES"]))
+        case = self.ctx.with_entities(case)
         public, skipped = partition([ip.address for ip in case.ips])
         run = Run(case.incident_id, case.label, public, skipped, list(case.invalid_ips))
         return self._complete(run)

@@ -312,8 +312,7 @@ class Notifier:
 
             case = replace(case, title=props.get("title"), severity=props.get("severity"),
                            number=props.get("incidentNumber"), url=props.get("incidentUrl"))
-            case = case.with_entities(self.ctx.sentinel.list_entities(case.incident_id),
-                                      int(self.ctx.settings["MAX_ENTITIES"]))
+            case = self.ctx.with_entities(case)
         ticket = ticket_of(self.ctx, case)
         headline = "Sentinel incident updated" if (case.event_type or "").lower() == "update" \
             else "New Sentinel incident"

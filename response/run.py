@@ -49,9 +49,7 @@ class ResponseRun:
     def __init__(self, ctx: Context, case: Case, *, action: str, title: str, dry_run_requested: bool = False
                  ) -> None:
         self.ctx = ctx
-        if not case.entities_included and case.incident_id:  # a manual run: read the entities through ARM
-            case = case.with_entities(ctx.sentinel.list_entities(case.incident_id), int(ctx.settings["MAX_ENTITIES"]))
-        self.case = case
+        self.case = ctx.with_entities(case)
         self.action = action
         self.title = title
         self.guard = Guardrails.from_settings(ctx.settings, dry_run_requested=dry_run_requested)
