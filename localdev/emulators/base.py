@@ -9,6 +9,7 @@ assert on effects, not on our internals), and can be told to fail on demand:
     vt.fail(delay=5)                     # slow answer, past the client's timeout
     vt.fail(drop=True)                   # connection closed without an answer
     vt.fail(malformed=True)              # 200 with a body that is not JSON
+    with vt.offline(): ...               # connection refused, then back on the same port
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -148,6 +150,18 @@ class Emulator:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    @contextmanager
+    def offline(self) -> Iterator[None]:
+        """Connection refused while inside: the port closes, then reopens on the same port."""
+        assert self._server, f"{self.name} is not started"
+        port = self._server.server_address[1]
+        self.stop()
+        try:
+            yield
+        finally:
+            self._port = port
+            self.start()
 
     @property
     def url(self) -> str:
