@@ -82,6 +82,13 @@ class Throttled(DownstreamError):
     code = "Throttled"
 
 
+class Busy(DownstreamError):
+    """Another run is acting on the same target right now and did not finish in time: retry shortly."""
+
+    status = 429
+    code = "Busy"
+
+
 class StateUnavailable(DownstreamError):
     """The state store (Table Storage) cannot be reached: nothing was done, retry."""
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from core.errors import ConfigurationError, StateUnavailable
+from core.errors import Busy, ConfigurationError, StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,45 @@ class StateStore:
                 yield dict(entity)
         except AzureError as exc:
             raise self._unavailable(exc) from None
+
+    @contextmanager
+    def lock(self, table: str, key: str, *, hold_seconds: float = 60.0, wait_seconds: float = 20.0) -> Iterator[None]:
+        """Run the block while no other run holds ``key``: one lease row with an expiry.
+
+        Duplicate automation rules and Logic App retries can bring the same target (a machine, a
+        user, an address) to several runs at once. Each run's read-check-write on the target happens
+        inside this lock, so the later runs see the first run's result instead of writing again. A
+        crashed holder's lease expires after ``hold_seconds``; waiting past ``wait_seconds`` raises
+        Busy (429 + Retry-After) and the Logic App retries.
+        """
+        partition, row, owner = "lock", key_safe(key)[:512], uuid.uuid4().hex
+        deadline, pause = time.monotonic() + wait_seconds, 0.02
+        while True:
+            lease = {"PartitionKey": partition, "RowKey": row, "owner": owner, "until": time.time() + hold_seconds}
+            if self.insert_if_absent(table, lease):
+                break
+            held = self.get(table, partition, row)
+            if held is not None and float(held.get("until", 0)) < time.time() \
+                    and self.replace_if_unchanged(table, lease, held["_etag"]):
+                break  # the holder crashed: its lease ran out
+            if held is not None and time.monotonic() > deadline:
+                raise Busy(f"another run is acting on {key} right now", retry_after=5)
+            if held is not None:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
+        try:
+            yield
+        finally:
+            self._unlock(table, partition, row, owner)
+
+    def _unlock(self, table: str, partition: str, row: str, owner: str) -> None:
+        """Give the lease back if it is still ours (an expired one may have passed to another run)."""
+        try:
+            held = self.get(table, partition, row)
+            if held is not None and held.get("owner") == owner:
+                self.delete(table, partition, row)
+        except StateUnavailable:
+            log.warning("could not release lock %s/%s; it expires by itself", table, row)
 
     @staticmethod
     def _clean(entity: dict) -> dict:

@@ -11,7 +11,9 @@ demo exercise the same wiring Azure runs:
 - the admin API: ``POST /admin/functions/<name>`` runs a timer (or queue) function and answers 202,
   ``GET /admin/host/status`` answers ``{"state": "Running"}``; both need the master key;
 - queue triggers: a poller per function, base64 messages by default, delete on success, retry
-  on failure, ``<queue>-poison`` after ``maxDequeueCount`` (5) attempts, as the Storage extension does.
+  on failure, ``<queue>-poison`` after ``maxDequeueCount`` (5) attempts, as the Storage extension does;
+- with ``LOCAL_SERVER_TIMING=1``, a ``Server-Timing`` header splitting each HTTP invocation's time into
+  our own and downstream HTTP (localdev/timing.py; the bench's overhead scenario reads it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import importlib
 import inspect
@@ -49,6 +52,8 @@ from azure.functions.queue import QueueMessage  # the worker's message type: it 
 from azure.functions.timer import TimerRequest  # azure.functions.TimerRequest is the abstract base
 from azure.storage.queue import QueueClient
 
+from localdev import timing as server_timing
+from localdev.emulators.base import LoopbackServer
 from localdev.process import stop_process
 
 log = logging.getLogger(__name__)
@@ -164,6 +169,9 @@ class FunctionHost:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
+        self.server_timing = os.environ.get(server_timing.ENV, "").lower() in ("1", "true")
+        if self.server_timing:
+            server_timing.install()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> FunctionHost:
@@ -185,8 +193,7 @@ class FunctionHost:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer((host, port), Handler)  # a backlog for bursts of triggers
         self._start_thread(lambda: self._server.serve_forever(poll_interval=0.1), "host-http")
         for trigger in self.triggers.values():
             if trigger.kind == "queueTrigger":
@@ -257,7 +264,13 @@ class FunctionHost:
                 h.command, f"http://{h.headers.get('Host', 'localhost')}{h.path}", headers=dict(h.headers.items()),
                 params=params, route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
                 body=body)
-            ok, response = self._invoke_logged(trigger, request)
+            if self.server_timing:
+                (ok, response), timing = server_timing.measure(
+                    functools.partial(self._invoke_logged, trigger, request))
+                if ok and isinstance(response, func.HttpResponse):
+                    response.headers["Server-Timing"] = timing
+            else:
+                ok, response = self._invoke_logged(trigger, request)
             return _write_response(h, response) if ok else _write(h, 500)
         _write(h, 404)
 

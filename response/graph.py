@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 USER_FIELDS = ["id", "userPrincipalName", "displayName", "accountEnabled", "signInSessionsValidFromDateTime"]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_tls: Any = None  # one TLS context per process: loading the CA bundle costs ~20 ms per client
+
+
+def _tls_context() -> Any:
+    global _tls
+    if _tls is None:
+        import ssl
+
+        import certifi
+
+        _tls = ssl.create_default_context(cafile=certifi.where())
+    return _tls
 
 
 class LicenceRequired(Forbidden):
@@ -110,7 +122,7 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
 
     middleware = [BoundedRetry() if isinstance(m, RetryHandler) else m
                   for m in KiotaClientFactory.get_default_middleware(None)]
-    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls_context())
     http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(PackTokens()), client=http)
     adapter.base_url = f"{endpoint.rstrip('/')}/v1.0"

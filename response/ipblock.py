@@ -97,10 +97,11 @@ class IpResponse:
         try:
             run.limit(addresses, "IP addresses")
             for address in addresses:
-                if action == "block-ip":
-                    self._block_one(run, address, expires)
-                else:
-                    self._unblock_one(run, address)
+                with run.locked("ip", [address]):
+                    if action == "block-ip":
+                        self._block_one(run, address, expires)
+                    else:
+                        self._unblock_one(run, address)
         except PackError as exc:
             error = exc
         return run.close(error, expiresAt=_iso(expires) if action == "block-ip" else None)

@@ -106,7 +106,8 @@ class MachineResponse:
             run.limit([m.label for m in machines], "machines")
             comment = self._comment(run.case, verb)
             for machine in machines:
-                action = self._act(run, verb, machine, comment, isolation_type)
+                with run.locked("machine", [machine.id]):
+                    action = self._act(run, verb, machine, comment, isolation_type)
                 if action is not None:
                     pending.append(action)
         except PackError as exc:

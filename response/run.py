@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from core.audit import AuditEntry, AuditTrail
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # Outcomes meaning "this target is (or would be) in the wanted state, or the feature is unavailable".
 REACHED = frozenset({"done", "pending", "already", "would", "unavailable"})
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+LOCKS_TABLE = "responselocks"  # one short lease per target being acted on (core.state.StateStore.lock)
 
 
 def parse_flag(value: str | None, name: str) -> bool:
@@ -60,6 +62,22 @@ class ResponseRun:
     @property
     def dry_run(self) -> bool:
         return self.guard.dry_run
+
+    @contextmanager
+    def locked(self, kind: str, targets: Iterable[str]) -> Iterator[None]:
+        """Hold the lock of every target while checking and changing its state.
+
+        Concurrent runs on one target (duplicate triggers, retries) then act one after the other,
+        and the later ones find the state the first left instead of writing again. Locks are taken
+        in sorted order so two runs never wait on each other in a circle; a dry run takes none.
+        """
+        if self.dry_run:
+            yield
+            return
+        with ExitStack() as held:
+            for target in sorted({t.lower() for t in targets if t}):
+                held.enter_context(self.ctx.state.lock(LOCKS_TABLE, f"{kind}|{target}"))
+            yield
 
     def add(self, target: str, outcome: str, detail: str = "", ids: tuple[str, ...] | list[str] = (),
             **data: Any) -> AuditEntry:

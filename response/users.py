@@ -88,7 +88,8 @@ class UserResponse:
         run.require("Account")
         error: PackError | None = None
         try:
-            with self._graph() as graph:
+            # Locked by the entities' identifiers, so the user's state is read inside the lock.
+            with self._graph() as graph, run.locked("user", [a.key for a in accounts]):
                 users = self._resolve(run, graph, accounts)
                 run.limit([u.label for u in users], "users")
                 if action is CONFIRM:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ class Request:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
+    status: int = 0  # what the emulator answered (0: no answer, e.g. a dropped connection)
 
     @property
     def json(self) -> Any:
@@ -102,6 +104,13 @@ class Fault:
 Handler = Callable[[Request], Response]
 
 
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded server whose listen backlog takes a burst (the stdlib default is 5 connections)."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+
 class Emulator:
     """Base class: subclasses register routes in ``__init__`` with ``self.route``."""
 
@@ -115,6 +124,7 @@ class Emulator:
         self.faults_served = 0
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()  # open client connections (closed by stop)
         self._thread: threading.Thread | None = None
 
     # -- wiring -------------------------------------------------------------------------
@@ -131,6 +141,16 @@ class Emulator:
             def log_message(self, *args) -> None:  # quiet: tests read .received instead
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with emulator._lock:
+                    emulator._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with emulator._lock:
+                    emulator._connections.discard(self.connection)
+                super().finish()
+
             def _serve(self) -> None:
                 try:
                     emulator._dispatch(self)
@@ -139,8 +159,7 @@ class Emulator:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer((self._host, self._port), _Handler)
-        self._server.daemon_threads = True
+        self._server = LoopbackServer((self._host, self._port), _Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
         self._thread.start()
         return self
@@ -150,6 +169,15 @@ class Emulator:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # Kept-alive connections outlive the listening socket: close them too, or a client's connection
+        # pool would still reach a stopped ("offline") emulator.
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @contextmanager
     def offline(self) -> Iterator[None]:
@@ -237,10 +265,10 @@ class Emulator:
                 h.connection.close()
                 return
             if fault.malformed:
-                return self._write(h, Response(200, "{not json", {"Content-Type": "application/json"}))
+                return self._answer(h, request, Response(200, "{not json", {"Content-Type": "application/json"}))
             if fault.status is not None:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                return self._write(h, Response(fault.status, fault.body if fault.body is not None
+                return self._answer(h, request, Response(fault.status, fault.body if fault.body is not None
                                                else self.error_body(fault.status), headers))
 
         for method, pattern, handler in self._routes:
@@ -251,8 +279,12 @@ class Emulator:
                     response = handler(request)
                 except Exception as exc:  # an emulator bug must show up as a 500, not hang the test
                     response = Response(500, {"error": {"code": "EmulatorError", "message": repr(exc)}})
-                return self._write(h, response)
-        self._write(h, Response(404, self.error_body(404, f"no route for {request.method} {request.path}")))
+                return self._answer(h, request, response)
+        self._answer(h, request, Response(404, self.error_body(404, f"no route for {request.method} {request.path}")))
+
+    def _answer(self, h: BaseHTTPRequestHandler, request: Request, response: Response) -> None:
+        request.status = response.status
+        self._write(h, response)
 
     def error_body(self, status: int, message: str | None = None) -> Any:
         """The vendor's error shape; most Microsoft and VirusTotal APIs use this one."""

@@ -1,0 +1,47 @@
+"""Server-Timing from the local host: our own time vs downstream HTTP, for the bench's overhead figures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from localdev import timing
+from localdev.emulators.base import Emulator, Response
+
+
+def test_parse_reads_what_measure_writes():
+    timing.install()
+
+    class Slow(Emulator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.route("GET", "/slow", lambda req: (time.sleep(0.05), Response(200, {"ok": True}))[1])
+
+    with Slow() as slow:
+        def work() -> int:
+            time.sleep(0.02)  # our own time
+            return requests.get(f"{slow.url}/slow", timeout=5).status_code
+
+        result, header = timing.measure(work)
+    values = timing.parse(header)
+    assert result == 200 and values["calls"] == 1
+    assert values["downstream"] >= 50 and 20 <= values["own"] < 50
+    assert values["total"] == pytest.approx(values["own"] + values["downstream"], abs=0.05)
+
+
+def test_outside_a_measurement_nothing_is_counted():
+    timing.install()
+    _, header = timing.measure(lambda: None)
+    assert timing.parse(header)["calls"] == 0
+
+
+def test_host_answers_with_server_timing(stack):
+    process = stack.host(**{timing.ENV: "1"})
+    try:
+        response = requests.get(f"{process.url}/api/health", timeout=30)
+    finally:
+        process.stop()
+    values = timing.parse(response.headers["Server-Timing"])
+    assert values["calls"] >= 1 and values["total"] >= values["own"]  # health reads the state store
