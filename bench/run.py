@@ -1,13 +1,17 @@
 """``make bench``: what users pay, measured side by side in one run.
 
-Scenarios (more arrive with each use case):
+Scenarios:
 1. incident storm, enrichment: N incidents sharing U unique public IPs with private IPs mixed
    in, sent through the local host by 8 concurrent callers. VirusTotal calls made vs what a
    one-call-per-IP-entity playbook makes; comments per incident; wall time.
 2. ServiceNow sync (bench/sync.py): requests per poll cycle when idle and with k changed
-   tickets among many; tickets created per incident.
-3. cold start: ``import function_app`` in fresh processes (median) vs a bare
+   tickets among many; tickets created per incident; ticket updates for an Updated burst.
+3. response (bench/response.py): isolating 5 machines: Defender calls, writes, re-runs, polls
+   and time to the final state.
+4. cold start: ``import function_app`` in fresh processes (median) vs a bare
    ``import azure.functions, requests``.
+5. overhead (bench/overhead.py): p50/p95 latency and own time of every action; 200 triggers at
+   once with 0 duplicate side effects.
 Results go to ``bench/results.json`` as rows {scenario, metric, value, reference, ratio}.
 ``--quick`` (CI) uses small sizes and asserts the count goals, never timing goals.
 """
@@ -30,18 +34,14 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import overhead as bench_overhead  # noqa: E402
+from bench import response as bench_response  # noqa: E402
 from bench import sync as bench_sync  # noqa: E402
+from bench.common import row  # noqa: E402
 from localdev.stack import Stack  # noqa: E402
 from tests.fixtures import incident_with  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
-
-
-def row(scenario: str, metric: str, value: float, reference: float | None, goal: str = "") -> dict:
-    reference = round(reference, 3) if isinstance(reference, float) else reference
-    ratio = round(value / reference, 3) if reference else None
-    return {"scenario": scenario, "metric": metric, "value": round(value, 3), "reference": reference,
-            "ratio": ratio, "goal": goal}
 
 
 def incident_storm(incidents: int, unique_ips: int, callers: int = 8) -> list[dict]:
@@ -111,8 +111,11 @@ def main() -> int:
     args = parser.parse_args()
     rows = incident_storm(20, 10) if args.quick else incident_storm(200, 50)
     sync_rows = bench_sync.run(args.quick)
-    rows += sync_rows
+    response_rows = bench_response.run(args.quick)
+    overhead_rows = bench_overhead.run(args.quick)
+    rows += sync_rows + response_rows
     rows += cold_start(3 if args.quick else 10)
+    rows += overhead_rows
 
     width = max(len(r["metric"]) for r in rows)
     print(f"{'metric':<{width}}  {'value':>10}  {'reference':>10}  {'ratio':>7}  goal")
@@ -136,6 +139,8 @@ def main() -> int:
     if by_metric["failed requests"]["value"]:
         problems.append("some requests failed")
     problems += bench_sync.goals_missed(sync_rows)
+    problems += bench_response.goals_missed(response_rows)
+    problems += bench_overhead.goals_missed(overhead_rows)
     for problem in problems:
         print(f"GOAL MISSED: {problem}", file=sys.stderr)
     return 1 if problems else 0

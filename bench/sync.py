@@ -30,19 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import row  # noqa: E402
 from localdev.stack import Stack  # noqa: E402
 from tests.fixtures import incident_with  # noqa: E402
 
 PAGE = 100
 IDLE = "ServiceNow requests per idle poll cycle"
 WRITES = "writes per idle poll cycle (ServiceNow + Sentinel)"
-
-
-def row(scenario: str, metric: str, value: float, reference: float | None, goal: str = "") -> dict:
-    """Same shape as bench/run.py's rows (kept here so the two modules do not import each other)."""
-    ratio = round(value / reference, 3) if reference else None
-    return {"scenario": scenario, "metric": metric, "value": round(value, 3), "reference": reference,
-            "ratio": ratio, "goal": goal}
 
 
 def _links(host):
@@ -140,9 +134,32 @@ def run(quick: bool) -> list[dict]:
                 rows.append(row(scenario, f"changes applied to Sentinel, {k} changed", applied, k, f"= {k}"))
                 time.sleep(settle)
                 _cycle(stack, host, links, http)  # the next run re-reads the look-back once
+            rows += _update_burst(stack, create, bodies[: 20 if quick else 100], scenario)
         finally:
             host.stop()
     return rows
+
+
+def _update_burst(stack, send, bodies: list[dict], scenario: str) -> list[dict]:
+    """An incident-updated burst: every incident's severity changes, each Updated trigger runs once;
+    then the same triggers again with nothing new (a second automation rule, a retry)."""
+    for body in bodies:
+        body["object"]["properties"]["severity"] = "Low"
+        stack.arm.touch(body["object"]["id"], severity="Low")
+    writes = r"/table/incident/"
+    before = len(stack.snow.requests_to("PATCH", writes)) + len(stack.snow.requests_to("PUT", writes))
+    with ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(send, bodies))
+    middle = len(stack.snow.requests_to("PATCH", writes)) + len(stack.snow.requests_to("PUT", writes))
+    with ThreadPoolExecutor(8) as pool:
+        second = list(pool.map(send, bodies))
+    after = len(stack.snow.requests_to("PATCH", writes)) + len(stack.snow.requests_to("PUT", writes))
+    n = len(bodies)
+    return [
+        row(scenario, f"ticket updates for {n} Updated triggers (severity changed)", middle - before, n, f"= {n}"),
+        row(scenario, f"ticket updates for the same {n} triggers again", after - middle, None, "0"),
+        row(scenario, "failed Updated triggers", sum(s != 200 for s in first + second), None, "0"),
+    ]
 
 
 def _bound(k: int) -> int:
@@ -161,7 +178,9 @@ def goals_missed(rows: list[dict]) -> list[str]:
             problems.append(f"an idle poll cycle wrote {value} time(s) (goal 0)")
         elif metric == "tickets created (one per incident)" and value != reference:
             problems.append(f"{value} tickets for {reference} incidents")
-        elif metric == "failed outbound calls" and value:
+        elif metric.startswith("ticket updates for ") and value != (reference or 0):
+            problems.append(f"{metric}: {value}, goal {reference or 0}")
+        elif metric in ("failed outbound calls", "failed Updated triggers") and value:
             problems.append(f"{value} outbound calls failed")
         elif metric.startswith("changes applied") and value != reference:
             problems.append(f"{metric}: {value} of {reference}")
