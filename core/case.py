@@ -21,9 +21,14 @@ from typing import Any
 
 from core.errors import BadRequest, PayloadTooLarge
 
+# One ARM name in the id: nothing that would change the URL built from it (/ ? # %, and "." or ".."
+# which URL normalisation drops), nothing no ARM name holds (\ and control characters, which Table
+# Storage keys cannot hold either), and a bounded length.
+_ARM_NAME = r"(?!\.\.?(?:/|$))[^/?#%\\\x00-\x1f\x7f-\x9f]{1,256}"
 INCIDENT_ID_RE = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.OperationalInsights"
-    r"/workspaces/(?P<ws>[^/]+)/providers/Microsoft\.SecurityInsights/Incidents/(?P<name>[^/]+)$",
+    rf"^/subscriptions/(?P<sub>{_ARM_NAME})/resourceGroups/(?P<rg>{_ARM_NAME})/providers/"
+    rf"Microsoft\.OperationalInsights/workspaces/(?P<ws>{_ARM_NAME})/providers/Microsoft\.SecurityInsights/"
+    rf"Incidents/(?P<name>{_ARM_NAME})$",
     re.IGNORECASE,
 )
 ENTITY_ID_RE = re.compile(
@@ -270,7 +275,7 @@ def _severity(value: Any) -> str | None:
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         return None
 
 
@@ -306,7 +311,7 @@ def _from_incident(body: Mapping[str, Any], max_entities: int) -> Case:
         severity=_severity(ci_get(props, "severity")),
         status=_text(ci_get(props, "status")),
         url=_text(ci_get(props, "incidentUrl")),
-        etag=ci_get(obj, "etag"),
+        etag=_text(ci_get(obj, "etag")),
         provider_name=_text(ci_get(props, "providerName")),
         event_type=_text(ci_get(body, "objectEventType")),
         entities_included=entities is not None,
@@ -321,8 +326,9 @@ def _alert_entities(raw: Any) -> list:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else []
-        except ValueError:
-            raise BadRequest("alert trigger body: 'Entities' is a string but not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise BadRequest("alert trigger body: 'Entities' is a string but not valid JSON (or nested too deeply)"
+                             ) from None
     if not isinstance(raw, list):
         raise BadRequest("alert trigger body: 'Entities' must be a list (or a JSON string of one)")
     return raw
