@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 STAMPS := .make
 
-.PHONY: install lint test unit demo bench bench-quick checkov clean
+.PHONY: install lint test unit audit demo bench bench-quick checkov clean
 
 install: $(STAMPS)/venv $(STAMPS)/node
 
@@ -34,11 +34,15 @@ lint: $(STAMPS)/venv
 unit: install
 	$(PY) -m pytest -q
 
+# Known vulnerabilities in the runtime pins and what they pull in (tools/audit.py says what it can decide).
+audit: $(STAMPS)/venv
+	$(PY) tools/audit.py
+
 checkov: $(STAMPS)/checkov
 	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json --skip-download; \
 	else echo "checkov: no infra/ yet"; fi
 
-test: install lint unit checkov bench-quick
+test: install lint audit unit checkov bench-quick
 
 demo: install
 	$(PY) -m localdev.demo

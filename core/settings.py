@@ -86,6 +86,8 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Blast-radius cap: most machines, users or IPs one response call may act on"),
     SettingSpec("BLOCK_IP_EXPIRY_HOURS", "72", "int",
                 doc="Lifetime of an IP block (Defender indicator and block-list entry); a new block renews it"),
+    SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", None,
+                doc="Application Insights; when set, traces and logs go there (OpenTelemetry, core/telemetry.py)"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
