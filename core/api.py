@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +19,11 @@ import azure.functions as func
 
 from core.case import Case, normalise
 from core.errors import BadRequest, PackError, PayloadTooLarge
+from core.telemetry import action_scope, bind_incident
 
 log = logging.getLogger(__name__)
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check before the exact one
 MAX_BODY_BYTES = 4 * 1024 * 1024  # Logic Apps message limit is larger, but no trigger body is this big
 
 
@@ -41,10 +44,25 @@ def read_json(req: func.HttpRequest) -> Any:
     if not body.strip():
         raise BadRequest("the request body is empty: send the Sentinel trigger body (@triggerBody())")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON ({type(exc).__name__} at position "
                          f"{getattr(exc, 'pos', '?')})", code="MalformedJson") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to be a trigger body", code="MalformedJson") from None
+    # JSON lets "\ud800" stand alone; such a string cannot be encoded, hashed or sent on by any action.
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+        raise BadRequest("the request body has a \\ud800-\\udfff escape outside a surrogate pair: not Unicode text",
+                         code="MalformedJson")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def run_action(req: func.HttpRequest, action: Callable[[Case], Any], *, name: str | None = None) -> func.HttpResponse:
@@ -54,21 +72,40 @@ def run_action(req: func.HttpRequest, action: Callable[[Case], Any], *, name: st
     """
     from core.settings import get_settings
 
-    started = time.perf_counter()
-    action_name = name or getattr(action, "__name__", "action")
-    case: Case | None = None
-    try:
+    def on_case() -> Any:
         case = normalise(read_json(req), max_entities=int(get_settings()["MAX_ENTITIES"]))
-        result = action(case)
-        status, body = result if isinstance(result, tuple) else (200, result)
-        log.info("action=%s incident=%s status=%s ms=%.1f", action_name, case.incident_id or case.alert_id,
-                 status, (time.perf_counter() - started) * 1000)
-        return json_response(body, status)
-    except PackError as error:
-        log.warning("action=%s incident=%s status=%s code=%s message=%s", action_name,
-                    case.incident_id if case else None, error.status, error.code, error.message)
-        return error_response(error)
-    except Exception:
-        log.exception("action=%s failed unexpectedly", action_name)
-        return json_response({"error": {"code": "InternalError",
-                                         "message": "unexpected error; see the function's logs"}}, 500)
+        bind_incident(case.incident_id or case.alert_id, case.number)
+        return action(case)
+
+    return answer(name or getattr(action, "__name__", "action"), on_case)
+
+
+def run_json(req: func.HttpRequest, action: Callable[[Any], Any], *, name: str) -> func.HttpResponse:
+    """Like ``run_action`` for bodies that are not a trigger body: JSON in, JSON or error JSON out."""
+    return answer(name, lambda: action(read_json(req)))
+
+
+def answer(name: str, work: Callable[[], Any]) -> func.HttpResponse:
+    """Run one action and shape its answer: the one place errors become JSON.
+
+    ``work`` returns a JSON-able summary or ``(status, summary)``. Its log lines (any module's) carry the
+    action and, once bound, the incident; it runs in a trace span (core/telemetry.py).
+    """
+    started = time.perf_counter()
+    with action_scope(name) as scope:
+        try:
+            result = work()
+            status, body = result if isinstance(result, tuple) else (200, result)
+            response = json_response(body, status)
+            log.info("action=%s incident=%s status=%s ms=%.1f", name, scope.fields.get("incident_id"), status,
+                     (time.perf_counter() - started) * 1000)
+        except PackError as error:
+            log.warning("action=%s incident=%s status=%s code=%s message=%s", name, scope.fields.get("incident_id"),
+                        error.status, error.code, error.message)
+            response = error_response(error)
+        except Exception:
+            log.exception("action=%s failed unexpectedly", name)
+            response = json_response({"error": {"code": "InternalError",
+                                                "message": "unexpected error; see the function's logs"}}, 500)
+        scope.status(response.status_code)
+        return response

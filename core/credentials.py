@@ -25,13 +25,44 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MDE_SCOPE = "https://api.securitycenter.microsoft.com/.default"
 
 
+def _token_request_bounds() -> dict:
+    """The pack's HTTP bounds, applied to token requests too.
+
+    azure-identity's own defaults (up to 10 retries, 300 s timeouts, any Retry-After slept in full:
+    three 429s with Retry-After 30 held an action for 90 s) would let a slow or throttling identity
+    endpoint use up the function's and the Logic App's time; with these, the action answers
+    TokenUnavailable (502 + Retry-After) within about the same time as any other outbound call.
+    """
+    from azure.core.pipeline.policies import RetryPolicy
+
+    from core.settings import get_settings
+
+    settings = get_settings()
+    retries, timeout = int(settings["HTTP_MAX_RETRIES"]), float(settings["HTTP_TIMEOUT_SECONDS"])
+    longest_wait = float(settings["HTTP_MAX_RETRY_AFTER_SECONDS"])
+
+    class BoundedRetryPolicy(RetryPolicy):
+        """Gives the answer back instead of sleeping through a Retry-After longer than the bound."""
+
+        def is_retry(self, settings, response) -> bool:  # type: ignore[override]
+            retry_after = self.get_retry_after(response)
+            if retry_after is not None and retry_after > longest_wait:
+                return False
+            return super().is_retry(settings, response)
+
+    return {"retry_policy_class": BoundedRetryPolicy, "retry_total": retries, "retry_connect": retries,
+            "retry_read": retries, "retry_status": retries, "retry_backoff_factor": 0.5,
+            "retry_backoff_max": longest_wait, "connection_timeout": timeout, "read_timeout": timeout}
+
+
 def _build_credential():
     from azure import identity
 
     if os.environ.get("IDENTITY_ENDPOINT"):
-        return identity.ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+        return identity.ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None,
+                                                  **_token_request_bounds())
     if os.environ.get("AZURE_CLIENT_SECRET"):
-        return identity.EnvironmentCredential()
+        return identity.EnvironmentCredential(**_token_request_bounds())
     return identity.DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 

@@ -75,6 +75,15 @@ class DownstreamError(PackError):
         super().__init__(message, code=code, retry_after=retry_after)
 
 
+class AnswerLost(DownstreamError):
+    """The request went out but its answer never came (read timeout): the service may well have acted.
+
+    Callers whose request is not idempotent (a chat message, a mail) must not send it blindly again.
+    """
+
+    code = "AnswerLost"
+
+
 class Throttled(DownstreamError):
     """An external API throttled us for longer than we wait in-process."""
 

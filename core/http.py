@@ -9,23 +9,50 @@ logged or put in error messages.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from core.errors import DownstreamError, PackError, Throttled
+from core.errors import AnswerLost, DownstreamError, PackError, Throttled
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT = Retry.DEFAULT_ALLOWED_METHODS  # sent again after a lost answer: GET, PUT, DELETE, HEAD, ...
+
+
+class RedactUrls(logging.Filter):
+    """urllib3 logs the request's path and query when it retries (a WARNING) and at DEBUG; a webhook URL or
+    a Logic App callback URL carries its credential right there. Keep the host, drop the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        return True
+
+
+def _redacted(value: object) -> object:
+    if isinstance(value, str) and (value.startswith("/") or "://" in value):
+        parts = urlsplit(value)
+        return f"{parts.scheme}://{parts.netloc}/[redacted]" if parts.netloc else "/[redacted]"
+    return value
+
+
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):  # a filter applies to its own logger's records
+    logging.getLogger(_name).addFilter(RedactUrls())
 
 
 class BoundedRetry(Retry):
-    """urllib3 Retry that gives up (returning the response) when Retry-After is too long."""
+    """urllib3 Retry that gives up (returning the response) when Retry-After is too long, and never sends a
+    non-idempotent request again after its answer was lost (read timeout, connection dropped mid-answer):
+    the service may have acted on it. Answers that say "not done" (429, 5xx) and connect errors are retried
+    for every method."""
 
     max_retry_after: float = 10.0
 
@@ -35,6 +62,8 @@ class BoundedRetry(Retry):
         return new
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if error is not None and self._is_read_error(error) and (method or "").upper() not in IDEMPOTENT:
+            raise error
         if response is not None:
             retry_after = self.get_retry_after(response)
             if retry_after is not None and retry_after > self.max_retry_after:
@@ -64,8 +93,10 @@ def build_session(
 ) -> requests.Session:
     """Build the session every API client uses.
 
-    Every method is retried: the pack's writes are idempotent by design (PUT with a
-    caller-chosen id, conditional inserts), so a retried POST or PUT never duplicates.
+    Every method is retried on 429/5xx answers and connection failures (the request was not carried
+    out); after a lost answer only idempotent methods are (see ``BoundedRetry``): a POST whose answer
+    timed out surfaces as ``AnswerLost`` and its caller decides, from the service's state or its own
+    ledger, whether to send it again.
     """
     retry = BoundedRetry(
         total=retries,
@@ -148,12 +179,14 @@ def call(session: requests.Session, method: str, url: str, *, service: str, pass
     """
     try:
         response = session.request(method, url, **kwargs)
+    except requests.ConnectTimeout:  # nothing was sent
+        raise DownstreamError(f"{service} could not be reached in time", code=f"{service}Unreachable") from None
     except requests.Timeout:
-        raise DownstreamError(f"{service} did not answer in time", code=f"{service}Timeout") from None
+        raise AnswerLost(f"{service} did not answer in time", code=f"{service}Timeout") from None
     except requests.ConnectionError as exc:
         # Read timeouts that exhausted the retries arrive wrapped in a ConnectionError.
         if isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), ReadTimeoutError):
-            raise DownstreamError(f"{service} did not answer in time", code=f"{service}Timeout") from None
+            raise AnswerLost(f"{service} did not answer in time", code=f"{service}Timeout") from None
         raise DownstreamError(f"{service} could not be reached", code=f"{service}Unreachable") from None
     except requests.RequestException as exc:
         raise DownstreamError(f"{service} request failed: {type(exc).__name__}") from None
@@ -172,5 +205,17 @@ def call(session: requests.Session, method: str, url: str, *, service: str, pass
     return response
 
 
-__all__ = ["BoundedRetry", "PackError", "build_session", "call", "error_code_of", "retry_after_seconds",
+def broken_json(status: int, content_type: str, body: bytes) -> bool:
+    """A success answer whose body says it is JSON and is not: not the service's answer (a proxy's, a truncated
+    one), so its status proves nothing. For callers that otherwise ignore the body (webhooks, sendMail)."""
+    if not 200 <= status < 300 or "json" not in content_type.lower() or not body.strip():
+        return False
+    try:
+        json.loads(body)
+    except ValueError:
+        return True
+    return False
+
+
+__all__ = ["BoundedRetry", "PackError", "broken_json", "build_session", "call", "error_code_of", "retry_after_seconds",
            "session_from_settings"]

@@ -5,7 +5,8 @@ App retries and concurrent playbooks:
 - comments are PUT under a caller-chosen, deterministic id, so a retried write overwrites
   the same comment instead of adding another;
 - incident updates send the etag read just before; a 409 (someone else changed the incident)
-  re-reads and re-applies the change, a bounded number of times.
+  re-reads and re-applies the change, a bounded number of times, then answers 429 (``Busy``) so the
+  Logic App retries later (it never retries a 409).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import requests
 
 from core.credentials import ARM_SCOPE, TokenProvider
-from core.errors import BadRequest, Conflict, DownstreamError, Forbidden, NotFound, PackError
+from core.errors import BadRequest, Busy, DownstreamError, Forbidden, NotFound, PackError
 from core.http import call, error_code_of, error_message_of, json_object
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class SentinelClient:
         if response.status_code == 404:
             raise NotFound(f"Sentinel: {path.rsplit('/providers/', 1)[-1]} not found ({code})")
         if response.status_code == 409:
-            raise Conflict(f"Sentinel: conflicting update ({code})")
+            raise Busy(f"Sentinel: conflicting update ({code})", code="Conflict", retry_after=5)
         if response.status_code == 401:
             raise DownstreamError(f"Sentinel rejected the function's access token ({code})",
                                   code="SentinelUnauthorized")
@@ -108,10 +109,10 @@ class SentinelClient:
             body = {"etag": incident.get("etag"), "properties": properties}
             try:
                 return self._json(self._request("PUT", incident_id, body))
-            except Conflict:
+            except Busy:
                 log.info("etag conflict on %s, attempt %d", incident_id, attempt + 1)
-        raise Conflict(f"Sentinel: the incident kept changing; gave up after {self.max_conflict_retries + 1} "
-                       "attempts", retry_after=5)
+        raise Busy(f"Sentinel: the incident kept changing; gave up after {self.max_conflict_retries + 1} "
+                   "attempts", code="Conflict", retry_after=5)
 
     def add_labels(self, incident_id: str, *labels: str) -> dict:
         """Add user labels that are not there yet (case-insensitive), in one etag-safe update."""

@@ -27,9 +27,17 @@ class StateStore:
     """Tables and queues of one storage account, named with an optional prefix."""
 
     def __init__(self, *, connection_string: str | None = None, table_uri: str | None = None,
-                 queue_uri: str | None = None, credential: Any = None, prefix: str = "") -> None:
+                 queue_uri: str | None = None, credential: Any = None, prefix: str = "",
+                 timeout: float | None = None, retries: int | None = None) -> None:
         if not connection_string and not table_uri:
             raise ConfigurationError("state store: set STATE_STORAGE_CONNECTION or STATE_TABLE_SERVICE_URI")
+        # The storage SDKs' own defaults wait up to 300 s per request: a hung storage account would hold
+        # the function past the Logic App's timeout instead of answering StateUnavailable to retry.
+        self._options: dict[str, Any] = {}
+        if timeout:
+            self._options.update(connection_timeout=timeout, read_timeout=timeout)
+        if retries is not None:
+            self._options["retry_total"] = retries
         self._conn = connection_string
         self._table_uri = table_uri
         self._queue_uri = queue_uri
@@ -53,9 +61,9 @@ class StateStore:
 
         def build():
             if self._conn:
-                service = TableServiceClient.from_connection_string(self._conn)
+                service = TableServiceClient.from_connection_string(self._conn, **self._options)
             else:
-                service = TableServiceClient(endpoint=self._table_uri, credential=self._credential)
+                service = TableServiceClient(endpoint=self._table_uri, credential=self._credential, **self._options)
             client = service.get_table_client(self.table_name(name))
             return client, client.create_table
 
@@ -70,11 +78,12 @@ class StateStore:
                         "message_decode_policy": BinaryBase64DecodePolicy()}
             full = self.queue_name(name)
             if self._conn:
-                client = QueueClient.from_connection_string(self._conn, full, **policies)
+                client = QueueClient.from_connection_string(self._conn, full, **policies, **self._options)
             else:
                 if not self._queue_uri:
                     raise ConfigurationError("state store: set STATE_QUEUE_SERVICE_URI for deferred work")
-                client = QueueClient(self._queue_uri, full, credential=self._credential, **policies)
+                client = QueueClient(self._queue_uri, full, credential=self._credential, **policies,
+                                     **self._options)
             return client, client.create_queue
 
         return self._client(self._queues, self.queue_name(name), build)
@@ -235,8 +244,9 @@ class StateStore:
 
 
 def key_safe(value: str) -> str:
-    """Table keys may not contain / \\ # ? or control characters; IPv6 colons are fine."""
-    return "".join("_" if ch in "/\\#?" or ord(ch) < 32 else ch for ch in value)
+    """Table keys may not contain / \\ # ? or control characters (U+0000-U+001F and U+007F-U+009F,
+    which the service rejects with 400); IPv6 colons are fine."""
+    return "".join("_" if ch in "/\\#?" or ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F else ch for ch in value)
 
 
 _store: StateStore | None = None
@@ -258,5 +268,7 @@ def get_state_store() -> StateStore:
             queue_uri=settings["STATE_QUEUE_SERVICE_URI"],  # type: ignore[arg-type]
             credential=credential,
             prefix=str(settings["STATE_TABLE_PREFIX"] or ""),
+            timeout=float(settings["HTTP_TIMEOUT_SECONDS"]),  # type: ignore[arg-type]
+            retries=int(settings["HTTP_MAX_RETRIES"]),  # type: ignore[arg-type]
         )
     return _store

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from core.api import run_action
 from core.case import Case
+from core.telemetry import bind_incident, traced
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -32,6 +33,7 @@ def ip_reputation(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="vt-deferred", connection="STATE_STORAGE_CONNECTION")
+@traced("ip_reputation_deferred")
 def ip_reputation_deferred(msg: func.QueueMessage) -> None:
     """Finish lookups deferred by VirusTotal's quota and complete the run's comment.
 
@@ -39,6 +41,7 @@ def ip_reputation_deferred(msg: func.QueueMessage) -> None:
     ``vt-deferred-poison``: nothing is dropped silently.
     """
     message = json.loads(msg.get_body())
+    bind_incident(message.get("incident_id"))
     summary = _enricher().resume(message)
     log.info("deferred enrichment of %s: complete=%s calls=%s", summary["case"], summary["complete"],
              summary["virustotalCalls"])

@@ -142,8 +142,11 @@ class VirusTotalClient:
                 return verdict_from_report(ip, response.json(), self.thresholds)
             except ValueError:
                 raise DownstreamError("VirusTotal answered with a body that is not JSON") from None
-        if response.status_code == 404:  # NotFoundError: VirusTotal knows nothing of it
+        if response.status_code == 404 and code == "NotFoundError":  # VirusTotal knows nothing of it
             return IpVerdict(ip=ip, verdict="unknown")
+        if response.status_code == 404:  # not VirusTotal's answer (a proxy, a wrong path): never cache "unknown"
+            raise DownstreamError(f"VirusTotal answered HTTP 404 without NotFoundError ({code or 'no error code'}); "
+                                  "check VIRUSTOTAL_ENDPOINT")
         if response.status_code in (401, 403):
             raise ConfigurationError(
                 f"VirusTotal rejected VIRUSTOTAL_API_KEY ({code or response.status_code}); "

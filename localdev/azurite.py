@@ -2,16 +2,24 @@
 
 Tests, the demo and the benchmarks keep their state in real Table and Queue Storage served by
 Azurite on free loopback ports, in memory, so every run starts clean and runs never collide.
+
+Fault tests can also take storage away: ``restart()`` (connections drop, the service comes back on the
+same ports), ``paused()`` (the process is frozen: requests hang, as on a stalled storage account).
+In memory, a restart loses every table and queue, which Azure Storage never does; with
+``persistent=True`` the data lives in the workspace directory and survives a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from localdev.process import stop_process
@@ -40,9 +48,10 @@ def _listening(port: int) -> bool:
 class Azurite:
     """``with Azurite() as storage:`` then use ``storage.connection_string``."""
 
-    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, startup_timeout: float = 30.0, persistent: bool = False) -> None:
         self.binary = ROOT / "node_modules" / ".bin" / "azurite"
         self.startup_timeout = startup_timeout
+        self.persistent = persistent
         self.ports = {service: _free_port() for service in SERVICES}
         self._workspace: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,8 +72,8 @@ class Azurite:
         workspace = Path(self._workspace.name)
         # --inMemoryPersistence (package.json pins Azurite 3.37): nothing survives a stop. Azurite refuses
         # it together with --location, so the workspace (its log) is the working directory instead.
-        args = [str(self.binary), "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence",
-                "--disableTelemetry"]
+        storage = ["--location", str(workspace)] if self.persistent else ["--inMemoryPersistence"]
+        args = [str(self.binary), "--silent", "--skipApiVersionCheck", "--loose", *storage, "--disableTelemetry"]
         for service, port in self.ports.items():
             args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
         with (workspace / "azurite.log").open("ab") as errors:  # a file, not a pipe nobody drains
@@ -85,10 +94,24 @@ class Azurite:
         process, self._process = self._process, None
         stop_process(process)
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def restart(self) -> None:
-        """Stop and start again on the same ports, state lost: an outage for fault tests."""
+        """Stop and start again on the same ports (an outage for fault tests); data kept only if persistent."""
         self.stop()
         self.start()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the process inside the block (SIGSTOP/SIGCONT): connections open, no answer comes."""
+        assert self._process is not None, "Azurite is not running"
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         """Stop and remove the workspace directory."""

@@ -63,6 +63,7 @@ _CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool"
                 "guid": r"[0-9A-Fa-f]{8}-?(?:[0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}"}
 _ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PROCESSING_VISIBILITY_SECONDS = 30  # a message a crashed host was processing comes back after this
+_KEY_IN_QUERY = re.compile(r"([?&]code=)[^&\s]*", re.IGNORECASE)
 
 
 def route_regex(template: str) -> re.Pattern[str]:
@@ -182,8 +183,9 @@ class FunctionHost:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.address_string(), *args)
+            def log_message(self, format: str, *args: Any) -> None:  # the access log, never with a key
+                log.debug("%s " + format, self.address_string(), *(_KEY_IN_QUERY.sub(r"\1[redacted]", a)
+                                                                   if isinstance(a, str) else a for a in args))
 
             def _serve(self) -> None:
                 try:
@@ -418,6 +420,19 @@ def _write(h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: d
 
 
 # -- running the host as a process ------------------------------------------------------------
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class DimensionsFormatter(logging.Formatter):
+    """Log lines with the record's custom dimensions (attributes beyond the standard ones, e.g. the action and
+    incident core/telemetry.py stamps), as Application Insights shows them in customDimensions."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES and not k.startswith("_")}
+        return text + (" " + json.dumps(extra, default=str, sort_keys=True) if extra else "")
+
+
 def load_app(spec: str) -> tuple[func.FunctionApp, dict[str, Any]]:
     """Import ``module:attribute`` and read the host.json beside the module (the app's script root)."""
     module_name, _, attr = spec.partition(":")
@@ -433,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(DimensionsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"), handlers=[handler])
     app, settings = load_app(args.app)
     host = FunctionHost(app, function_key=os.environ.get("LOCAL_FUNCTION_KEY", "local-function-key"),
                         master_key=os.environ.get("LOCAL_MASTER_KEY", "local-master-key"),
@@ -457,13 +473,13 @@ class HostProcess:
     READY = "Host listening on "
 
     def __init__(self, env: dict[str, str] | None = None, app: str = "function_app:app", *,
-                 cwd: str | Path = ROOT, startup_timeout: float = 30.0) -> None:
+                 cwd: str | Path = ROOT, startup_timeout: float = 30.0, keep_lines: int | None = 300) -> None:
         self.env = {**os.environ, **(env or {})}
         self.function_key = self.env.setdefault("LOCAL_FUNCTION_KEY", "local-function-key")
         self.master_key = self.env.setdefault("LOCAL_MASTER_KEY", "local-master-key")
         self.app, self.cwd, self.startup_timeout = app, Path(cwd), startup_timeout
         self.url = ""
-        self._lines: deque[str] = deque(maxlen=300)
+        self._lines: deque[str] = deque(maxlen=keep_lines)  # None keeps every line (the secret scan reads all)
         self._ready = threading.Event()
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -500,7 +516,7 @@ class HostProcess:
 
     @property
     def output(self) -> str:
-        """The last lines the host printed (logs, tracebacks)."""
+        """The last ``keep_lines`` lines the host printed (logs, tracebacks); all of them with ``keep_lines=None``."""
         return "".join(self._lines)
 
     @property

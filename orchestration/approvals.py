@@ -48,6 +48,7 @@ from core.case import Case, ci_get, normalise
 from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
 from core.http import call
 from core.sentinel import comment_id
+from core.telemetry import bind_incident
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class Approvals:
         if incident is None:
             raise BadRequest("incident is required: pass @triggerBody() (or {\"incidentArmId\": ...})")
         case = normalise(incident, max_entities=int(self.settings["MAX_ENTITIES"]))
+        bind_incident(case.incident_id)
         if not case.incident_id:
             raise BadRequest("an approval needs an incident: the incident body names none")
         choices = self._choices(ci_get(body, "choices"))
@@ -361,7 +363,7 @@ class Approvals:
             chat_results, chat_errors = Notifier(self.ctx).send(notice, event, only=chat)
             results.update(chat_results)
             errors += chat_errors
-        reached = any(r in ("sent", "already-sent", "in-progress") for r in results.values())
+        reached = any(r in ("sent", "already-sent", "in-progress", "unconfirmed") for r in results.values())
         retryable = [e for e in errors if not isinstance(e, ConfigurationError)]
         if errors and (retryable or not reached):
             raise incomplete(results, errors)
@@ -406,6 +408,7 @@ class Approvals:
         approval = self.get(approval_id)
         if approval is None:
             raise LinkRefused(404, "This approval no longer exists.", "ApprovalNotFound")
+        bind_incident(approval.incident_id)
         choice = approval.choice(raw_choice)
         if choice is None or approver not in approval.approvers or expires != approval.expires_at:
             raise LinkRefused(403, "This approval link does not belong to this approval.", "LinkInvalid")

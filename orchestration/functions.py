@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import html
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
-from core.api import error_response, json_response, read_json, run_action
+from core.api import read_json, run_action, run_json
 from core.case import Case
 from core.errors import PackError
+from core.telemetry import traced
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -42,23 +40,6 @@ def _ctx():
     from core.context import get_context
 
     return get_context()
-
-
-def _run_json(req: func.HttpRequest, action: Callable[[Any], Any], name: str) -> func.HttpResponse:
-    """Like ``run_action`` for bodies that are not a trigger body: JSON in, JSON or error JSON out."""
-    started = time.perf_counter()
-    try:
-        result = action(read_json(req))
-        status, body = result if isinstance(result, tuple) else (200, result)
-        log.info("action=%s status=%s ms=%.1f", name, status, (time.perf_counter() - started) * 1000)
-        return json_response(body, status)
-    except PackError as error:
-        log.warning("action=%s status=%s code=%s message=%s", name, error.status, error.code, error.message)
-        return error_response(error)
-    except Exception:
-        log.exception("action=%s failed unexpectedly", name)
-        return json_response({"error": {"code": "InternalError",
-                                        "message": "unexpected error; see the function's logs"}}, 500)
 
 
 # -- notify --------------------------------------------------------------------------------------
@@ -85,8 +66,9 @@ def orchestration_approvals(req: func.HttpRequest) -> func.HttpResponse:
     from orchestration.approvals import Approvals
 
     if req.method.upper() == "DELETE":
-        return _run_json(req, lambda body: Approvals(_ctx()).unsubscribe(body), "approval_unsubscribe")
-    return _run_json(req, lambda body: Approvals(_ctx()).subscribe(body, _origin(req)), "approval_subscribe")
+        return run_json(req, lambda body: Approvals(_ctx()).unsubscribe(body), name="approval_unsubscribe")
+    return run_json(req, lambda body: Approvals(_ctx()).subscribe(body, _origin(req)),
+                    name="approval_subscribe")
 
 
 def _page(status: int, heading: str, text: str, form: str = "") -> func.HttpResponse:
@@ -101,6 +83,7 @@ def _page(status: int, heading: str, text: str, form: str = "") -> func.HttpResp
 
 @bp.route(route="orchestration/approvals/{id}/{decision}", methods=["GET", "POST"],
           auth_level=func.AuthLevel.ANONYMOUS)
+@traced("approval_link")
 def orchestration_approval_link(req: func.HttpRequest) -> func.HttpResponse:
     """An approver's link: GET shows a confirmation page (safe for scanners and previews); its POST decides."""
     from orchestration.approvals import Approvals, LinkRefused, iso
@@ -144,6 +127,7 @@ def orchestration_approval_link(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)
+@traced("approval_sweep")
 def approval_sweep(timer: func.TimerRequest) -> None:
     """Every minute: time out approvals nobody decided, redeliver callbacks and comments that failed."""
     from core.settings import get_settings

@@ -25,7 +25,7 @@ import requests
 
 from core.case import Case
 from core.errors import ConfigurationError, DownstreamError, PackError, Throttled
-from core.http import call
+from core.http import broken_json, call
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,9 @@ class WebhookClient:
         # send the message (and our client) somewhere the URL did not name.
         response = call(self._session, "POST", self._url, service=self.service, json=payload,
                         allow_redirects=False)
+        if broken_json(response.status_code, response.headers.get("Content-Type", ""), response.content):
+            raise DownstreamError(f"{self.service} answered HTTP {response.status_code} with a body that is not the "
+                                  "JSON it announced: not a webhook's answer", code=f"{self.service}MalformedAnswer")
         if 200 <= response.status_code < 300:
             return
         raise self._error(response)
@@ -219,7 +222,8 @@ def deliver_all(ledger, channels: dict[str, tuple[WebhookClient | None, dict[str
                 event: str) -> tuple[dict[str, str], list[PackError]]:
     """Send each configured channel's message once for ``event``; every channel is tried.
 
-    Returns (channel -> ``sent`` | ``already-sent`` | ``in-progress`` | ``not-configured`` | ``failed: ...``,
+    Returns (channel -> ``sent`` | ``already-sent`` | ``unconfirmed`` | ``in-progress`` | ``not-configured`` |
+    ``failed: ...``,
     the errors of the channels that failed).
     """
     results: dict[str, str] = {}

@@ -22,6 +22,7 @@ import azure.functions as func
 from core.api import error_response, json_response, run_action
 from core.case import Case
 from core.errors import PackError
+from core.telemetry import traced
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -92,6 +93,7 @@ def mde_release(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="response/mde/actions/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced("mde_action_status")
 def mde_action_status(req: func.HttpRequest) -> func.HttpResponse:
     """The Location of the asynchronous pattern: 202 while pending, 200 with Succeeded / Failed / ..."""
     from response.isolation import POLL_SECONDS, MachineResponse
@@ -152,6 +154,7 @@ def unblock_ip(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="response/blocklist", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced("ip_blocklist")
 def ip_blocklist(req: func.HttpRequest) -> func.HttpResponse:
     """The external dynamic list: blocked, unexpired IPs, one per line (``?code=<function key>``)."""
     from response.blocklist import BlockList, render_edl

@@ -16,7 +16,8 @@ How it is wired:
   slept here but answered to the Logic App as 429 with that Retry-After.
 Graph's answers become the pack's errors: 404 -> ``NotFound`` (``None`` from the reads), 403 "not licensed" ->
 ``LicenceRequired``, other 403 -> ``GraphDenied`` (carrying Graph's code), 429 -> ``Throttled``,
-5xx / timeouts -> ``DownstreamError``.
+5xx / connect timeouts / a success whose body is broken JSON -> ``DownstreamError``, a read timeout (the
+request went out, its answer did not come back) -> ``AnswerLost``, so callers check the user's state first.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from core.credentials import GRAPH_SCOPE, TokenProvider
-from core.errors import BadRequest, DownstreamError, Forbidden, NotFound, Throttled
+from core.errors import AnswerLost, BadRequest, DownstreamError, Forbidden, NotFound, Throttled
+from core.http import broken_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +49,10 @@ def _tls_context() -> Any:
 
         _tls = ssl.create_default_context(cafile=certifi.where())
     return _tls
+
+
+class MalformedAnswer(Exception):
+    """A success answer with a broken JSON body (raised inside the SDK's pipeline, translated by ``_run``)."""
 
 
 class LicenceRequired(Forbidden):
@@ -83,7 +89,7 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
         BaseBearerTokenAuthenticationProvider,
     )
     from kiota_http.kiota_client_factory import KiotaClientFactory
-    from kiota_http.middleware import RetryHandler
+    from kiota_http.middleware import BaseMiddleware, RetryHandler
     from kiota_http.middleware.options import RetryHandlerOption
     from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph_core import GraphClientFactory
@@ -120,8 +126,19 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
                 return RetryHandlerOption.MAX_DELAY  # hand the wait back to the Logic App
             return super().get_delay_time(retry_count, response, delay)
 
-    middleware = [BoundedRetry() if isinstance(m, RetryHandler) else m
-                  for m in KiotaClientFactory.get_default_middleware(None)]
+    class AnswerCheck(BaseMiddleware):
+        """Outermost: a success answer whose body says JSON and is not is no Graph answer (a proxy's, a cut one).
+        Refused here, or the SDK's parser crashes on it, or a write that answers 204 is taken as done on its word."""
+
+        async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+            response = await super().send(request, transport)
+            if 200 <= response.status_code < 300 and broken_json(
+                    response.status_code, response.headers.get("content-type", ""), await response.aread()):
+                raise MalformedAnswer(response.status_code)
+            return response
+
+    middleware = [AnswerCheck(), *(BoundedRetry() if isinstance(m, RetryHandler) else m
+                                   for m in KiotaClientFactory.get_default_middleware(None))]
     http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls_context())
     http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(PackTokens()), client=http)
@@ -170,6 +187,11 @@ class EntraClient:
             return self._loop.run_until_complete(awaitable)
         except APIError as exc:
             raise self._translate(exc, what) from None
+        except MalformedAnswer as exc:
+            raise DownstreamError(f"Microsoft Graph answered {what} with HTTP {exc.args[0]} and a body that is not the "
+                                  "JSON it announced", code="GraphMalformedAnswer") from None
+        except httpx.ReadTimeout:  # the request went out: Graph may have carried it out (callers check the state)
+            raise AnswerLost(f"Microsoft Graph did not answer in time ({what})", code="GraphTimeout") from None
         except httpx.TimeoutException:
             raise DownstreamError(f"Microsoft Graph did not answer in time ({what})", code="GraphTimeout") from None
         except httpx.TransportError:

@@ -32,7 +32,7 @@ from typing import Any
 from core.audit import AuditEntry, AuditTrail
 from core.case import Case, HostEntity
 from core.context import Context
-from core.errors import BadRequest, ConfigurationError, NotFound, PackError
+from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
 from response.mde import (
     ACTIVE,
     FAILED,
@@ -239,11 +239,14 @@ class MachineResponse:
         actions: list[dict[str, Any]] = []
         for item in wanted:
             action = self.mde.get_action(item["id"])
+            if action is None and row is None:
+                raise NotFound(f"Defender for Endpoint has no machine action {reference}")
             if action is None:
-                if row is None:
-                    raise NotFound(f"Defender for Endpoint has no machine action {reference}")
-                actions.append(item | {"status": "Unknown"})
-                continue
+                # Defender gave us this id when it accepted the action: "not found" now is its hiccup, not a
+                # final state. Answering Failed would end the playbook's wait on a guess; poll again instead.
+                raise DownstreamError(f"Defender for Endpoint did not find machine action {item['id']} of this "
+                                      "operation; polling again", code="DefenderActionNotFound",
+                                      retry_after=POLL_SECONDS)
             actions.append(action.to_dict())
         statuses = [a["status"] for a in actions]
         if any(s in ACTIVE for s in statuses):

@@ -14,6 +14,11 @@ Idempotency, by the state of the target:
   (PartitionKey = the case, RowKey = ``revoke|<user id>``) is written after the revocation, and a retry
   of the same case finds it. An entity run outside any incident or alert has no case to key on: each
   such call revokes again, which is harmless (the user signs in once more).
+
+Every Graph write is also noted *before* it is sent (``WriteLedger``): when Graph's answer is lost (a
+timeout after the request went out) the retry tells from the user's state whether the write happened
+(accountEnabled, riskState, or a signInSessionsValidFromDateTime at or after the request) and then
+reports it done by this case instead of writing again or calling it "already in place".
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from core.case import AccountEntity, Case
 from core.context import Context
@@ -33,6 +40,7 @@ from response.run import GUID, ResponseRun
 log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "responseledger"
+CLOCK_SKEW_SECONDS = 5.0  # between Graph's clock and ours, when matching a revocation to our request
 _UPN = re.compile(r"^[^@\s/\\?#%]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 
 
@@ -127,6 +135,7 @@ class UserResponse:
 
     # -- the actions --------------------------------------------------------------------------
     def _confirm(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
+        writes = WriteLedger(self.ctx, run.case, "confirm")
         to_confirm: list[EntraUser] = []
         for user in users:
             try:
@@ -135,7 +144,10 @@ class UserResponse:
                 for each in users:
                     run.add(each.label, "unavailable", exc.message, [each.id])
                 return
-            if state == "confirmedCompromised":
+            if state == "confirmedCompromised" and writes.lost_answer(user):
+                writes.done(user)
+                run.add(user.label, "done", f"confirmed compromised: user risk set to high ({LOST})", [user.id])
+            elif state == "confirmedCompromised":
                 run.add(user.label, "already", "already confirmed compromised in Identity Protection", [user.id])
             elif run.dry_run:
                 run.add(user.label, "would", f"confirm compromised (risk state {state or 'none'})", [user.id])
@@ -144,6 +156,7 @@ class UserResponse:
         if not to_confirm:
             return
         try:
+            writes.requested(*to_confirm)
             graph.confirm_compromised([u.id for u in to_confirm])
         except LicenceRequired as exc:  # the licence can lapse between the read and the write
             for user in to_confirm:
@@ -153,33 +166,41 @@ class UserResponse:
             for user in to_confirm:
                 run.failed(user.label, exc, userId=user.id)
             return
+        writes.done(*to_confirm)
         for user in to_confirm:
             run.add(user.label, "done", "confirmed compromised: user risk set to high", [user.id])
 
     def _revoke(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
-        case_key = run.case.incident_id or run.case.alert_id
+        writes = WriteLedger(self.ctx, run.case, "revoke")
         for user in users:
-            row_key = f"revoke|{user.id.lower()}"
-            done = self.ctx.state.get(LEDGER_TABLE, key_safe(case_key), row_key) if case_key else None
-            if done is not None:
+            if writes.is_done(user):
                 run.add(user.label, "already", "sign-in sessions already revoked for this "
                         f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
+                continue
+            if writes.lost_answer(user, took_effect=_revoked_since):
+                writes.done(user)
+                run.add(user.label, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})",
+                        [user.id])
                 continue
             if run.dry_run:
                 run.add(user.label, "would", "revoke all refresh tokens and session cookies", [user.id])
                 continue
             try:
+                writes.requested(user)
                 graph.revoke_sessions(user.id)
             except GraphDenied as exc:
                 run.failed(user.label, exc, userId=user.id)
                 continue
-            if case_key:
-                self.ctx.state.upsert(LEDGER_TABLE, {"PartitionKey": key_safe(case_key), "RowKey": row_key,
-                                                     "action": "revoke", "at": time.time()})
+            writes.done(user)
             run.add(user.label, "done", "sign-in sessions revoked: the user must sign in again", [user.id])
 
     def _disable(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
+        writes = WriteLedger(self.ctx, run.case, "disable")
         for user in users:
+            if user.account_enabled is False and writes.lost_answer(user):
+                writes.done(user)
+                run.add(user.label, "done", f"account disabled (accountEnabled false; {LOST})", [user.id])
+                continue
             if user.account_enabled is False:
                 run.add(user.label, "already", "account already disabled", [user.id])
                 continue
@@ -187,11 +208,74 @@ class UserResponse:
                 run.add(user.label, "would", "disable the account (accountEnabled false)", [user.id])
                 continue
             try:
+                writes.requested(user)
                 graph.disable(user.id)
             except GraphDenied as exc:  # e.g. a privileged admin: out of the identity's reach by design
                 run.failed(user.label, exc, userId=user.id)
                 continue
+            writes.done(user)
             run.add(user.label, "done", "account disabled (accountEnabled false)", [user.id])
+
+
+LOST = "by this case's earlier call, whose answer from Graph was lost"
+
+
+def _revoked_since(user: EntraUser, moment: float) -> bool:
+    """Graph moved the user's signInSessionsValidFromDateTime to ``moment`` or later: a revocation then took effect."""
+    if not user.sessions_valid_from:
+        return False
+    try:
+        valid_from = datetime.fromisoformat(user.sessions_valid_from.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if valid_from.tzinfo is None:
+        valid_from = valid_from.replace(tzinfo=UTC)
+    return valid_from.timestamp() >= moment - CLOCK_SKEW_SECONDS
+
+
+class WriteLedger:
+    """The case's Graph writes of one kind (table ``responseledger``, RowKey ``<verb>|<user id>``).
+
+    A row is ``requested`` before the write and ``done`` after it. A row still ``requested`` means an earlier
+    call of this case sent the write and never learnt the outcome (Graph timed out, the function stopped):
+    the retry reads the user's state and, when the write took effect, reports it as done by this case, not
+    as "already in place", and does not write again. A case-less entity run keeps no rows.
+    """
+
+    def __init__(self, ctx: Context, case: Case, verb: str) -> None:
+        self.store = ctx.state
+        key = case.incident_id or case.alert_id
+        self.partition = key_safe(key) if key else None
+        self.verb = verb
+
+    def _row(self, user: EntraUser) -> dict | None:
+        if self.partition is None:
+            return None
+        return self.store.get(LEDGER_TABLE, self.partition, f"{self.verb}|{user.id.lower()}")
+
+    def _mark(self, state: str, users: tuple[EntraUser, ...]) -> None:
+        if self.partition is None:
+            return
+        for user in users:
+            self.store.upsert(LEDGER_TABLE, {"PartitionKey": self.partition, "RowKey": f"{self.verb}|{user.id.lower()}",
+                                             "action": self.verb, "state": state, "at": time.time()})
+
+    def requested(self, *users: EntraUser) -> None:
+        self._mark("requested", users)
+
+    def done(self, *users: EntraUser) -> None:
+        self._mark("done", users)
+
+    def is_done(self, user: EntraUser) -> bool:
+        row = self._row(user)
+        return row is not None and row.get("state", "done") == "done"  # rows before the state column: done
+
+    def lost_answer(self, user: EntraUser, took_effect: Callable[[EntraUser, float], bool] | None = None) -> bool:
+        """This case requested the write earlier and never saw its answer, and (``took_effect``) it did happen."""
+        row = self._row(user)
+        if row is None or row.get("state") != "requested":
+            return False
+        return took_effect is None or took_effect(user, float(row.get("at") or 0))
 
 
 __all__ = ["CONFIRM", "DISABLE", "LEDGER_TABLE", "REVOKE", "UserResponse"]

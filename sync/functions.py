@@ -9,14 +9,14 @@ The sync itself (and pysnow) is imported inside the functions, not at cold start
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from core.api import MAX_BODY_BYTES, error_response, json_response, read_json, run_action
+from core.api import MAX_BODY_BYTES, answer, read_json, run_action
 from core.case import Case
 from core.errors import PackError, PayloadTooLarge
+from core.telemetry import traced
 
 if TYPE_CHECKING:
     from sync.service import ServiceNowSync
@@ -48,8 +48,7 @@ def servicenow_inbound(req: func.HttpRequest) -> func.HttpResponse:
     from core.settings import get_settings
     from sync.webhook import SIGNATURE_HEADER, verify
 
-    started = time.perf_counter()
-    try:
+    def push() -> dict:
         body = req.get_body() or b""
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge("request body too large for a ServiceNow push")
@@ -58,19 +57,15 @@ def servicenow_inbound(req: func.HttpRequest) -> func.HttpResponse:
         # The signature is checked on the raw bytes before anything in the body is trusted.
         verify(body, req.headers.get(SIGNATURE_HEADER), str(settings["SERVICENOW_WEBHOOK_SECRET"]))
         result = _sync().inbound(read_json(req))
-        log.info("action=servicenow_inbound ticket=%s changed=%s ms=%.1f", (result.get("ticket") or {}).get("number"),
-                 result.get("changed"), (time.perf_counter() - started) * 1000)
-        return json_response(result)
-    except PackError as error:
-        log.warning("action=servicenow_inbound status=%s code=%s message=%s", error.status, error.code, error.message)
-        return error_response(error)
-    except Exception:
-        log.exception("action=servicenow_inbound failed unexpectedly")
-        return json_response({"error": {"code": "InternalError",
-                                        "message": "unexpected error; see the function's logs"}}, 500)
+        log.info("servicenow_inbound: ticket=%s changed=%s", (result.get("ticket") or {}).get("number"),
+                 result.get("changed"))
+        return result
+
+    return answer("servicenow_inbound", push)
 
 
 @bp.timer_trigger(schedule="0 */2 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)
+@traced("servicenow_poll")
 def servicenow_poll(timer: func.TimerRequest) -> None:
     """Pull tickets changed since the stored watermark; a failed run leaves the watermark for the next one.
 

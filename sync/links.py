@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.errors import Conflict
+from core.errors import Busy
 from core.state import StateStore, key_safe
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class LinkStore:
         return self._reload(link)
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
-        """The link, leased to ``owner``; None if there is none. Conflict (retry later) when busy too long."""
+        """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when busy too long."""
         deadline = self.clock() + wait
         while True:
             link = self.get(incident_key)
@@ -119,17 +119,17 @@ class LinkStore:
                     return self._reload(link)
                 continue  # someone else took it between our read and write: look again at once
             if self.clock() >= deadline:
-                raise Conflict(f"the sync of incident {incident_key} is busy in another run; retry shortly",
-                               code="SyncBusy", retry_after=5)
+                raise Busy(f"the sync of incident {incident_key} is busy in another run; retry shortly",
+                           code="SyncBusy", retry_after=5)
             time.sleep(self.poll_seconds)
 
     def save(self, link: TicketLink, *, release: bool = True) -> None:
-        """Write the link if we still hold it; Conflict when our lease expired and another run took it."""
+        """Write the link if we still hold it; Busy (429) when our lease expired and another run took it."""
         if release:
             link.lease_owner, link.lease_until = "", 0.0
         if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-            raise Conflict(f"the sync of incident {link.incident_key} took longer than its lease; retry",
-                           code="SyncLeaseLost", retry_after=5)
+            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
+                       code="SyncLeaseLost", retry_after=5)
         if not release:
             self._reload(link)
 
@@ -145,7 +145,7 @@ class LinkStore:
     def _reload(self, link: TicketLink) -> TicketLink:
         row = self.store.get(TABLE, INCIDENT, key_safe(link.incident_key))
         if row is None:
-            raise Conflict(f"the link of incident {link.incident_key} disappeared; retry", retry_after=5)
+            raise Busy(f"the link of incident {link.incident_key} disappeared; retry", retry_after=5)
         link.etag = row.get("_etag")
         return link
 

@@ -29,10 +29,12 @@ from typing import Any
 
 from core.case import Case
 from core.context import Context
-from core.errors import BadRequest, ConfigurationError, Conflict, DownstreamError, NotFound, PackError
+from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, NotFound, PackError
 from core.http import build_session, session_from_settings
 from core.sentinel import COMMENT_MAX_CHARS, comment_id
 from core.settings import Settings
+from core.telemetry import action_scope, bind_incident
+from sync.journal import journal_html, journal_text
 from sync.links import LinkStore, TicketLink, new_owner
 from sync.mapping import SyncMapping, split_classification
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
@@ -96,8 +98,14 @@ def poll_cursor(since: str, floor: str | None) -> str:
 
 
 def _retryable(error: PackError) -> bool:
-    """Failures that clear up by themselves (the next run retries); the rest would fail every time."""
-    return isinstance(error, (DownstreamError, Conflict, ConfigurationError))
+    """Failures that clear up by themselves or once the deployment is fixed (the next run retries);
+    the rest would fail every time for this ticket alone (it is skipped so the others go on).
+
+    Sentinel's 403 is the function's missing role on the workspace: every ticket fails alike until it
+    is granted, so skipping would lose every update made meanwhile instead of holding up none.
+    """
+    return (isinstance(error, (DownstreamError, Conflict, ConfigurationError))
+            or error.code == "SentinelAccessDenied")
 
 
 class ServiceNowSync:
@@ -124,7 +132,7 @@ class ServiceNowSync:
         key, owner = case.incident_name.lower(), new_owner()
         link = self.links.claim(key, case.incident_id, owner) or self.links.acquire(key, owner)
         if link is None:
-            raise Conflict(f"the link of incident {key} changed while it was read; retry", retry_after=5)
+            raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
         try:
             created, ticket = False, None
             if link.state != "linked":
@@ -136,9 +144,11 @@ class ServiceNowSync:
                     raise
                 # Someone deleted the ticket in ServiceNow: every incident must have one, so open another.
                 log.warning("ticket %s of incident %s no longer exists; creating a new one", link.number, key)
-                self.links.forget_ticket(link.sys_id)
+                gone = link.sys_id
                 link.state, link.base_sentinel, link.base_servicenow, link.mod_count = "creating", {}, {}, -1
                 ticket, created = self._create(case, link)
+                if link.sys_id != gone:  # only now: a 404 that was not a deletion must not lose the way back
+                    self.links.forget_ticket(gone)
                 summary = self._reconcile(link, ticket=ticket)
         except BaseException:
             self.links.release(link)
@@ -244,6 +254,7 @@ class ServiceNowSync:
         link = self.links.acquire(key, owner)
         if link is None or link.sys_id != sys_id:
             raise NotFound(f"ServiceNow ticket {sys_id} is no longer linked to an incident", code="UnknownTicket")
+        bind_incident(link.incident_id)
         try:
             if mod_count is not None and mod_count <= link.mod_count:
                 self.links.save(link)
@@ -279,7 +290,8 @@ class ServiceNowSync:
                 link = due.get(ticket["sys_id"])
                 if link is not None:
                     try:
-                        outcome = self._sync_polled(ticket, link, journal.get(ticket["sys_id"], []))
+                        with action_scope("servicenow_poll_ticket", link.incident_id):
+                            outcome = self._sync_polled(ticket, link, journal.get(ticket["sys_id"], []))
                     except PackError as error:
                         if not _retryable(error):
                             raise
@@ -441,10 +453,12 @@ class ServiceNowSync:
             if created < link.journal_since or (created == link.journal_since and sys_id in link.journal_seen):
                 continue  # handled by an earlier run
             value = str(entry.get("value") or "")
-            marker = MARKER_RE.search(value)
-            if marker:
-                known.add(marker.group(1))  # a Sentinel comment this pack copied: never copy it back
-            elif entry.get("sys_created_by") != self.snow.username:
+            if entry.get("sys_created_by") == self.snow.username:
+                # The pack's own note. Its marker is the last one: a copied comment may quote marker text.
+                markers = MARKER_RE.findall(value)
+                if markers:
+                    known.add(markers[-1])  # a Sentinel comment this pack copied: never copy it back
+            else:
                 note = comment_id(link.incident_id, JOURNAL_COMMENT, sys_id)
                 try:
                     self.sentinel.put_comment(link.incident_id, note, self._comment_text(link, entry))
@@ -452,7 +466,6 @@ class ServiceNowSync:
                 except BadRequest as refused:  # e.g. the incident holds 100 comments already
                     log.warning("journal entry %s of %s not copied: %s", sys_id, link.number, refused.message)
                 known.add(note)
-            # else: written by the integration user, i.e. by this pack
             if created > link.journal_since:
                 link.journal_since, link.journal_seen = created, []
             link.journal_seen.append(sys_id)
@@ -476,15 +489,13 @@ class ServiceNowSync:
     def _work_note(link: TicketLink, props: dict, comment: dict) -> str:
         p = comment.get("properties") or {}
         author = (p.get("author") or {}).get("name") or (p.get("author") or {}).get("email") or "unknown"
-        message = str(p.get("message") or "")
-        header = (f"<p>Synced from Microsoft Sentinel incident {html.escape(str(props.get('incidentNumber', '')))}"
-                  f" · comment by {html.escape(str(author))} · {html.escape(str(p.get('createdTimeUtc') or ''))}</p>")
-        footer = f"<p><i>{MARKER} {comment['name']}</i></p>"
-        room = WORK_NOTE_MAX_CHARS - len(header) - len(footer) - 20
-        if len(message) > room:
-            message = message[:room] + "…"
-        # [code] keeps the HTML (Sentinel comments are HTML); ServiceNow sanitises it when rendering.
-        return f"[code]{header}{message}{footer}[/code]"
+        header = (f"<p>Synced from Microsoft Sentinel incident {journal_text(str(props.get('incidentNumber', '')))}"
+                  f" · comment by {journal_text(str(author))} · {journal_text(str(p.get('createdTimeUtc') or ''))}</p>")
+        footer = f"<p><i>{MARKER} {journal_text(str(comment['name']))}</i></p>"
+        room = WORK_NOTE_MAX_CHARS - len(header) - len(footer) - 400  # 400: the closing tags journal_html adds
+        # [code] keeps the comment's formatting (Sentinel comments are HTML), rebuilt from safe tags only: the
+        # comment is not trusted HTML, and ServiceNow renders a [code] block as it is (sync/journal.py).
+        return f"[code]{header}{journal_html(str(p.get('message') or ''), room)}{footer}[/code]"
 
     # -- fields -> Sentinel -------------------------------------------------------------------
     def _apply_to_sentinel(self, link: TicketLink, values: dict[str, str], seen: dict[str, str],

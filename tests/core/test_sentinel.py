@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.credentials import TokenProvider
-from core.errors import Conflict, Forbidden, NotFound
+from core.errors import Busy, Forbidden, NotFound
 from core.http import build_session
 from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 from localdev.emulators.entra import EntraEmulator
@@ -98,8 +98,9 @@ def test_update_retries_after_a_concurrent_edit(arm, client):
 
 def test_update_gives_up_after_the_bound(arm, client):
     arm.fail(409, times=10, method="PUT", body={"error": {"code": "Conflict", "message": "etag"}})
-    with pytest.raises(Conflict):
+    with pytest.raises(Busy) as busy:
         client.add_labels(INCIDENT_4711, "x")
+    assert busy.value.status == 429 and busy.value.retry_after  # the Logic App never retries a 409
     assert len(arm.requests_to("PUT")) == client.max_conflict_retries + 1
 
 

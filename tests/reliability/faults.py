@@ -5,6 +5,10 @@ for every matching request while inside the ``with`` block (so the result does n
 how many times our HTTP layer retries) and clears it on exit, which is "the fault clears and
 the Logic App retries". Hosts under fault tests run with ``FAULT_HOST_SETTINGS`` so a slow
 answer passes our timeout quickly and retries stay bounded.
+
+What each kind means at the emulator: a status or ``malformed`` answers *without* acting;
+``slow`` acts, then answers after our timeout (the answer is lost, the effect happened);
+``refused`` takes the whole emulator offline, whatever ``path``/``method`` say.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def classify(response: requests.Response, kind: FaultKind) -> str:
     status = response.status_code
     if status < 400:
         return "ok"
+    assert response.content, f"{kind}: {status} with an empty body (an unhandled exception in the host?)"
     body = response.json()
     assert set(body["error"]) >= {"code", "message"} and body["error"]["message"], f"{kind}: {body}"
     if status == 429:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.errors import Conflict
+from core.errors import Busy
 from core.state import StateStore
 from sync.links import LinkStore, new_owner
 
@@ -28,9 +28,9 @@ def test_exactly_one_concurrent_claim_wins(links):
 def test_lease_serialises_runs_and_a_save_keeps_the_bookkeeping(links):
     key, first = str(uuid.uuid4()), new_owner()
     link = links.claim(key, "/x", first)
-    with pytest.raises(Conflict) as busy:
+    with pytest.raises(Busy) as busy:
         links.acquire(key, new_owner(), wait=0.1)
-    assert busy.value.code == "SyncBusy" and busy.value.retry_after
+    assert busy.value.code == "SyncBusy" and busy.value.retry_after and busy.value.status == 429
     link.sys_id, link.mod_count, link.known_comments = "a" * 32, 3, ["c1"]
     links.save(link)
     second = links.acquire(key, new_owner(), wait=0.1)
@@ -47,7 +47,7 @@ def test_expired_lease_is_taken_over_and_the_late_writer_loses(stack, links):
     fast.mod_count = 7
     timed.save(fast)
     slow.mod_count = 1
-    with pytest.raises(Conflict) as lost:
+    with pytest.raises(Busy) as lost:
         timed.save(slow)
     assert lost.value.code == "SyncLeaseLost"
     assert timed.get(key).mod_count == 7
