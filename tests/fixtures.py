@@ -32,6 +32,21 @@ def sample(name: str) -> dict:
     return copy.deepcopy(json.loads(_load(name)))
 
 
+def fresh_incident(**properties) -> dict:
+    """The sample incident (its entities kept) under a new id, number and URL, with ``properties`` set."""
+    import uuid
+
+    body = sample("incident-trigger.json")
+    guid = str(uuid.uuid4())
+    obj = body["object"]
+    obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
+    obj["name"] = guid
+    obj["properties"]["incidentNumber"] = uuid.uuid4().int % 100000
+    obj["properties"]["incidentUrl"] = obj["properties"]["incidentUrl"].rsplit("/", 1)[0] + "/" + guid
+    obj["properties"].update(properties)
+    return body
+
+
 def incident_with(number: int, ips: list[str], *, name: str | None = None) -> dict:
     """An incident trigger body shaped like the sample, with its own id, number and IP entities."""
     import uuid

@@ -21,7 +21,6 @@ import json
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,7 @@ from localdev.azurite import ACCOUNT_KEY
 from localdev.host import HostProcess
 from sync.webhook import SIGNATURE_HEADER, sign
 from tests.conftest import wait_for
-from tests.fixtures import sample
+from tests.fixtures import fresh_incident
 from tests.orchestration.helpers import CallbackReceiver, link_for, links_in
 from tests.sync.conftest import SyncClient, sync_settings
 
@@ -233,14 +232,7 @@ def test_the_scan_finds_planted_secrets():
 # -- the actions -----------------------------------------------------------------------------------------------
 def fresh(**properties: Any) -> dict:
     """The sample incident (IPs, host ws-fin-0042, user Adele) under a new id and number."""
-    body = sample("incident-trigger.json")
-    guid = str(uuid.uuid4())
-    obj = body["object"]
-    obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
-    obj["name"] = guid
-    obj["properties"]["incidentNumber"] = uuid.uuid4().int % 100000
-    obj["properties"].update(properties)
-    return body
+    return fresh_incident(**properties)
 
 
 def with_ip(body: dict, address: str) -> dict:
