@@ -29,6 +29,7 @@ from localdev.playbooks import (
     load_playbook,
     parse_duration,
 )
+from tests.conftest import wait_for
 from tests.fixtures import sample
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "infra" / "playbooks"
@@ -382,7 +383,8 @@ def test_http_webhook_waits_for_the_callback(fake):
     subscribe = fake.requests_to("POST", "/subscribe$")[0].json
     assert subscribe["incident"] == "4711"
     assert subscribe["callbackUrl"].startswith("http://127.0.0.1:")
-    assert fake.callback_answers == [200]
+    # the decision's sender records the callback's answer after the runner has already moved on
+    wait_for(lambda: fake.callback_answers == [200], timeout=5)
     # the webhook action unsubscribes once it has finished, with the same callback URL
     assert fake.requests_to("POST", "unsubscribe")[0].json == {"callbackUrl": subscribe["callbackUrl"]}
     # every run gets its own callback URL; the old one no longer answers
@@ -390,7 +392,7 @@ def test_http_webhook_waits_for_the_callback(fake):
         assert playbook.run(sample("incident-trigger.json")).status == "Succeeded"
     second = fake.requests_to("POST", "/subscribe$")[1].json["callbackUrl"]
     assert second != subscribe["callbackUrl"]
-    assert fake.callback_answers == [200, 200]
+    wait_for(lambda: fake.callback_answers == [200, 200], timeout=5)
 
 
 def test_http_webhook_times_out_and_unsubscribes(fake):
