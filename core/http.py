@@ -205,6 +205,14 @@ def call(session: requests.Session, method: str, url: str, *, service: str, pass
     return response
 
 
+def reject_broken_json(response: requests.Response, service: str) -> None:
+    """For callers that ignore a success body (webhooks, sendMail): a 2xx whose body is not the JSON it
+    announced is not the service's answer, so it proves nothing; DownstreamError, the Logic App retries."""
+    if broken_json(response.status_code, response.headers.get("Content-Type", ""), response.content):
+        raise DownstreamError(f"{service} answered HTTP {response.status_code} with a body that is not the JSON it "
+                              "announced: not the service's answer", code=f"{service}MalformedAnswer")
+
+
 def broken_json(status: int, content_type: str, body: bytes) -> bool:
     """A success answer whose body says it is JSON and is not: not the service's answer (a proxy's, a truncated
     one), so its status proves nothing. For callers that otherwise ignore the body (webhooks, sendMail)."""
@@ -217,5 +225,5 @@ def broken_json(status: int, content_type: str, body: bytes) -> bool:
     return False
 
 
-__all__ = ["BoundedRetry", "PackError", "broken_json", "build_session", "call", "error_code_of", "retry_after_seconds",
-           "session_from_settings"]
+__all__ = ["BoundedRetry", "PackError", "broken_json", "build_session", "call", "error_code_of",
+           "reject_broken_json", "retry_after_seconds", "session_from_settings"]

@@ -14,7 +14,7 @@ import requests
 
 from core.credentials import GRAPH_SCOPE, TokenProvider
 from core.errors import ConfigurationError, DownstreamError, Forbidden
-from core.http import broken_json, call, error_code_of
+from core.http import call, error_code_of, reject_broken_json
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ class GraphMailer:
         url = f"{self.endpoint}/v1.0/users/{quote(self.mailbox, safe='@')}/sendMail"
         response = call(self.session, "POST", url, service="Graph", json=message,
                         headers={"Authorization": self.tokens.bearer(GRAPH_SCOPE)})
-        if broken_json(response.status_code, response.headers.get("Content-Type", ""), response.content):
-            raise DownstreamError(f"Graph answered sendMail with HTTP {response.status_code} and a body that is not "
-                                  "the JSON it announced: not Graph's answer", code="GraphMalformedAnswer")
+        reject_broken_json(response, "Graph")
         if 200 <= response.status_code < 300:
             return
         code = error_code_of(response) or f"HTTP {response.status_code}"

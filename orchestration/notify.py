@@ -25,7 +25,7 @@ import requests
 
 from core.case import Case
 from core.errors import ConfigurationError, DownstreamError, PackError, Throttled
-from core.http import broken_json, call
+from core.http import call, reject_broken_json
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +197,7 @@ class WebhookClient:
         # send the message (and our client) somewhere the URL did not name.
         response = call(self._session, "POST", self._url, service=self.service, json=payload,
                         allow_redirects=False)
-        if broken_json(response.status_code, response.headers.get("Content-Type", ""), response.content):
-            raise DownstreamError(f"{self.service} answered HTTP {response.status_code} with a body that is not the "
-                                  "JSON it announced: not a webhook's answer", code=f"{self.service}MalformedAnswer")
+        reject_broken_json(response, self.service)
         if 200 <= response.status_code < 300:
             return
         raise self._error(response)
