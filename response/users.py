@@ -144,7 +144,7 @@ class UserResponse:
                 for each in users:
                     run.add(each.label, "unavailable", exc.message, [each.id])
                 return
-            if state == "confirmedCompromised" and writes.lost_answer(user):
+            if state == "confirmedCompromised" and writes.outcome(user) == "lost":
                 writes.done(user)
                 run.add(user.label, "done", f"confirmed compromised: user risk set to high ({LOST})", [user.id])
             elif state == "confirmedCompromised":
@@ -173,11 +173,12 @@ class UserResponse:
     def _revoke(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
         writes = WriteLedger(self.ctx, run.case, "revoke")
         for user in users:
-            if writes.is_done(user):
+            outcome = writes.outcome(user, took_effect=_revoked_since)
+            if outcome == "done":
                 run.add(user.label, "already", "sign-in sessions already revoked for this "
                         f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
                 continue
-            if writes.lost_answer(user, took_effect=_revoked_since):
+            if outcome == "lost":
                 writes.done(user)
                 run.add(user.label, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})",
                         [user.id])
@@ -197,7 +198,7 @@ class UserResponse:
     def _disable(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
         writes = WriteLedger(self.ctx, run.case, "disable")
         for user in users:
-            if user.account_enabled is False and writes.lost_answer(user):
+            if user.account_enabled is False and writes.outcome(user) == "lost":
                 writes.done(user)
                 run.add(user.label, "done", f"account disabled (accountEnabled false; {LOST})", [user.id])
                 continue
@@ -266,16 +267,18 @@ class WriteLedger:
     def done(self, *users: EntraUser) -> None:
         self._mark("done", users)
 
-    def is_done(self, user: EntraUser) -> bool:
+    def outcome(self, user: EntraUser, took_effect: Callable[[EntraUser, float], bool] | None = None) -> str | None:
+        """From one read of the user's row: ``done`` (this case wrote it and saw the answer), ``lost`` (this case
+        requested the write, never saw its answer, and ``took_effect`` says it happened), else None."""
         row = self._row(user)
-        return row is not None and row.get("state", "done") == "done"  # rows before the state column: done
-
-    def lost_answer(self, user: EntraUser, took_effect: Callable[[EntraUser, float], bool] | None = None) -> bool:
-        """This case requested the write earlier and never saw its answer, and (``took_effect``) it did happen."""
-        row = self._row(user)
-        if row is None or row.get("state") != "requested":
-            return False
-        return took_effect is None or took_effect(user, float(row.get("at") or 0))
+        if row is None:
+            return None
+        state = row.get("state", "done")  # rows written before the state column: done
+        if state == "done":
+            return "done"
+        if state == "requested" and (took_effect is None or took_effect(user, float(row.get("at") or 0))):
+            return "lost"
+        return None
 
 
 __all__ = ["CONFIRM", "DISABLE", "LEDGER_TABLE", "REVOKE", "UserResponse"]
