@@ -19,6 +19,7 @@ import json
 import re
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,23 +159,26 @@ def quiesce(emulator: Emulator) -> None:
 
 
 # -- the actions ---------------------------------------------------------------------------------
-class Action:
+class Action(ABC):
     """One HTTP action as a Logic App drives it, and the end state it leaves."""
 
     id = "action"
     route = ""
 
+    @abstractmethod
     def prepare(self, stack, host: HostClient) -> Case:
-        raise NotImplementedError
+        """Seed what the action acts on and return its case (trigger body and targets)."""
 
     def call(self, host: HostClient, case: Case) -> requests.Response:
         return host.post(self.route, case.body)
 
     def settle(self, host: HostClient, case: Case, answer: requests.Response) -> None:
-        """Finish what the Logic App finishes after a successful answer (e.g. poll a 202)."""
+        """Finish what the Logic App finishes after a successful answer (e.g. poll a 202); most need nothing."""
+        return None
 
+    @abstractmethod
     def state(self, stack, store: StateStore, case: Case, faulted: set[int]) -> dict:
-        raise NotImplementedError
+        """The action's end state, normalised for comparison with the fault-free run's."""
 
     def snapshot(self, stack, store: StateStore, case: Case, faulted: set[int] = frozenset()) -> dict:
         return {"comments": comments(stack, case), **self.state(stack, store, case, set(faulted))}
