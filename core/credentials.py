@@ -67,11 +67,18 @@ def _build_credential():
 
 
 class TokenProvider:
-    """Bearer tokens per scope. azure-identity caches tokens until shortly before they expire."""
+    """Bearer tokens per scope. azure-identity caches tokens until shortly before they expire.
+
+    Requests for one scope go one at a time: when eight threads of a fanned-out action (or eight
+    concurrent invocations) start with an empty cache, the first fetches the token and the others find
+    it cached, instead of eight token requests. A cached token is answered in microseconds, so the
+    per-scope lock costs nothing once warm.
+    """
 
     def __init__(self, credential=None) -> None:
         self._credential = credential
         self._lock = threading.Lock()
+        self._scope_locks: dict[str, threading.Lock] = {}
 
     @property
     def credential(self):
@@ -84,8 +91,12 @@ class TokenProvider:
     def bearer(self, scope: str) -> str:
         from azure.core.exceptions import AzureError
 
+        credential = self.credential
+        with self._lock:
+            scope_lock = self._scope_locks.setdefault(scope, threading.Lock())
         try:
-            token = self.credential.get_token(scope)
+            with scope_lock:
+                token = credential.get_token(scope)
         except AzureError as exc:
             # The exception text can include the identity endpoint's answer, never a secret we hold,
             # but keep the message short and generic for the run history.

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from localdev.latency import LatencyProxy
 from localdev.process import stop_process
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,25 @@ def _listening(port: int) -> bool:
 class Azurite:
     """``with Azurite() as storage:`` then use ``storage.connection_string``."""
 
-    def __init__(self, *, startup_timeout: float = 30.0, persistent: bool = False) -> None:
+    def __init__(self, *, startup_timeout: float = 30.0, persistent: bool = False, latency_proxy: bool = False
+                 ) -> None:
         self.binary = ROOT / "node_modules" / ".bin" / "azurite"
         self.startup_timeout = startup_timeout
         self.persistent = persistent
         self.ports = {service: _free_port() for service in SERVICES}
+        # With latency_proxy, clients reach queue and table storage through a LatencyProxy each (set its
+        # latency with ``set_latency``): Azure Storage answers in tens of milliseconds, Azurite in one.
+        self._proxies: dict[str, LatencyProxy] = (
+            {service: LatencyProxy(self.ports[service]) for service in ("queue", "table")} if latency_proxy else {})
         self._workspace: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def connection_string(self) -> str:
+        ports = {service: self._proxies[service].port if service in self._proxies else port
+                 for service, port in self.ports.items()}
         endpoints = "".join(f"{service.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-                            for service, port in self.ports.items())
+                            for service, port in ports.items())
         return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};{endpoints}"
 
     def start(self) -> Azurite:
@@ -86,8 +94,18 @@ class Azurite:
                 why = f"exited with code {code}" if code is not None else f"did not listen in {self.startup_timeout}s"
                 raise RuntimeError(f"Azurite {why} (ports {self.ports}): {tail}")
             time.sleep(0.05)
+        for proxy in self._proxies.values():
+            if not proxy.running:
+                proxy.start()
         log.info("Azurite listening on %s", self.ports)
         return self
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every request to queue and table storage by ``seconds`` (needs ``latency_proxy=True``)."""
+        if not self._proxies and seconds:
+            raise RuntimeError("Azurite was started without latency_proxy=True")
+        for proxy in self._proxies.values():
+            proxy.latency = seconds
 
     def stop(self) -> None:
         """Terminate the emulator (kill if it lingers); its in-memory data is gone."""
@@ -116,6 +134,9 @@ class Azurite:
     def close(self) -> None:
         """Stop and remove the workspace directory."""
         self.stop()
+        for proxy in self._proxies.values():
+            proxy.stop()
+        self._proxies = {}
         if self._workspace is not None:
             self._workspace.cleanup()
             self._workspace = None

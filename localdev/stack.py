@@ -20,6 +20,7 @@ from localdev.emulators.servicenow import ServiceNowEmulator
 from localdev.emulators.virustotal import VirusTotalEmulator
 from localdev.emulators.webhooks import SlackWebhookEmulator, TeamsWebhookEmulator
 from localdev.host import HostProcess
+from localdev.latency import profile as latency_profile
 
 VT_KEY = "vt-local-demo-key"
 APPROVAL_MAILBOX = "soc-approvals@contoso.com"
@@ -33,16 +34,19 @@ SNOW_WEBHOOK_SECRET = "snow-hook-" + secrets.token_hex(8)
 class Stack:
     """Start with ``with Stack() as stack:``; ``stack.host()`` starts a function host."""
 
-    def __init__(self, *, validator: Any = None, vt_per_minute: int | None = None) -> None:
+    def __init__(self, *, validator: Any = None, vt_per_minute: int | None = None,
+                 latency: str | dict[str, float] | None = None) -> None:
         self._exit = ExitStack()
         self.validator = validator
         self.vt_per_minute = vt_per_minute
+        # A latency profile (localdev/latency.py): None = as fast as loopback, and no proxy in front of Azurite.
+        self.latency = latency
         self.function_key = "fk-" + secrets.token_hex(8)
         self.master_key = "mk-" + secrets.token_hex(8)
 
     def __enter__(self) -> Stack:
         try:
-            self.azurite = self._exit.enter_context(Azurite())
+            self.azurite = self._exit.enter_context(Azurite(latency_proxy=self.latency is not None))
             self.entra = self._exit.enter_context(EntraEmulator())
             self.arm = self._exit.enter_context(SentinelArmEmulator(authority=self.entra, validator=self.validator))
             self.vt = self._exit.enter_context(VirusTotalEmulator(api_keys=(VT_KEY,), per_minute=self.vt_per_minute))
@@ -56,10 +60,21 @@ class Stack:
             self.mail = self.graph
             self.outbox = self.graph.outbox
             self.mde = self._exit.enter_context(DefenderEmulator(authority=self.entra))
+            if self.latency is not None:
+                self.set_latency(self.latency)
         except BaseException:
             self._exit.close()
             raise
         return self
+
+    def set_latency(self, value: str | dict[str, float]) -> dict[str, float]:
+        """Apply a latency profile to every emulator and to storage (the stack must have been started with a
+        ``latency`` for storage to be slowed); returns the profile applied."""
+        applied = latency_profile(value)
+        for emulator in self.emulators:
+            emulator.latency = applied.get(emulator.name, 0.0)
+        self.azurite.set_latency(applied.get("storage", 0.0))
+        return applied
 
     def __exit__(self, *exc) -> None:
         self._exit.close()

@@ -10,6 +10,7 @@ assert on effects, not on our internals), and can be told to fail on demand:
     vt.fail(drop=True)                   # connection closed without an answer
     vt.fail(malformed=True)              # 200 with a body that is not JSON
     with vt.offline(): ...               # connection refused, then back on the same port
+    vt.latency = 0.3                     # every answer takes 300 ms more (a latency profile, localdev/latency.py)
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Emulator:
         self._lock = threading.RLock()
         self.received: list[Request] = []
         self.faults_served = 0
+        self.latency = 0.0  # seconds added before every answer: the network and service time of the real API
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
         self._connections: set[socket.socket] = set()  # open client connections (closed by stop)
@@ -255,6 +257,8 @@ class Emulator:
         request = Request(h.command, unquote(parts.path), query, CIDict(h.headers.items()), body)
         with self._lock:
             self.received.append(request)
+        if self.latency > 0:
+            time.sleep(self.latency)  # threaded server: concurrent requests wait side by side, as on a real API
 
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
