@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tools.bicep_parse import (ArrayLit, BicepFile, Declaration, Expr, If, Loop, ObjectLit, StrLit, parse_file)
+from tools.bicep_parse import ArrayLit, BicepFile, Declaration, Expr, If, Loop, ObjectLit, StrLit, parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tools.bicep_parse import ObjectLit, parse_file
+from tools.bicep_parse import ArrayLit, Expr, ObjectLit, parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = ROOT / "infra" / "playbooks"
 PLAYBOOK_BICEP = ROOT / "infra" / "app" / "playbook.bicep"
+MAIN_BICEP = ROOT / "infra" / "main.bicep"
 
 DEFINITION_KEYS = {"$schema", "contentVersion", "parameters", "triggers", "actions", "outputs", "staticResults"}
 ACTION_KEYS = {"type", "kind", "inputs", "runAfter", "runtimeConfiguration", "operationOptions", "limit",
@@ -136,15 +137,25 @@ def _get(value: Any, dotted: str) -> Any:
     return value
 
 
-def supplied_parameters(bicep: Path = PLAYBOOK_BICEP) -> set[str]:
-    """The keys of ``properties.parameters`` of the Logic App resource in infra/app/playbook.bicep."""
-    for decl in parse_file(bicep).of("resource"):
-        if decl.type.lower().startswith("microsoft.logic/workflows@") and isinstance(decl.value, ObjectLit):
-            properties = decl.value.get("properties")
-            parameters = properties.get("parameters") if isinstance(properties, ObjectLit) else None
-            if isinstance(parameters, ObjectLit):
-                return {prop.key for prop in parameters.props}
-    return set()
+def _object_keys(value: object) -> set[str]:
+    return {prop.key for prop in value.props} if isinstance(value, ObjectLit) else set()
+
+
+def supplied_parameters(playbook: str | None = None, bicep: Path = PLAYBOOK_BICEP, main: Path = MAIN_BICEP) -> set[str]:
+    """What infra/ gives a playbook's parameters: ``baseParameters`` of infra/app/playbook.bicep, plus the
+    ``parameters`` of the playbook's entry in main.bicep's registry (``playbook`` = its file name)."""
+    supplied: set[str] = set()
+    for decl in parse_file(bicep).of("var"):
+        if decl.name == "baseParameters":
+            supplied |= _object_keys(decl.value)
+    if playbook is not None:
+        for decl in parse_file(main).of("var"):
+            if decl.name == "playbooks" and isinstance(decl.value, ArrayLit):
+                for entry in decl.value.items:
+                    definition = entry.get("definition") if isinstance(entry, ObjectLit) else None
+                    if isinstance(definition, Expr) and f"playbooks/{playbook}'" in definition.text:
+                        supplied |= _object_keys(entry.get("parameters"))
+    return supplied
 
 
 class PlaybookChecker:
@@ -199,7 +210,8 @@ class PlaybookChecker:
             if "defaultValue" not in spec and name != "$connections" and name not in self.supplied:
                 self.problem(f"parameters.{name}", "no defaultValue and infra/app/playbook.bicep does not supply it")
         for name in self.supplied - set(parameters):
-            self.problem("parameters", f"infra/app/playbook.bicep supplies {name!r}, which is not declared")
+            self.problem("parameters", f"infra/ supplies {name!r}, which the definition does not declare (ARM "
+                                       "rejects the deployment)")
 
     def check_trigger(self, name: str, trigger: dict) -> None:
         kind = str(trigger.get("type", "")).lower()
@@ -271,15 +283,14 @@ class PlaybookChecker:
 
 
 def check_definition(name: str, definition: Any, supplied: set[str] | None = None) -> list[str]:
-    return PlaybookChecker(name, definition, supplied_parameters() if supplied is None else supplied).check()
+    return PlaybookChecker(name, definition, supplied_parameters(name) if supplied is None else supplied).check()
 
 
 def check_all(directory: Path = PLAYBOOKS) -> tuple[int, list[str]]:
-    supplied = supplied_parameters()
     files = sorted(directory.glob("*.json"))
     problems: list[str] = []
     for path in files:
-        problems += check_definition(path.name, json.loads(path.read_text(encoding="utf-8")), supplied)
+        problems += check_definition(path.name, json.loads(path.read_text(encoding="utf-8")))
     return len(files), problems
 
 
