@@ -433,4 +433,4 @@ output AZURE_FUNCTION_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_KEYVAULT_NAME string = keyVault.outputs.name
 output SENTINEL_WORKSPACE_NAME string = sentinelEnabled ? sentinelWorkspaceName : ''
 output PLAYBOOKS_DEPLOYED bool = deployPlaybooks
-output AUTH_CLIENT_ID string = signInClientId
+output SIGN_IN_CLIENT_ID string = signInClientId
