@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 STAMPS := .make
 
-.PHONY: install lint test unit audit demo bench bench-quick checkov typecheck clean
+.PHONY: install lint test unit audit demo bench bench-quick checkov typecheck requirements up up-emulators clean
 
 install: $(STAMPS)/venv $(STAMPS)/node
 
@@ -28,6 +28,14 @@ $(STAMPS)/checkov: tools/checkov.txt tools/checkov-parser.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r tools/checkov-parser.txt
 	@touch $@
+
+# requirements.txt from requirements.in, every distribution pinned (pip-tools in .venv-tools). Keeps the
+# current pins; `make requirements UPGRADE=1` moves every pin to the newest compatible release.
+requirements:
+	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && \
+		.venv-tools/bin/python -m pip install --quiet --disable-pip-version-check -r tools/pip-tools.txt)
+	.venv-tools/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --no-header \
+		--annotation-style=line $(if $(UPGRADE),--upgrade,) -o requirements.txt requirements.in
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
