@@ -81,7 +81,9 @@ var appSettings = {
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
 
-  // Telemetry authenticated with the identity (App Insights has local auth disabled).
+  // Telemetry authenticated with the identity (App Insights has local auth disabled). With host.json's
+  // telemetryMode OpenTelemetry the Python worker joins the host's traces (Use OpenTelemetry with Azure Functions).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 
