@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 TRACER_NAME = "sentinel-playbooks"
-# Library loggers kept to WARNING: per-request HTTP logging, token acquisition, the exporter's own transmissions.
+# Library loggers kept to WARNING: per-request HTTP logging (azure-core, httpx under msgraph-sdk), token
+# acquisition, the exporter's own transmissions.
 QUIET = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.monitor.opentelemetry.exporter",
-         "msal")
+         "msal", "httpx")
 SAMPLING_RATIO = 1.0
 # Settings whose value is a URL that is itself the credential (core/settings.py marks them secret).
 SECRET_URL_SETTINGS = ("SLACK_WEBHOOK_URL", "TEAMS_WEBHOOK_URL")
