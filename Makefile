@@ -64,6 +64,14 @@ test: install lint audit typecheck unit checkov bench-quick
 demo: install
 	$(PY) -m localdev.demo
 
+# The local stack for poking by hand (until Ctrl-C): with the local host, or only Azurite and the emulators
+# for the real Functions host (func start reads the local.settings.json that up-emulators writes).
+up: install
+	$(PY) -m localdev.up
+
+up-emulators: install
+	$(PY) -m localdev.up --emulators-only
+
 bench: install
 	$(PY) -m bench.run
 

@@ -187,8 +187,8 @@ def test_library_chatter_is_kept_to_warning_and_the_host_exports_opentelemetry()
     result = run_app("""
         import json, logging
         import function_app
-        print(json.dumps({name: logging.getLogger(name).getEffectiveLevel() for name in
-                          ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "enrichment.service")}))
+        names = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "enrichment.service")
+        print(json.dumps({name: logging.getLogger(name).getEffectiveLevel() for name in names}))
     """)
     assert result.returncode == 0, result.stderr
     levels = json.loads(result.stdout)
