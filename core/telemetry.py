@@ -125,6 +125,7 @@ class ActionScope:
     def __init__(self, action: str, span: Any = None) -> None:
         self.fields = {"action": action}
         self.span = span
+        self.number: str | None = None  # the incident number analysts know it by, once a service names it
 
     @property
     def action(self) -> str:
@@ -134,6 +135,8 @@ class ActionScope:
         if not incident_id:
             return
         self.fields["incident_id"] = incident_id
+        if number is not None:
+            self.number = str(number)
         if self.span is not None:
             self.span.set_attribute("sentinel.incident.id", incident_id)
             self.span.set_attribute("sentinel.incident.name", incident_id.rsplit("/", 1)[-1])
@@ -189,6 +192,29 @@ def traced(action: str) -> Callable[[F], F]:
     return decorate
 
 
+_NOT_IN_OUTCOME = re.compile(r"url|link|uri|key|token|secret|password|signature|callback", re.I)
+
+
+def outcome(summary: Any, limit: int = 8) -> str:
+    """A short ``key=value`` digest of an action's JSON summary for its success log line: scalar fields and the
+    length of lists (verdict counts, ticket, targets, decision), never a field named like a URL or a secret."""
+    if not isinstance(summary, dict):
+        return ""
+    parts = []
+    for key, value in summary.items():
+        if _NOT_IN_OUTCOME.search(str(key)) or value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, bool | int | float):
+            parts.append(f"{key}={value}")
+        elif isinstance(value, str) and len(value) <= 60:
+            parts.append(f"{key}={value}")
+        elif isinstance(value, list | tuple):
+            parts.append(f"{key}=[{len(value)}]")
+        if len(parts) == limit:
+            break
+    return " ".join(parts)
+
+
 def bind_incident(incident_id: str | None, number: int | str | None = None) -> None:
     """Name the incident of the running action once a service finds it (no-op outside an action)."""
     scope = _scope.get()
@@ -202,4 +228,4 @@ def current() -> dict[str, str]:
     return dict(scope.fields) if scope else {}
 
 
-__all__ = ["ActionScope", "action_scope", "bind_incident", "configure", "current", "traced"]
+__all__ = ["ActionScope", "action_scope", "bind_incident", "configure", "current", "outcome", "traced"]

@@ -197,3 +197,16 @@ def test_library_chatter_is_kept_to_warning_and_the_host_exports_opentelemetry()
     host = json.loads((ROOT / "host.json").read_text())
     assert host["telemetryMode"] == "OpenTelemetry"
     assert "samplingSettings" not in json.dumps(host), "host.json sampling does not apply under OpenTelemetry"
+
+
+def test_the_success_line_digest_names_the_outcome_and_never_a_url_or_secret():
+    from core.telemetry import outcome
+
+    summary = {"incident": "/subscriptions/x/Incidents/5c1e", "worstVerdict": "malicious", "maliciousCount": 2,
+               "ips": [{"ip": "203.0.113.45"}, {"ip": "198.51.100.23"}], "complete": True,
+               "link": "https://www.virustotal.com/gui/ip-address/203.0.113.45", "callbackUrl": "https://x/y?sig=1",
+               "skipped": [], "label": None}
+    digest = outcome(summary)
+    assert "worstVerdict=malicious" in digest and "maliciousCount=2" in digest and "ips=[2]" in digest
+    assert "https://" not in digest and "sig=" not in digest and "skipped" not in digest
+    assert outcome(["not", "a", "summary"]) == ""
