@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 STAMPS := .make
 
-.PHONY: install lint test unit audit demo bench bench-quick checkov clean
+.PHONY: install lint test unit audit demo bench bench-quick checkov typecheck requirements up up-emulators clean
 
 install: $(STAMPS)/venv $(STAMPS)/node
 
@@ -22,11 +22,20 @@ $(STAMPS)/node: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(STAMPS)/checkov: tools/checkov.txt
+$(STAMPS)/checkov: tools/checkov.txt tools/checkov-parser.txt
 	@mkdir -p $(STAMPS)
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/checkov.txt
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r tools/checkov-parser.txt
 	@touch $@
+
+# requirements.txt from requirements.in, every distribution pinned (pip-tools in .venv-tools). Keeps the
+# current pins; `make requirements UPGRADE=1` moves every pin to the newest compatible release.
+requirements:
+	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && \
+		.venv-tools/bin/python -m pip install --quiet --disable-pip-version-check -r tools/pip-tools.txt)
+	.venv-tools/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --no-header \
+		--annotation-style=line $(if $(UPGRADE),--upgrade,) -o requirements.txt requirements.in
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
@@ -38,14 +47,30 @@ unit: install
 audit: $(STAMPS)/venv
 	$(PY) tools/audit.py
 
+# checkov, then its JSON report must show 0 parsing errors (tools/checkov_parsing.py).
 checkov: $(STAMPS)/checkov
-	@if [ -d infra ]; then $(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json --skip-download; \
-	else echo "checkov: no infra/ yet"; fi
+	$(CHECKOV_VENV)/bin/checkov -d infra --quiet --compact --framework bicep arm json --skip-download \
+		-o cli -o json --output-file-path console,$(STAMPS)/checkov.json
+	$(PY) tools/checkov_parsing.py $(STAMPS)/checkov.json
 
-test: install lint audit unit checkov bench-quick
+# infra/ against the official Bicep types (../shared/contracts/bicep-types; fails in CI when missing) and the
+# playbook definitions' structure, offline.
+typecheck: $(STAMPS)/venv
+	$(PY) -m tools.bicep_check
+	$(PY) -m tools.playbook_check
+
+test: install lint audit typecheck unit checkov bench-quick
 
 demo: install
 	$(PY) -m localdev.demo
+
+# The local stack for poking by hand (until Ctrl-C): with the local host, or only Azurite and the emulators
+# for the real Functions host (func start reads the local.settings.json that up-emulators writes).
+up: install
+	$(PY) -m localdev.up
+
+up-emulators: install
+	$(PY) -m localdev.up --emulators-only
 
 bench: install
 	$(PY) -m bench.run

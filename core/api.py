@@ -19,7 +19,7 @@ import azure.functions as func
 
 from core.case import Case, normalise
 from core.errors import BadRequest, PackError, PayloadTooLarge
-from core.telemetry import action_scope, bind_incident
+from core.telemetry import action_scope, bind_incident, outcome
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def answer(name: str, work: Callable[[], Any]) -> func.HttpResponse:
             result = work()
             status, body = result if isinstance(result, tuple) else (200, result)
             response = json_response(body, status)
-            log.info("action=%s incident=%s status=%s ms=%.1f", name, scope.fields.get("incident_id"), status,
-                     (time.perf_counter() - started) * 1000)
+            # The success line names the incident (its number when known) and what the action did.
+            log.info("action=%s incident=%s number=%s status=%s ms=%.1f %s", name, scope.fields.get("incident_id"),
+                     scope.number, status, (time.perf_counter() - started) * 1000, outcome(body))
         except PackError as error:
             log.warning("action=%s incident=%s status=%s code=%s message=%s", name, scope.fields.get("incident_id"),
                         error.status, error.code, error.message)

@@ -10,6 +10,11 @@
   second of imports) is imported only then: a cold start without the setting pays nothing for it.
 - Outbound calls to URLs that are themselves secrets (the Slack and Teams webhooks) are excluded from the
   HTTP instrumentations, so a dependency record never carries such a URL to Application Insights.
+- Logs say what the pack did, not what its libraries did: azure-core's per-request HTTP logging and
+  azure-identity's token chatter (about 95% of the INFO lines of a run) are kept to WARNING (:data:`QUIET`).
+- Nothing is sampled (``sampling_ratio=1.0``): an audit line must never be dropped. host.json's
+  ``samplingSettings`` do not apply once the host runs with ``telemetryMode: OpenTelemetry`` (host.json), which
+  is what lets the host's request telemetry and these spans and logs share one trace.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 TRACER_NAME = "sentinel-playbooks"
+# Library loggers kept to WARNING: per-request HTTP logging (azure-core, httpx under msgraph-sdk), token
+# acquisition, the exporter's own transmissions.
+QUIET = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.monitor.opentelemetry.exporter",
+         "msal", "httpx")
+SAMPLING_RATIO = 1.0
 # Settings whose value is a URL that is itself the credential (core/settings.py marks them secret).
 SECRET_URL_SETTINGS = ("SLACK_WEBHOOK_URL", "TEAMS_WEBHOOK_URL")
 # The OpenTelemetry HTTP client instrumentations the distro enables, by their excluded-URLs variable.
@@ -42,6 +52,12 @@ _scope: ContextVar[ActionScope | None] = ContextVar("sentinel_playbooks_action",
 _lock = threading.Lock()
 _factory_installed = False
 _tracer: Any = None  # an OpenTelemetry Tracer once Application Insights is configured
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' INFO chatter out of the logs (their warnings and errors still show)."""
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _install_record_factory() -> None:
@@ -85,6 +101,7 @@ def configure() -> bool:
     with _lock:
         if not _factory_installed:
             _install_record_factory()
+            quiet_libraries()
         settings = Settings.from_env()  # not the cached settings: configure() runs at import
         if _tracer is not None or not settings.values.get(CONNECTION_STRING):
             return _tracer is not None
@@ -93,7 +110,8 @@ def configure() -> bool:
             from azure.monitor.opentelemetry import configure_azure_monitor
             from opentelemetry import trace
 
-            configure_azure_monitor()  # connection string (and Entra auth string) from the environment
+            # Connection string (and Entra auth string) from the environment; every span and log kept.
+            configure_azure_monitor(sampling_ratio=SAMPLING_RATIO)
             _tracer = trace.get_tracer(TRACER_NAME)
         except Exception:  # any failure here must leave the actions running
             log.exception("Application Insights could not be configured; continuing without traces")
@@ -107,6 +125,7 @@ class ActionScope:
     def __init__(self, action: str, span: Any = None) -> None:
         self.fields = {"action": action}
         self.span = span
+        self.number: str | None = None  # the incident number analysts know it by, once a service names it
 
     @property
     def action(self) -> str:
@@ -116,6 +135,8 @@ class ActionScope:
         if not incident_id:
             return
         self.fields["incident_id"] = incident_id
+        if number is not None:
+            self.number = str(number)
         if self.span is not None:
             self.span.set_attribute("sentinel.incident.id", incident_id)
             self.span.set_attribute("sentinel.incident.name", incident_id.rsplit("/", 1)[-1])
@@ -171,6 +192,29 @@ def traced(action: str) -> Callable[[F], F]:
     return decorate
 
 
+_NOT_IN_OUTCOME = re.compile(r"url|link|uri|key|token|secret|password|signature|callback", re.I)
+
+
+def outcome(summary: Any, limit: int = 8) -> str:
+    """A short ``key=value`` digest of an action's JSON summary for its success log line: scalar fields and the
+    length of lists (verdict counts, ticket, targets, decision), never a field named like a URL or a secret."""
+    if not isinstance(summary, dict):
+        return ""
+    parts = []
+    for key, value in summary.items():
+        if _NOT_IN_OUTCOME.search(str(key)) or value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, bool | int | float):
+            parts.append(f"{key}={value}")
+        elif isinstance(value, str) and len(value) <= 60:
+            parts.append(f"{key}={value}")
+        elif isinstance(value, list | tuple):
+            parts.append(f"{key}=[{len(value)}]")
+        if len(parts) == limit:
+            break
+    return " ".join(parts)
+
+
 def bind_incident(incident_id: str | None, number: int | str | None = None) -> None:
     """Name the incident of the running action once a service finds it (no-op outside an action)."""
     scope = _scope.get()
@@ -184,4 +228,4 @@ def current() -> dict[str, str]:
     return dict(scope.fields) if scope else {}
 
 
-__all__ = ["ActionScope", "action_scope", "bind_incident", "configure", "current", "traced"]
+__all__ = ["ActionScope", "action_scope", "bind_incident", "configure", "current", "outcome", "traced"]

@@ -5,14 +5,17 @@
 //     st...         storage (Entra-only): AzureWebJobsStorage, deployment package, state tables/queues
 //     kv-...        Key Vault (RBAC): VirusTotal key, ServiceNow credentials, webhooks, approval key
 //     log-/appi-... Log Analytics + Application Insights (the pack's telemetry, not Sentinel's)
-//     plan-/func-.. Flex Consumption function app (Python 3.11)
+//     plan-/func-.. Flex Consumption function app (Python 3.11), App Service Authentication (Entra ID)
 //     con-...       Microsoft Sentinel API connection (managed identity)
 //     logic-...     one Consumption Logic App per entry of `playbooks` below
+//     ag-...        action group + alert rules, when ALERT_EMAIL is set
+//   Entra ID: the app registration sign-in uses (Microsoft Graph Bicep extension, no client secret)
 //   existing Sentinel workspace (optional): role assignments and automation rules
 //
-// Playbooks are deployed once the function host has keys: the postdeploy hook sets DEPLOY_PLAYBOOKS
-// and provisions again (docs/deploy.md). Plain resource declarations only (no registry modules), so
-// the templates build offline and checkov scans every resource.
+// Playbooks are deployed once the function host has keys: azure.yaml's `workflows.up` runs provision,
+// deploy, provision, and the postdeploy hook sets DEPLOY_PLAYBOOKS between them (docs/deploy.md). Plain
+// resource declarations only (no registry modules), so the templates build offline, checkov scans every
+// resource and tools/bicep_check.py checks every property against the official types.
 
 targetScope = 'subscription'
 
@@ -88,6 +91,27 @@ param responseMaxTargets int = 3
 @maxValue(8760)
 param blockIpExpiryHours int = 72
 
+@description('Further Sentinel workspace resource ids the pack may act on (comma-separated), besides sentinelWorkspaceResourceId (multi-workspace or MSSP set-ups).')
+param additionalSentinelWorkspaces string = ''
+
+@description('Base URL of the links the pack builds; empty = https://<function app>.azurewebsites.net. Set it for a custom domain or a front door.')
+param publicBaseUrl string = ''
+
+@description('Decisions (approvals, the user\'s own answer) need an Entra ID sign-in. Turning it off is logged loudly and shown by health.')
+param approvalRequireSignIn bool = true
+
+@description('Create the Entra app registration and App Service Authentication (needs the right to register applications); false = no sign-in set-up by the deployment.')
+param enableSignIn bool = true
+
+@description('Client id of an existing app registration to sign in with instead of creating one (bring your own); empty = create it.')
+param authClientId string = ''
+
+@description('JSON object of further app settings (name -> value), for settings not yet wired to their own parameter; empty = none.')
+param extraAppSettings string = ''
+
+@description('E-mail address the alert rules notify (function 5xx rate, poisoned lookups, failed approval callbacks, stalled ServiceNow poll); empty = no alerts.')
+param alertEmail string = ''
+
 // --- Secrets: written to Key Vault when given, never to an app setting or an output ---
 
 @secure()
@@ -104,6 +128,10 @@ param slackWebhookUrl string = ''
 param teamsWebhookUrl string = ''
 @secure()
 param approvalSigningKey string = ''
+
+@description('default, or recover: bring back the soft-deleted Key Vault of this environment (the preprovision hook sets it after azd down).')
+@allowed(['default', 'recover'])
+param keyVaultCreateMode string = 'default'
 
 // --- Sentinel ---
 
@@ -134,6 +162,8 @@ param zoneRedundant bool = false
 // The playbook registry. To add a playbook: put its workflow definition in infra/playbooks/ and add
 // one entry here. `runOn` = the incident events ('Created', 'Updated') on which an automation rule runs
 // it when createAutomationRules is true; [] = run manually or from your own automation rules.
+// Optional: `parameters` = values of the definition's own parameters ({name: {value: ...}}), and
+// `updateConditions` = the conditions of its Updated automation rule (infra/automation/*.json).
 var playbooks = [
   {
     name: 'enrichment-ip-reputation'
@@ -142,9 +172,12 @@ var playbooks = [
   }
   {
     // One playbook for both events: the function creates the ticket once and syncs it on every run.
+    // The Updated rule skips the pack's own comments (they would re-trigger it) but not a severity, status
+    // or label change the pack makes: infra/automation/sync-servicenow-outbound-updated.json, docs/deploy.md.
     name: 'sync-servicenow-outbound'
     definition: loadJsonContent('playbooks/sync-servicenow-outbound.json')
     runOn: ['Created', 'Updated']
+    updateConditions: loadJsonContent('automation/sync-servicenow-outbound-updated.json')
   }
   {
     // Isolates the incident's machines through Defender for Endpoint and polls the machine actions to the
@@ -159,6 +192,11 @@ var playbooks = [
     name: 'orchestration-compromised-user'
     definition: loadJsonContent('playbooks/orchestration-compromised-user.json')
     runOn: []
+    parameters: {
+      approvalTimeout: {
+        value: 'PT${approvalTimeoutMinutes}M'
+      }
+    }
   }
 ]
 
@@ -169,17 +207,21 @@ var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var functionHostName = '${functionAppName}.azurewebsites.net'
+var resourceGroupNameResolved = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
 var sentinelEnabled = !empty(sentinelWorkspaceResourceId)
 // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{name}
-var workspaceIdParts = split(sentinelEnabled ? sentinelWorkspaceResourceId : '/subscriptions/${subscription().subscriptionId}/resourceGroups/-/providers/Microsoft.OperationalInsights/workspaces/-', '/')
+// Without a workspace the switched-off modules still need a scope that exists: the pack's own group
+// (ARM has failed deployments whose skipped modules pointed at a group that does not exist).
+var workspaceIdParts = split(sentinelEnabled ? sentinelWorkspaceResourceId : '/subscriptions/${subscription().subscriptionId}/resourceGroups/${resourceGroupNameResolved}/providers/Microsoft.OperationalInsights/workspaces/none', '/')
 var sentinelSubscriptionId = workspaceIdParts[2]
 var sentinelResourceGroupName = workspaceIdParts[4]
 var sentinelWorkspaceName = workspaceIdParts[8]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-11-01' = {
-  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  name: resourceGroupNameResolved
   location: location
   tags: tags
 }
@@ -225,6 +267,7 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    createMode: keyVaultCreateMode
     // Secret names are the ones app/api.bicep references.
     secretValues: {
       'virustotal-api-key': virusTotalApiKey
@@ -237,6 +280,20 @@ module keyVault 'app/keyvault.bicep' = {
     }
   }
 }
+
+// The app registration App Service Authentication signs people in with (Microsoft Graph Bicep extension).
+module auth 'app/auth.bicep' = if (enableSignIn && empty(authClientId)) {
+  name: 'auth'
+  scope: rg
+  params: {
+    uniqueName: 'sentinel-playbooks-${resourceToken}'
+    displayName: 'sentinel-playbooks sign-in (${environmentName})'
+    hostName: functionHostName
+    identityPrincipalId: identity.outputs.principalId
+  }
+}
+
+var signInClientId = !enableSignIn ? '' : (!empty(authClientId) ? authClientId : auth.outputs.clientId)
 
 module api 'app/api.bicep' = {
   name: 'api'
@@ -270,6 +327,28 @@ module api 'app/api.bicep' = {
     mdeIsolationType: mdeIsolationType
     responseMaxTargets: responseMaxTargets
     blockIpExpiryHours: blockIpExpiryHours
+    publicBaseUrl: !empty(publicBaseUrl) ? publicBaseUrl : 'https://${functionHostName}'
+    sentinelWorkspaces: join(filter([sentinelWorkspaceResourceId, additionalSentinelWorkspaces], id => !empty(id)), ',')
+    approvalRequireSignIn: approvalRequireSignIn
+    authClientId: signInClientId
+    extraAppSettings: empty(extraAppSettings) ? {} : json(extraAppSettings)
+  }
+  // The app starts with its storage, Key Vault and telemetry roles in place (no failed first start).
+  dependsOn: [
+    rbacPack
+  ]
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    actionGroupName: 'ag-${resourceToken}'
+    alertEmail: alertEmail
+    serviceNowConfigured: !empty(serviceNowInstanceUrl)
   }
 }
 
@@ -283,7 +362,8 @@ module sentinelConnection 'app/sentinel-connection.bicep' = if (deployPlaybooks)
   }
 }
 
-module playbookApps 'app/playbook.bicep' = [for playbook in playbooks: if (deployPlaybooks) {
+// Loops filter their array instead of `[for ...: if (...)]`, a form checkov's Bicep parser (pycep 0.7) cannot read.
+module playbookApps 'app/playbook.bicep' = [for playbook in (deployPlaybooks ? playbooks : []): {
   name: 'playbook-${playbook.name}'
   scope: rg
   params: {
@@ -296,6 +376,7 @@ module playbookApps 'app/playbook.bicep' = [for playbook in playbooks: if (deplo
     sentinelConnectionName: deployPlaybooks ? sentinelConnection.outputs.name : ''
     sentinelApiId: deployPlaybooks ? sentinelConnection.outputs.apiId : ''
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    definitionParameters: playbook.?parameters ?? {}
   }
 }]
 
@@ -319,19 +400,21 @@ module rbacSentinel 'app/rbac.bicep' = if (sentinelEnabled) {
   params: {
     functionPrincipalId: identity.outputs.principalId
     sentinelWorkspaceName: sentinelWorkspaceName
-    playbookPrincipalIds: [for (playbook, i) in playbooks: deployPlaybooks ? playbookApps[i].outputs.principalId : '']
+    playbookPrincipalIds: [for (playbook, i) in (deployPlaybooks ? playbooks : []): playbookApps[i].outputs.principalId]
   }
 }
 
-module automationRules 'app/automation-rules.bicep' = [for (playbook, i) in playbooks: if (deployPlaybooks && createAutomationRules && sentinelEnabled && !empty(playbook.runOn)) {
+// A playbook whose runOn is [] gets no rule (the module loops over runOn).
+module automationRules 'app/automation-rules.bicep' = [for (playbook, i) in (deployPlaybooks && createAutomationRules && sentinelEnabled ? playbooks : []): {
   name: 'automation-${playbook.name}-${resourceToken}'
   scope: resourceGroup(sentinelSubscriptionId, sentinelResourceGroupName)
   params: {
     workspaceName: sentinelWorkspaceName
     playbookName: playbook.name
-    logicAppResourceId: deployPlaybooks ? playbookApps[i].outputs.id : ''
+    logicAppResourceId: playbookApps[i].outputs.id
     triggersWhen: playbook.runOn
     order: 100 + i
+    updateConditions: playbook.?updateConditions ?? []
   }
   // Sentinel refuses a RunPlaybook action it has no permission to run.
   dependsOn: [
@@ -350,3 +433,4 @@ output AZURE_FUNCTION_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_KEYVAULT_NAME string = keyVault.outputs.name
 output SENTINEL_WORKSPACE_NAME string = sentinelEnabled ? sentinelWorkspaceName : ''
 output PLAYBOOKS_DEPLOYED bool = deployPlaybooks
+output SIGN_IN_CLIENT_ID string = signInClientId

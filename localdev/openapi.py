@@ -270,11 +270,15 @@ def definitions() -> dict[str, Schema]:
             "sys_mod_count": anything("The ticket's update count (a number, or its digits as a string)"),
         }, "What the ServiceNow business rule pushes", required=("sys_id",)),
         "Error": error,
-        "Health": obj({
+        "Health": obj({"status": string(enum=["ok", "degraded"])}, required=("status",)),
+        "HealthDetails": obj({
             "status": string(enum=["ok", "degraded"]),
-            "settings": obj(description="State of each setting (never a value)"),
+            "features": obj(description="Per feature: ready, missing, invalid, warnings"),
+            "flags": obj(description="Values of DRY_RUN and the other flags an operator must see"),
+            "problems": array(string()),
+            "settings": obj(description="State of each setting: set, default, missing or invalid (never a value)"),
             "stateStore": string("'ok', or why the state store cannot be reached"),
-        }, required=("status", "settings", "stateStore")),
+        }, required=("status", "features", "settings", "stateStore")),
         "EnrichmentSummary": obj({
             "incident": nullable_text, "case": string("How the run names the case"),
             "complete": boolean("False while lookups wait for VirusTotal's quota"),
@@ -396,9 +400,14 @@ RESPONSE_QUERY = ("dryRun",)
 ACTIONS: dict[tuple[str, str], Action] = {
     ("health", "GET"): Action(
         "Health", "Check the function app",
-        "Liveness, configuration and state-store check; shows the state of each setting, never a value.",
+        "Anonymous liveness: the status only (details need a function key: health/details).",
         ok={200: "Health"}, errors=(503,), error_schema="Health", visibility="advanced",
-        notes={503: "Degraded: a setting is missing or malformed, or the state store is unreachable"}),
+        notes={503: "Degraded: a shared setting is malformed or the state store is unreachable"}),
+    ("health_details", "GET"): Action(
+        "HealthDetails", "Readiness of each feature",
+        "Readiness per feature, flags such as DRY_RUN, and the state of each setting, never a value.",
+        ok={200: "HealthDetails"}, errors=(401, 503), error_schema="HealthDetails", visibility="advanced",
+        notes={503: "Degraded: a shared setting is malformed or the state store is unreachable"}),
     ("ip_reputation", "POST"): Action(
         "EnrichIpReputation", "Enrich IP entities with VirusTotal",
         "VirusTotal verdict for every IP entity; writes one comment per incident run (same comment on retries).",

@@ -43,6 +43,21 @@ param mdeIsolationType string = 'Full'
 param responseMaxTargets int = 3
 param blockIpExpiryHours int = 72
 
+@description('Base URL of every link the pack builds (approval pages, polling URLs): https://<app>.azurewebsites.net or a custom domain.')
+param publicBaseUrl string
+
+@description('Resource ids of the Sentinel workspaces the pack may act on (comma-separated); empty = pinning off.')
+param sentinelWorkspaces string = ''
+
+@description('Decisions need an Entra ID sign-in (App Service Authentication in front of the approval pages).')
+param approvalRequireSignIn bool = true
+
+@description('Client id of the Entra app registration App Service Authentication signs people in with; empty = no authsettingsV2.')
+param authClientId string = ''
+
+@description('Further app settings (name -> value) for settings added to core/settings.py before they get their own parameter.')
+param extraAppSettings object = {}
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -66,7 +81,9 @@ var appSettings = {
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
 
-  // Telemetry authenticated with the identity (App Insights has local auth disabled).
+  // Telemetry authenticated with the identity (App Insights has local auth disabled). With host.json's
+  // telemetryMode OpenTelemetry the Python worker joins the host's traces (Use OpenTelemetry with Azure Functions).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 
@@ -110,6 +127,17 @@ var appSettings = {
   MDE_ISOLATION_TYPE: mdeIsolationType
   RESPONSE_MAX_TARGETS: string(responseMaxTargets)
   BLOCK_IP_EXPIRY_HOURS: string(blockIpExpiryHours)
+  // Links never trust the request's Host header (issue 14.4); actions are pinned to the workspaces (14.5).
+  PUBLIC_BASE_URL: publicBaseUrl
+  SENTINEL_WORKSPACES: sentinelWorkspaces
+  APPROVAL_REQUIRE_SIGN_IN: approvalRequireSignIn ? 'true' : 'false'
+}
+
+// App Service Authentication redeems sign-in codes with the function identity's token instead of a client
+// secret: this setting names the identity (the app registration trusts it as a federated credential).
+var authSettings = empty(authClientId) ? {} : {
+  OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
+  WEBSITE_AUTH_AAD_ALLOWED_TENANTS: tenant().tenantId
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -177,7 +205,49 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 
   resource settings 'config' = {
     name: 'appsettings'
-    properties: appSettings
+    properties: union(appSettings, authSettings, extraAppSettings)
+  }
+
+  // App Service Authentication (Easy Auth v2) with the Entra ID provider. Unauthenticated requests pass through
+  // (Logic Apps call with function keys; health is anonymous); the approval and ask-user pages read the
+  // signed-in person from X-MS-CLIENT-PRINCIPAL and send everyone else to /.auth/login/aad. No token store:
+  // the principal header comes from the session cookie, and the pack never calls an API as the user.
+  // Flex Consumption support: docs/deploy.md ("Sign-in") says what the docs state and what postdeploy checks.
+  resource authentication 'config' = if (!empty(authClientId)) {
+    name: 'authsettingsV2'
+    properties: {
+      platform: {
+        enabled: true
+      }
+      globalValidation: {
+        requireAuthentication: false
+        unauthenticatedClientAction: 'AllowAnonymous'
+      }
+      httpSettings: {
+        requireHttps: true
+      }
+      login: {
+        tokenStore: {
+          enabled: false
+        }
+      }
+      identityProviders: {
+        azureActiveDirectory: {
+          enabled: true
+          registration: {
+            clientId: authClientId
+            clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+            openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          }
+          validation: {
+            allowedAudiences: [
+              'api://${authClientId}'
+              authClientId
+            ]
+          }
+        }
+      }
+    }
   }
 
   // azd deploys with an Entra token; basic (publishing-profile) credentials stay off.

@@ -11,6 +11,9 @@ param triggersWhen array
 @description('Order among the workspace\'s automation rules (lower runs first).')
 param order int = 100
 
+@description('Conditions of the Updated rule (infra/automation/*.json); [] = every update runs the playbook.')
+param updateConditions array = []
+
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: workspaceName
 }
@@ -26,6 +29,7 @@ resource rules 'Microsoft.SecurityInsights/automationRules@2025-09-01' = [for ev
       isEnabled: true
       triggersOn: 'Incidents'
       triggersWhen: event
+      conditions: event == 'Updated' ? updateConditions : []
     }
     actions: [
       {

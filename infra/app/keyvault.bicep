@@ -15,6 +15,10 @@ param secretValues object = {}
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('default, or recover: bring back the soft-deleted vault of the same name (after azd down; the preprovision hook decides).')
+@allowed(['default', 'recover'])
+param createMode string = 'default'
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -23,6 +27,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // checkov:skip=CKV_AZURE_109:No VNet: Key Vault references of a Flex app without VNet integration resolve over the public endpoint; access is RBAC-only (Key Vault Secrets User for the app identity).
     // checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: public network access is needed without VNet integration; no access policies, RBAC only.
     tenantId: tenant().tenantId
+    // With purge protection a deleted vault keeps its name for softDeleteRetentionInDays: `azd down` then
+    // `azd up` recovers it (with the secrets set directly in it) instead of failing on the taken name.
+    createMode: createMode
     sku: {
       family: 'A'
       name: 'standard'
@@ -43,7 +50,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource secrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secret in items(secretValues): if (!empty(secret.value)) {
+resource secrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secret in filter(items(secretValues), candidate => !empty(candidate.value)): {
   parent: vault
   name: secret.key
   properties: {

@@ -3,6 +3,7 @@
 //   $connections     the azuresentinel connection, authenticated with this Logic App's identity
 //   functionBaseUrl  https://<function app host>
 //   functionKey      the function app's default host key (listKeys), sent as x-functions-key
+//   + the entry's own `parameters` in main.bicep's registry (e.g. approvalTimeout), only those it declares
 // The key is read here, at deployment time, and is never a module output.
 
 param name string
@@ -18,8 +19,35 @@ param sentinelConnectionName string
 param sentinelApiId string
 param logAnalyticsWorkspaceId string
 
+@description('The definition\'s own parameters ({name: {value: ...}}), from its registry entry in main.bicep.')
+param definitionParameters object = {}
+
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
+}
+
+// What every playbook gets; a definition's own parameters come from its registry entry (definitionParameters).
+var baseParameters = {
+  '$connections': {
+    value: {
+      azuresentinel: {
+        connectionId: sentinelConnectionId
+        connectionName: sentinelConnectionName
+        id: sentinelApiId
+        connectionProperties: {
+          authentication: {
+            type: 'ManagedServiceIdentity'
+          }
+        }
+      }
+    }
+  }
+  functionBaseUrl: {
+    value: 'https://${functionApp.properties.defaultHostName}'
+  }
+  functionKey: {
+    value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
+  }
 }
 
 resource workflow 'Microsoft.Logic/workflows@2019-05-01' = {
@@ -32,28 +60,7 @@ resource workflow 'Microsoft.Logic/workflows@2019-05-01' = {
   properties: {
     state: 'Enabled'
     definition: definition
-    parameters: {
-      '$connections': {
-        value: {
-          azuresentinel: {
-            connectionId: sentinelConnectionId
-            connectionName: sentinelConnectionName
-            id: sentinelApiId
-            connectionProperties: {
-              authentication: {
-                type: 'ManagedServiceIdentity'
-              }
-            }
-          }
-        }
-      }
-      functionBaseUrl: {
-        value: 'https://${functionApp.properties.defaultHostName}'
-      }
-      functionKey: {
-        value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
-      }
-    }
+    parameters: union(baseParameters, definitionParameters)
   }
 }
 

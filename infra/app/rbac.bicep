@@ -2,7 +2,7 @@
 // re-deploying is idempotent. The module is deployed twice from main.bicep because role assignments
 // live at their target's scope:
 //   - at the pack's resource group: storage, Key Vault, App Insights, Sentinel automation on the RG;
-//   - at the Sentinel workspace's resource group: Microsoft Sentinel Responder on the workspace.
+//   - at the Sentinel workspace's resource group: Sentinel Responder (function) and Reader (playbooks) on the workspace.
 // Whatever a deployment does not pass (empty names / ids) is skipped.
 // Graph and Defender for Endpoint API permissions are not Azure roles: infra/hooks/postprovision.sh.
 
@@ -27,6 +27,7 @@ var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Stor
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
 var sentinelResponder = '3e150937-b8fe-4cfb-8069-0eaf05ecd056' // Microsoft Sentinel Responder
+var sentinelReader = '8d289c81-5878-46d4-8554-54e1e3d8b5cb' // Microsoft Sentinel Reader
 var sentinelAutomationContributor = 'f4c81013-99ee-4d62-a7ee-b3f1f648599a' // Microsoft Sentinel Automation Contributor
 
 var grantStorage = !empty(storageAccountName)
@@ -107,7 +108,7 @@ resource functionMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
-// --- Sentinel workspace: the function writes comments/status/labels; playbooks use the Sentinel connector ---
+// --- Sentinel workspace: the function writes comments/status/labels; playbooks only receive triggers and read ---
 
 resource functionSentinelResponder 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantSentinel) {
   name: guid(workspace.id, functionPrincipalId, sentinelResponder)
@@ -119,11 +120,13 @@ resource functionSentinelResponder 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-resource playbookSentinelResponder 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in playbookPrincipalIds: if (grantSentinel && !empty(principalId)) {
-  name: guid(workspace.id, principalId, sentinelResponder)
+// Least privilege: the playbooks' Sentinel connection receives the trigger and, in the alert-trigger variants,
+// reads the alert's incident ("Alert - Get incident"); every write goes through the function's identity.
+resource playbookSentinelReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in (grantSentinel ? filter(playbookPrincipalIds, candidate => !empty(candidate)) : []): {
+  name: guid(workspace.id, principalId, sentinelReader)
   scope: workspace
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', sentinelResponder)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', sentinelReader)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

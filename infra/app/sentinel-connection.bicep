@@ -10,12 +10,16 @@ resource connection 'Microsoft.Web/connections@2016-06-01' = {
   name: name
   location: location
   tags: tags
+  // Expected warning (tools/bicep_check.py EXPECTED_WARNINGS): Microsoft's Sentinel playbook templates set it.
+  #disable-next-line BCP037
   kind: 'V1'
   properties: {
     displayName: name
     api: {
       id: subscriptionResourceId('Microsoft.Web/locations/managedApis', location, 'azuresentinel')
     }
+    // Expected warning (tools/bicep_check.py EXPECTED_WARNINGS): the managed-identity connection of Microsoft's templates.
+    #disable-next-line BCP037
     parameterValueType: 'Alternative'
     customParameterValues: {}
   }

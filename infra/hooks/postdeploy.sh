@@ -1,24 +1,33 @@
 #!/bin/sh
-# azd postdeploy hook: check the deployed app, then deploy the playbooks (second provision).
+# azd postdeploy hook: check the deployed app, create the function-level keys, and let the next provision
+# deploy the playbooks. Every step says what it does; none starts another azd command.
 #
-# The Logic Apps call the functions with the host's default function key, which Bicep reads with
-# listKeys. A Flex Consumption host may serve no keys before it runs with code and can reach its
-# storage (with role assignments made in the same provision), i.e. before the first `azd deploy`.
-# So the first `azd up` provisions without playbooks (DEPLOY_PLAYBOOKS=false), deploys the code, and
-# this hook then sets DEPLOY_PLAYBOOKS=true and runs `azd provision` once more. Later runs find
-# DEPLOY_PLAYBOOKS=true and only check health.
-# Manual equivalent: azd env set DEPLOY_PLAYBOOKS true && azd provision
+# 1. GET /api/health (anonymous: {"status": "ok" | "degraded"}), until the new code answers.
+# 2. App Service Authentication: GET /.auth/me answers 401 when sign-in is live in front of the app (404 when
+#    it is not); the approval pages need it (docs/deploy.md, "Sign-in").
+# 3. The host's keys: a Flex Consumption host serves keys only once it runs with code.
+# 4. Function-level keys (issue 14.3): `servicenow` for sync/servicenow/inbound (ServiceNow's business rule)
+#    and `firewall` for response/blocklist (firewalls polling the block list). On Flex Consumption a
+#    function-level key can only be made once the function exists, i.e. now. Each key is created once and
+#    kept in Key Vault (function-key-servicenow, function-key-firewall) through Azure Resource Manager, so no
+#    Key Vault data role is needed and the value never appears on a command line or in the azd environment.
+#    Neither key opens any other route; the host key stays with the Logic Apps.
+# 5. DEPLOY_PLAYBOOKS=true: azure.yaml's `workflows.up` runs provision once more after deploy, which now
+#    deploys the Logic Apps (they read the host key with listKeys). After a plain `azd deploy`, run
+#    `azd provision` yourself; the hook prints it.
 set -eu
 
 say() { printf '%s\n' "$*"; }
 
 url="${AZURE_FUNCTION_URL:?AZURE_FUNCTION_URL is not set (run through azd)}"
+group="${AZURE_RESOURCE_GROUP:?AZURE_RESOURCE_GROUP is not set}"
+app="${AZURE_FUNCTION_NAME:?AZURE_FUNCTION_NAME is not set}"
+vault="${AZURE_KEYVAULT_NAME:-}"
 attempts="${POSTDEPLOY_ATTEMPTS:-30}"
 body=$(mktemp)
 trap 'rm -f "$body"' EXIT
 
-# 1. GET /api/health (anonymous; reports each setting as set/missing/invalid, never a value).
-#    200 = healthy, 503 = running but degraded (e.g. a secret not set yet); anything else = not up yet.
+# 1. Health.
 status=000
 i=0
 while [ "$i" -lt "$attempts" ]; do
@@ -27,32 +36,79 @@ while [ "$i" -lt "$attempts" ]; do
     200|503) break ;;
   esac
   i=$((i + 1))
+  say "postdeploy: waiting for $url/api/health (attempt $i/$attempts, last HTTP $status)"
   sleep 10
 done
 case "$status" in
-  200) say "postdeploy: $url/api/health is healthy" ;;
-  503) say "postdeploy: $url/api/health answers but is degraded:"; cat "$body"; say "" ;;
-  *)   say "postdeploy: $url/api/health did not answer (last status $status); playbooks not deployed yet."
-       say "  Check the app in Application Insights, then run: azd env set DEPLOY_PLAYBOOKS true && azd provision"
+  200) say "postdeploy: $url/api/health is ok" ;;
+  503) say "postdeploy: $url/api/health answers degraded; details (function key): $url/api/health/details" ;;
+  *)   say "postdeploy: $url/api/health did not answer (last HTTP $status): check the app in Application Insights."
+       say "  Then: azd hooks run postdeploy"
        exit 0 ;;
 esac
 
-if [ "${DEPLOY_PLAYBOOKS:-false}" = "true" ]; then
-  exit 0
+# 2. Sign-in in front of the app.
+if [ -n "${SIGN_IN_CLIENT_ID:-}" ]; then
+  auth=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$url/.auth/me" || true)
+  case "$auth" in
+    401|200) say "postdeploy: App Service Authentication answers at $url/.auth/me (HTTP $auth)" ;;
+    *) say "postdeploy: WARNING: $url/.auth/me answered HTTP $auth: App Service Authentication is not in front of"
+       say "  the app, so approval and ask-user pages refuse to decide (APPROVAL_REQUIRE_SIGN_IN). See docs/deploy.md, Sign-in." ;;
+  esac
 fi
 
-# 2. The host now serves keys; check without printing one, then provision the playbooks.
+# 3. The host serves keys (checked without printing one).
 i=0
-until az functionapp keys list --resource-group "$AZURE_RESOURCE_GROUP" --name "$AZURE_FUNCTION_NAME" \
-    --only-show-errors -o none 2>/dev/null; do
+until az functionapp keys list --resource-group "$group" --name "$app" --only-show-errors -o none 2>/dev/null; do
   i=$((i + 1))
   if [ "$i" -ge "$attempts" ]; then
-    say "postdeploy: the function host serves no keys yet; run later: azd env set DEPLOY_PLAYBOOKS true && azd provision"
+    say "postdeploy: the function host serves no keys yet; later: azd hooks run postdeploy && azd provision"
     exit 0
   fi
+  say "postdeploy: waiting for the function host's keys (attempt $i/$attempts)"
   sleep 10
 done
 
-say "postdeploy: deploying the playbooks (azd provision with DEPLOY_PLAYBOOKS=true)"
-azd env set DEPLOY_PLAYBOOKS true
-azd provision --no-prompt
+# 4. Function-level keys, kept in Key Vault.
+subscription=$(az account show --query id -o tsv --only-show-errors)
+secret_file=$(mktemp)
+trap 'rm -f "$body" "$secret_file"' EXIT
+chmod 600 "$secret_file"
+function_key() {  # function_key <function name> <key name>
+  fn=$1
+  key=$2
+  value=$(az functionapp function keys list -g "$group" -n "$app" --function-name "$fn" \
+    --query "$key" -o tsv --only-show-errors 2>/dev/null || true)
+  if [ -z "$value" ]; then
+    value=$(az functionapp function keys set -g "$group" -n "$app" --function-name "$fn" --key-name "$key" \
+      --query value -o tsv --only-show-errors 2>/dev/null || true)
+    [ -n "$value" ] && say "postdeploy: created function key '$key' of $fn"
+  else
+    say "postdeploy: function key '$key' of $fn exists"
+  fi
+  if [ -z "$value" ]; then
+    say "postdeploy: could not read or create function key '$key' of $fn (does the function exist?)"
+    return 0
+  fi
+  if [ -n "$vault" ]; then
+    printf '{"properties":{"value":"%s","contentType":"function key of %s"}}' "$value" "$fn" > "$secret_file"
+    if az rest --method PUT --only-show-errors -o none \
+        --uri "https://management.azure.com/subscriptions/$subscription/resourceGroups/$group/providers/Microsoft.KeyVault/vaults/$vault/secrets/function-key-$key?api-version=2023-07-01" \
+        --headers "Content-Type=application/json" --body "@$secret_file"; then
+      say "postdeploy: function key '$key' kept in Key Vault $vault as function-key-$key"
+    else
+      say "postdeploy: could not write function-key-$key to Key Vault $vault"
+    fi
+  fi
+  value=""
+}
+function_key servicenow_inbound servicenow
+function_key ip_blocklist firewall
+
+# 5. Playbooks with the next provision.
+if [ "${DEPLOY_PLAYBOOKS:-false}" != "true" ]; then
+  azd env set DEPLOY_PLAYBOOKS true
+  say "postdeploy: DEPLOY_PLAYBOOKS=true. azd up's workflow provisions once more now and deploys the playbooks;"
+  say "  after a plain 'azd deploy', run: azd provision"
+fi
+exit 0

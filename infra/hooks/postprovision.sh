@@ -19,7 +19,8 @@ MDE_APP_ID=fc780465-2017-40d4-a0c5-307022471b92        # WindowsDefenderATP (Def
 SENTINEL_APP_ID=98785600-1bb7-4fb9-b9fa-19afe2c8a360   # Azure Security Insights (Sentinel automation)
 
 # Least privilege, one line per action family (see docs/permissions.md).
-GRAPH_ROLES="User.Read.All User.EnableDisableAccount.All User.RevokeSessions.All IdentityRiskyUser.ReadWrite.All"
+# GroupMember.Read.All: APPROVERS may name groups (membership read through Graph).
+GRAPH_ROLES="User.Read.All User.EnableDisableAccount.All User.RevokeSessions.All IdentityRiskyUser.ReadWrite.All GroupMember.Read.All"
 if [ "${GRANT_MAIL_SEND:-false}" = "true" ]; then
   GRAPH_ROLES="$GRAPH_ROLES Mail.Send"
 fi

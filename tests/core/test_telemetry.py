@@ -155,3 +155,58 @@ def test_webhook_urls_are_excluded_from_http_instrumentation(configured):
         assert patterns[:-2] == (["healthz"] if configured else [])
         assert patterns[-2:] == [r"^https://hooks\.slack\.com/services/T1/B2/s3cr3t",
                                  r"^https://x\.logic\.azure\.com/workflows/w/invoke"]
+
+
+def test_nothing_is_sampled_away_without_any_sampler_setting():
+    """sampling_ratio=1.0: every action's span and audit line is exported (host.json sampling does not apply)."""
+    with Ingestion() as ingestion:
+        result = run_app("""
+            import logging
+            from core import telemetry
+            from opentelemetry import trace
+            from opentelemetry._logs import get_logger_provider
+
+            assert telemetry.configure() is True
+            log = logging.getLogger("orchestration.approvals")
+            for n in range(20):
+                with telemetry.action_scope(f"audit_{n}"):
+                    log.warning("audit line %d", n)
+            trace.get_tracer_provider().force_flush()
+            get_logger_provider().force_flush()
+        """, APPLICATIONINSIGHTS_CONNECTION_STRING=(
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={ingestion.url}/;"
+            f"LiveEndpoint={ingestion.url}/"),
+            APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL="true", OTEL_EXPERIMENTAL_RESOURCE_DETECTORS="otel")
+        assert result.returncode == 0, result.stderr
+        data = [e["data"]["baseData"] for e in ingestion.envelopes()]
+    assert len({d["name"] for d in data if str(d.get("name", "")).startswith("audit_")}) == 20
+    assert len({d["message"] for d in data if str(d.get("message", "")).startswith("audit line")}) == 20
+
+
+def test_library_chatter_is_kept_to_warning_and_the_host_exports_opentelemetry():
+    result = run_app("""
+        import json, logging
+        import function_app
+        names = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "enrichment.service")
+        print(json.dumps({name: logging.getLogger(name).getEffectiveLevel() for name in names}))
+    """)
+    assert result.returncode == 0, result.stderr
+    levels = json.loads(result.stdout)
+    assert levels["azure.core.pipeline.policies.http_logging_policy"] == levels["azure.identity"] == logging.WARNING
+    assert levels["enrichment.service"] == logging.WARNING  # the root default: the pack's own loggers are not raised
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    assert "samplingSettings" not in json.dumps(host), "host.json sampling does not apply under OpenTelemetry"
+
+
+def test_the_success_line_digest_names_the_outcome_and_never_a_url_or_secret():
+    from core.telemetry import outcome
+
+    summary = {"incident": "/subscriptions/x/Incidents/5c1e", "worstVerdict": "malicious", "maliciousCount": 2,
+               "ips": [{"ip": "203.0.113.45"}, {"ip": "198.51.100.23"}], "complete": True,
+               "link": "https://www.virustotal.com/gui/ip-address/203.0.113.45", "callbackUrl": "https://x/y?sig=1",
+               "skipped": [], "label": None}
+    digest = outcome(summary)
+    assert "worstVerdict=malicious" in digest and "maliciousCount=2" in digest and "ips=[2]" in digest
+    assert "https://" not in digest and "sig=" not in digest and "skipped" not in digest
+    assert outcome(["not", "a", "summary"]) == ""

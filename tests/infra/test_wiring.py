@@ -44,8 +44,6 @@ NOT_SET_IN_AZURE = {
     "VIRUSTOTAL_QUOTA_RETRY_SECONDS": "default matches the public API's per-minute quota",
     "VIRUSTOTAL_LABEL": "on by default",
     "MAX_ENTITIES": "tuned default in core/settings.py",
-    "PUBLIC_BASE_URL": "approval links default to the origin the playbook called (the app's own host name); "
-                       "set it only for a custom domain or a front door",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}
@@ -315,3 +313,83 @@ def test_secret_name_pattern():
         assert SECRET_NAME.search(bad.replace("_", "")), bad
     for fine in ("AZURE_KEYVAULT_NAME", "AZURE_FUNCTION_URL", "AZURE_FUNCTION_PRINCIPAL_ID"):
         assert not SECRET_NAME.search(fine.replace("_", "")), fine
+
+
+# --- every parameter a user may set is reachable (issue 17, item 8) -----------------------------------
+
+MAIN_PARAMETERS = load(INFRA / "main.parameters.json")["parameters"]
+
+
+def bicep_params(text: str) -> dict[str, bool]:
+    """param name -> has a default."""
+    return {name: bool(default) for name, default in re.findall(r"^param\s+(\w+)\s+[^=\n]+?(=\s*\S.*)?$", text, re.M)}
+
+
+def module_params_given(module: str) -> set[str]:
+    block = re.search(rf"^module \w+ 'app/{re.escape(module)}' = [^\n]*\n(.*?)^\}}", MAIN_BICEP, re.S | re.M)
+    assert block, f"main.bicep has no module app/{module}"
+    params = re.search(r"^  params: \{\n(.*?)^  \}", block.group(1), re.S | re.M)
+    return set(re.findall(r"^    (\w+):", params.group(1), re.M)) if params else set()
+
+
+def test_every_main_parameter_is_mapped_to_an_azd_environment_value():
+    declared = set(bicep_params(MAIN_BICEP))
+    unreachable = sorted(declared - set(MAIN_PARAMETERS))
+    assert not unreachable, f"parameters azd env set cannot reach (add them to main.parameters.json): {unreachable}"
+    for name, spec in MAIN_PARAMETERS.items():
+        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*(=[^}]*)?\}", str(spec["value"])), f"{name}: {spec['value']}"
+
+
+def test_every_app_setting_parameter_of_the_function_is_given_by_main():
+    api_params = bicep_params(API_BICEP)
+    given = module_params_given("api.bicep")
+    settable = {name for name in api_params if re.search(rf"\b{name}\b", API_BICEP.split("var appSettings")[1])}
+    missing = sorted(settable - given)
+    assert not missing, f"api.bicep settings whose parameter main.bicep does not pass (stuck at the default): {missing}"
+
+
+def test_the_approval_timeout_reaches_the_playbook():
+    assert "value: 'PT${approvalTimeoutMinutes}M'" in MAIN_BICEP
+    from tools.playbook_check import supplied_parameters
+    assert "approvalTimeout" in supplied_parameters("orchestration-compromised-user.json")
+
+
+# --- deployment order and scopes (issue 17, items 2, 3, 7) ---------------------------------------------
+
+def test_no_module_targets_a_resource_group_that_does_not_exist():
+    assert "resourceGroups/-/" not in MAIN_BICEP
+    assert "resourceGroups/${resourceGroupNameResolved}/providers/Microsoft.OperationalInsights/workspaces/none" \
+        in MAIN_BICEP
+
+
+def test_the_function_app_waits_for_its_role_assignments():
+    block = re.search(r"^module api 'app/api.bicep'.*?^\}", MAIN_BICEP, re.S | re.M).group(0)
+    assert re.search(r"dependsOn: \[\s*rbacPack\s*\]", block)
+
+
+def test_automation_rules_wait_for_the_role_that_lets_sentinel_run_playbooks():
+    block = re.search(r"^module automationRules .*?^\}\]", MAIN_BICEP, re.S | re.M).group(0)
+    assert "rbacPack" in block and "rbacSentinel" in block
+
+
+def test_playbook_identities_hold_reader_not_responder():
+    rbac = (INFRA / "app" / "rbac.bicep").read_text()
+    block = re.search(r"^resource playbookSentinel\w+ .*?^\}\]", rbac, re.S | re.M).group(0)
+    assert "sentinelReader" in block and "sentinelResponder" not in block
+    assert "var sentinelReader = '8d289c81-5878-46d4-8554-54e1e3d8b5cb'" in rbac
+
+
+# --- alerts key on log lines the code really writes (issue 17, item 11) -------------------------------
+
+def test_alert_queries_match_log_lines_of_the_code():
+    alerts = (INFRA / "app" / "alerts.bicep").read_text()
+    code = "\n".join(path.read_text() for area in ("enrichment", "orchestration", "sync")
+                     for path in (INFRA.parent / area).glob("*.py"))
+    phrases = re.findall(r'message (?:has|startswith) "([^"]+)"', alerts.replace("\\", ""))
+    assert phrases
+    for phrase in phrases:
+        if phrase == "vt-deferred-poison":
+            assert phrase in (INFRA.parent / "infra" / "main.bicep").read_text() or "vt-deferred" in code
+            continue
+        stem = phrase.split("{")[0]
+        assert stem in code, f"alerts.bicep waits for {phrase!r}, which no log line in the code writes"
