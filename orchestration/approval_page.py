@@ -1,0 +1,114 @@
+"""The approval page (``GET|POST orchestration/approvals/{id}/{choice|review}``): who sees what, in which order.
+
+1. The link must be genuine (403 otherwise; the signature is checked before anything else is read).
+2. With sign-in required, a browser that is not signed in is sent to ``/.auth/login/aad`` and comes back
+   (GET), or told to sign in (POST: 401); a garbled principal header is 401.
+3. The signed-in person must be an approver now, and the one a personal link was mailed to (403, with a page
+   saying who may decide).
+4. A closed approval is 409, an expired one 410: shown, never changed (the sweep times approvals out).
+5. GET shows the targets and the buttons; only the POST from that page decides, and only with the page's
+   anti-CSRF token (bound to the person and the sign-in session) and our own Origin.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+from core.errors import PackError, Unauthorized
+from core.pages import Button, Form, Page, deadline_html, redirect, same_origin
+from core.principal import Principal, login_url, session_of, signed_in
+from core.webhook import public_base_url
+
+log = logging.getLogger(__name__)
+HEADINGS = {401: "Sign in first", 403: "Not allowed", 404: "Not found", 409: "Already decided", 410: "Link expired"}
+
+
+def _ctx():
+    from core.context import get_context
+
+    return get_context()
+
+
+def handle(req: func.HttpRequest) -> func.HttpResponse:
+    from orchestration.approvals import Approvals, LinkRefused
+
+    parts = urlsplit(req.url)
+    here = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        service = Approvals(_ctx())
+        check = service.check_link(req.route_params.get("id", ""), req.route_params.get("decision", ""),
+                                   dict(req.params.items()))
+        principal: Principal | None = None
+        if service.require_sign_in:
+            service.sign_in_ready()
+            principal = signed_in(req.headers)
+            if principal is None:
+                if req.method.upper() == "GET":
+                    return redirect(login_url(here))
+                return Page(401, "Sign in first", "Deciding needs your work account: open the link again and sign in. "
+                                                  "Nothing was decided.", tone="warn").response()
+        service.authorize(check, principal)
+        service.check_open(check.approval)
+        person = principal.object_id if principal else (check.person.key if check.person else "")
+        if req.method.upper() == "GET":
+            token = service.signer.form_token(check.approval.id, person, session_of(req.headers))
+            return _decision_page(service, check, principal, here, token).response()
+        base = public_base_url(service.settings, f"{parts.scheme}://{parts.netloc}")
+        form = dict(parse_qsl((req.get_body() or b"").decode("utf-8", "replace")))
+        if not same_origin(req.headers, base) or not service.signer.form_token_valid(
+                form.get("csrf", ""), check.approval.id, person, session_of(req.headers)):
+            log.warning("approval %s: decision POST without our page's token or origin refused", check.approval.id)
+            return Page(403, "Not allowed", "This decision did not come from the approval page (cross-site request "
+                                            "or an old page). Open the link again. Nothing was decided.",
+                        tone="error").response()
+        choice = check.approval.choice(form.get("confirm", ""))
+        if choice is None or (check.choice is not None and choice != check.choice):
+            return Page(400, "Not confirmed", "Open the link and press the confirmation button to decide.",
+                        tone="warn").response()
+        approval = service.decide(check, choice, principal)
+        who = principal.label if principal else approval.decided_by
+        return Page(200, f"Recorded: {choice}", f"Your decision ({choice}) on {approval.case_label} is recorded as "
+                                                f"{who}'s and the playbook continues. You can close this page.",
+                    tone="ok").response()
+    except LinkRefused as refused:
+        log.info("approval page refused: %s (%s)", refused.code, refused.status)
+        sections = [("Who may decide", refused.who_may_decide)] if refused.who_may_decide else []
+        return Page(refused.status, HEADINGS.get(refused.status, "Refused"), refused.message, sections=sections,
+                    tone="error" if refused.status in (403, 404) else "warn").response()
+    except Unauthorized as error:
+        log.warning("approval page: %s", error.message)
+        return Page(401, "Sign in again", f"Your sign-in could not be read ({error.message}). Sign in again; nothing "
+                                          "was decided.", tone="error").response()
+    except PackError as error:
+        log.warning("approval page failed: %s %s", error.code, error.message)
+        page = Page(error.status, "Try again later", "The decision could not be processed right now; nothing was "
+                                                     "decided. Try again in a minute.", tone="warn",
+                    headers={"Retry-After": str(error.retry_after)} if error.retry_after else {})
+        return page.response()
+    except Exception:
+        log.exception("approval page failed unexpectedly")
+        return Page(500, "Error", "Unexpected error; nothing was decided.", tone="error").response()
+
+
+def _decision_page(service, check, principal: Principal | None, here: str, token: str) -> Page:
+    approval = check.approval
+    zone = str(service.settings["DISPLAY_TIME_ZONE"])
+    choices = [check.choice] if check.choice else approval.choices
+    buttons = [Button(f"Confirm: {c}" if check.choice else c, c, "danger" if c == approval.choices[0] else "primary")
+               for c in choices]
+    signed = principal.label if principal else f"{check.person.label} (sign-in is off)"
+    heading = f"Confirm: {check.choice}" if check.choice else "Decide this approval"
+    return Page(
+        200, heading, f"{approval.question} — {approval.case_label}: {approval.title}",
+        facts=[("Incident", approval.case_label), ("Title", approval.title), ("You are", signed)],
+        facts_html=[("Deadline", deadline_html(approval.expires_at, zone))],
+        sections=approval.target_list().sections(),
+        form=Form(here, buttons, {"csrf": token}),
+        note="The first decision by any approver wins and is recorded in your name. The response actions still "
+             "apply their guardrails (protected accounts and machines, the blast-radius cap, dry run).")
+
+
+__all__ = ["handle"]
