@@ -1,4 +1,4 @@
-"""Helpers of the orchestration tests: callback receiver, approval links."""
+"""Helpers of the orchestration tests: callback receiver, approval links, signed-in people."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import re
 import threading
 import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
 
 from localdev.emulators.base import Emulator, Request, Response
 
@@ -37,9 +39,10 @@ class CallbackReceiver(Emulator):
 
 
 def links_in(text: str) -> list[str]:
-    """Approval links (GET confirmation pages) in a mail body or a chat message."""
-    return [link.replace("&amp;", "&") for link in re.findall(r"https?://[^\s\"'<>]+/api/orchestration/approvals/"
-                                                              r"[0-9a-f]{32}/[A-Za-z_-]+\?[^\s\"'<>]+", text)]
+    """Personal approval links (one choice for one approver) in a mail body or a chat message."""
+    return [link.replace("&amp;", "&") for link in re.findall(r"https?://[^\s\"'<>\\]+/api/orchestration/approvals/"
+                                                              r"[0-9a-f]{32}/[A-Za-z_-]+\?[^\s\"'<>\\]+", text)
+            if "approver=" in link]
 
 
 def link_for(links: list[str], choice: str) -> str:
@@ -57,3 +60,36 @@ def resign(link: str, key: str, **changes: str) -> str:
     query["sig"] = base64.urlsafe_b64encode(hmac.new(key.encode(), text.encode(), hashlib.sha256).digest()
                                             ).rstrip(b"=").decode()
     return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
+
+
+# -- people in a browser: signed in through the host's Easy Auth ---------------------------------------------
+def person(stack, host_url: str, upn: str, *, mfa: bool = True) -> requests.Session:
+    """A requests Session signed in as ``upn`` (it keeps the AppServiceAuthSession cookie), like a browser."""
+    http = requests.Session()
+    stack.sign_in(http, host_url, upn, mfa=mfa)
+    return http
+
+
+def form_of(page: requests.Response) -> dict[str, str]:
+    """The hidden fields of the page's form (the anti-CSRF token)."""
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def press(http: requests.Session, link: str, choice: str) -> requests.Response:
+    """What a browser does: open the page, press the button (a same-origin form POST with the page's token)."""
+    page = http.get(link, timeout=30)
+    if page.status_code != 200:
+        return page
+    return http.post(link, data={**form_of(page), "confirm": choice}, headers={"Origin": origin_of(link)},
+                     timeout=30)
+
+
+def review_link(text: str) -> str:
+    (link,) = {link.replace("&amp;", "&") for link in re.findall(
+        r"https?://[^\s\"'<>\\]+/api/orchestration/approvals/[0-9a-f]{32}/review\?[^\s\"'<>\\]+", text)}
+    return link
