@@ -144,7 +144,8 @@ class Page:
 
 def redirect(location: str) -> func.HttpResponse:
     """302 to a same-origin path (the sign-in); nothing else in the answer."""
-    return func.HttpResponse("", status_code=302, headers={**PAGE_HEADERS, "Location": location})
+    return func.HttpResponse("", status_code=302, headers={**PAGE_HEADERS, "Location": location}, mimetype="text/html",
+                             charset="utf-8")
 
 
 # -- cross-site checks -----------------------------------------------------------------------------
@@ -167,5 +168,55 @@ def same_origin(headers: Mapping[str, str], base_url: str) -> bool:
     return referer is not None and origin_of(referer) == expected
 
 
-__all__ = ["PAGE_HEADERS", "Button", "Form", "Page", "deadline_html", "deadline_text", "redirect", "same_origin",
-           "zone"]
+# -- the sign-in gate and the form check every deciding page applies ---------------------------------------------
+def here_of(req: func.HttpRequest) -> str:
+    """The request's path and query: where the sign-in sends the browser back to, and where the form posts."""
+    parts = urlsplit(req.url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def origin_of(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def sign_in_gate(req: func.HttpRequest):
+    """The signed-in person, or the answer for a browser that is not signed in: GET goes to the sign-in and comes
+    back, POST is 401 (nothing is decided without a person). A garbled principal raises Unauthorized."""
+    from core.principal import login_url, signed_in
+
+    principal = signed_in(req.headers)
+    if principal is not None:
+        return principal
+    if req.method.upper() == "GET":
+        return redirect(login_url(here_of(req)))
+    return Page(401, "Sign in first", "This needs your work account: open the link again and sign in. Nothing was "
+                                      "recorded.", tone="warn").response()
+
+
+def posted_form(req: func.HttpRequest, signer, subject: str, person: str, base_url: str) -> dict[str, str] | None:
+    """The fields of a form POST that came from our own page (Origin and the anti-CSRF token), else None."""
+    from urllib.parse import parse_qsl
+
+    from core.principal import session_of
+
+    form = dict(parse_qsl((req.get_body() or b"").decode("utf-8", "replace")))
+    if not same_origin(req.headers, base_url):
+        return None
+    if not signer.form_token_valid(form.get("csrf", ""), subject, person, session_of(req.headers)):
+        return None
+    return form
+
+
+def form_token(req: func.HttpRequest, signer, subject: str, person: str) -> str:
+    from core.principal import session_of
+
+    return signer.form_token(subject, person, session_of(req.headers))
+
+
+CROSS_SITE = Page(403, "Not allowed", "This did not come from the page itself (a cross-site request or an old page). "
+                                      "Open the link again. Nothing was recorded.", tone="error")
+
+
+__all__ = ["CROSS_SITE", "PAGE_HEADERS", "Button", "Form", "Page", "deadline_html", "deadline_text", "form_token",
+           "here_of", "origin_of", "posted_form", "redirect", "same_origin", "sign_in_gate", "zone"]

@@ -13,13 +13,23 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
 from core.errors import PackError, Unauthorized
-from core.pages import Button, Form, Page, deadline_html, redirect, same_origin
-from core.principal import Principal, login_url, session_of, signed_in
+from core.pages import (
+    CROSS_SITE,
+    Button,
+    Form,
+    Page,
+    deadline_html,
+    form_token,
+    here_of,
+    origin_of,
+    posted_form,
+    sign_in_gate,
+)
+from core.principal import Principal
 from core.webhook import public_base_url
 
 log = logging.getLogger(__name__)
@@ -35,8 +45,6 @@ def _ctx():
 def handle(req: func.HttpRequest) -> func.HttpResponse:
     from orchestration.approvals import Approvals, LinkRefused
 
-    parts = urlsplit(req.url)
-    here = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
         service = Approvals(_ctx())
         check = service.check_link(req.route_params.get("id", ""), req.route_params.get("decision", ""),
@@ -44,26 +52,21 @@ def handle(req: func.HttpRequest) -> func.HttpResponse:
         principal: Principal | None = None
         if service.require_sign_in:
             service.sign_in_ready()
-            principal = signed_in(req.headers)
-            if principal is None:
-                if req.method.upper() == "GET":
-                    return redirect(login_url(here))
-                return Page(401, "Sign in first", "Deciding needs your work account: open the link again and sign in. "
-                                                  "Nothing was decided.", tone="warn").response()
+            gate = sign_in_gate(req)
+            if not isinstance(gate, Principal):
+                return gate
+            principal = gate
         service.authorize(check, principal)
         service.check_open(check.approval)
         person = principal.object_id if principal else (check.person.key if check.person else "")
         if req.method.upper() == "GET":
-            token = service.signer.form_token(check.approval.id, person, session_of(req.headers))
-            return _decision_page(service, check, principal, here, token).response()
-        base = public_base_url(service.settings, f"{parts.scheme}://{parts.netloc}")
-        form = dict(parse_qsl((req.get_body() or b"").decode("utf-8", "replace")))
-        if not same_origin(req.headers, base) or not service.signer.form_token_valid(
-                form.get("csrf", ""), check.approval.id, person, session_of(req.headers)):
+            token = form_token(req, service.signer, check.approval.id, person)
+            return _decision_page(service, check, principal, here_of(req), token).response()
+        form = posted_form(req, service.signer, check.approval.id, person,
+                           public_base_url(service.settings, origin_of(req)))
+        if form is None:
             log.warning("approval %s: decision POST without our page's token or origin refused", check.approval.id)
-            return Page(403, "Not allowed", "This decision did not come from the approval page (cross-site request "
-                                            "or an old page). Open the link again. Nothing was decided.",
-                        tone="error").response()
+            return CROSS_SITE.response()
         choice = check.approval.choice(form.get("confirm", ""))
         if choice is None or (check.choice is not None and choice != check.choice):
             return Page(400, "Not confirmed", "Open the link and press the confirmation button to decide.",
