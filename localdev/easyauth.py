@@ -223,10 +223,30 @@ def sign_in(http, host_url: str, upn: str, password: str, *, mfa_code: str | Non
     return http.post(_unescape({"a": action[1]})["a"], data=_unescape(fields), allow_redirects=True, timeout=30)
 
 
+def hidden_fields(page_html: str) -> dict[str, str]:
+    """The hidden inputs of a page's form (the anti-CSRF token), unescaped."""
+    import re
+
+    return _unescape(dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page_html)))
+
+
+def press(http, link: str, name: str, value: str) -> Any:
+    """What a browser does on one of the pack's pages: open it and press the button ``name=value`` (a same-origin
+    form POST carrying the page's hidden fields and the browser's Origin header)."""
+    from urllib.parse import urlsplit
+
+    page = http.get(link, timeout=30)
+    if page.status_code != 200:
+        return page
+    parts = urlsplit(link)
+    return http.post(link, data={**hidden_fields(page.text), name: value},
+                     headers={"Origin": f"{parts.scheme}://{parts.netloc}"}, timeout=30)
+
+
 def _unescape(values: dict[str, str]) -> dict[str, str]:
     import html
 
     return {k: html.unescape(v) for k, v in values.items()}
 
 
-__all__ = ["EasyAuth", "principal_header", "sign_in"]
+__all__ = ["EasyAuth", "hidden_fields", "press", "principal_header", "sign_in"]

@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+from localdev.easyauth import hidden_fields
+from localdev.easyauth import press as press_button
 from localdev.emulators.base import Emulator, Request, Response
 
 
@@ -72,7 +74,7 @@ def person(stack, host_url: str, upn: str, *, mfa: bool = True) -> requests.Sess
 
 def form_of(page: requests.Response) -> dict[str, str]:
     """The hidden fields of the page's form (the anti-CSRF token)."""
-    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    return hidden_fields(page.text)
 
 
 def origin_of(url: str) -> str:
@@ -81,12 +83,8 @@ def origin_of(url: str) -> str:
 
 
 def press(http: requests.Session, link: str, choice: str) -> requests.Response:
-    """What a browser does: open the page, press the button (a same-origin form POST with the page's token)."""
-    page = http.get(link, timeout=30)
-    if page.status_code != 200:
-        return page
-    return http.post(link, data={**form_of(page), "confirm": choice}, headers={"Origin": origin_of(link)},
-                     timeout=30)
+    """What a browser does: open the approval page, press the button (a same-origin form POST with its token)."""
+    return press_button(http, link, "confirm", choice)
 
 
 def review_link(text: str) -> str:

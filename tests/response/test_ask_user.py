@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from localdev.easyauth import press
 from localdev.emulators.graph import ADELE
 from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
 from tests.conftest import HostClient, wait_for
@@ -67,10 +68,7 @@ def question_link(stack) -> str:
 
 
 def answer(http: requests.Session, link: str, choice: str) -> requests.Response:
-    page = http.get(link, timeout=30)
-    if page.status_code != 200:
-        return page
-    return http.post(link, data={**form_of(page), "answer": choice}, headers={"Origin": origin_of(link)}, timeout=30)
+    return press(http, link, "answer", choice)
 
 
 def comments(stack, incident) -> str:
