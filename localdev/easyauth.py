@@ -219,7 +219,8 @@ def sign_in(http, host_url: str, upn: str, password: str, *, mfa_code: str | Non
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', posted.text))
     action = re.search(r'<form id="f" method="post" action="([^"]+)"', posted.text)
     if action is None or "id_token" not in fields:
-        raise PermissionError(f"sign-in as {upn} failed: {re.sub(r'<[^>]+>', ' ', posted.text)[:200]}")
+        why = re.search(r'class="error">([^<]+)<', posted.text) or re.search(r"<p>([^<]+)</p>", posted.text)
+        raise PermissionError(f"sign-in as {upn} failed: {why[1] if why else posted.status_code}")
     return http.post(_unescape({"a": action[1]})["a"], data=_unescape(fields), allow_redirects=True, timeout=30)
 
 
