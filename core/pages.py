@@ -15,13 +15,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import azure.functions as func
+
+from core.errors import PackError, Unauthorized
+
+log = logging.getLogger(__name__)
 
 _LOCAL_TIME_SCRIPT = (
     "document.querySelectorAll('time[data-local]').forEach(function(t){var d=new Date(t.getAttribute('datetime'));"
@@ -214,9 +220,45 @@ def form_token(req: func.HttpRequest, signer, subject: str, person: str) -> str:
     return signer.form_token(subject, person, session_of(req.headers))
 
 
+class Refused(PackError):
+    """What a page refuses (a forged or foreign link, the wrong person, closed, expired); its message is shown."""
+
+    HEADINGS: ClassVar[dict[int, str]] = {401: "Sign in first", 403: "Not allowed", 404: "Not found",
+                                          409: "Already decided", 410: "Link expired"}
+
+    def __init__(self, status: int, message: str, code: str, *, sections: Sequence[tuple[str, Sequence[str]]] = ()
+                 ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.sections = sections
+
+
+def serve_page(work: Callable[[], func.HttpResponse], name: str) -> func.HttpResponse:
+    """Run a page handler; every failure becomes a page that says nothing was recorded (never a traceback)."""
+    try:
+        return work()
+    except Refused as refused:
+        log.info("%s refused: %s (%s)", name, refused.code, refused.status)
+        return Page(refused.status, Refused.HEADINGS.get(refused.status, "Refused"), refused.message,
+                    sections=refused.sections, tone="error" if refused.status in (403, 404) else "warn").response()
+    except Unauthorized as error:
+        log.warning("%s: %s", name, error.message)
+        return Page(401, "Sign in again", f"Your sign-in could not be read ({error.message}). Sign in again; nothing "
+                                          "was recorded.", tone="error").response()
+    except PackError as error:
+        log.warning("%s failed: %s %s", name, error.code, error.message)
+        return Page(error.status, "Try again later", "This could not be processed right now; nothing was recorded. "
+                                                     "Try again in a minute.", tone="warn",
+                    headers={"Retry-After": str(error.retry_after)} if error.retry_after else {}).response()
+    except Exception:
+        log.exception("%s failed unexpectedly", name)
+        return Page(500, "Error", "Unexpected error; nothing was recorded.", tone="error").response()
+
+
 CROSS_SITE = Page(403, "Not allowed", "This did not come from the page itself (a cross-site request or an old page). "
                                       "Open the link again. Nothing was recorded.", tone="error")
 
 
-__all__ = ["CROSS_SITE", "PAGE_HEADERS", "Button", "Form", "Page", "deadline_html", "deadline_text", "form_token",
-           "here_of", "origin_of", "posted_form", "redirect", "same_origin", "sign_in_gate", "zone"]
+__all__ = ["CROSS_SITE", "PAGE_HEADERS", "Button", "Form", "Page", "Refused", "deadline_html", "deadline_text",
+           "form_token", "here_of", "origin_of", "posted_form", "redirect", "same_origin", "serve_page", "sign_in_gate",
+           "zone"]

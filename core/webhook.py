@@ -38,11 +38,12 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from core.case import ci_get
+from core.case import Case, ci_get, normalise
 from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
 from core.http import call
 from core.sentinel import comment_id
 from core.signing import Signer
+from core.telemetry import bind_incident
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,17 @@ class WebhookWaits(ABC, Generic[W]):
         if stored is None:
             raise DownstreamError(f"the {self.NOUN} could not be read back from the state store", retry_after=5)
         return stored, created
+
+    def incident_case(self, body: Any) -> Case:
+        """The subscribe body's ``incident`` (the trigger body or ``{"incidentArmId": ...}``), which must name one."""
+        incident = ci_get(body, "incident")
+        if incident is None:
+            raise BadRequest("incident is required: pass @triggerBody() (or {\"incidentArmId\": ...})")
+        case = normalise(incident, max_entities=int(self.settings["MAX_ENTITIES"]))
+        bind_incident(case.incident_id)
+        if not case.incident_id:
+            raise BadRequest(f"a {self.NOUN} needs an incident: the incident body names none")
+        return case
 
     def callback_of(self, body: Any) -> str:
         return check_callback_url(ci_get(body, "callbackUrl"),

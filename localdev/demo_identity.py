@@ -9,17 +9,16 @@ one. Another person opening her link is refused.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from localdev.demo_orchestration import played, sample_incident
 from localdev.easyauth import press
 from localdev.emulators.graph import ADELE
 from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
@@ -27,19 +26,8 @@ from localdev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "infra" / "playbooks" / "response-ask-user.json"
-SAMPLE = ROOT / "tests" / "fixtures" / "incident-trigger.json"
 ADELE_UPN = "adele.vance@contoso.com"
 LINK = re.compile(r'href="([^"]+/api/response/entra/ask-user/[0-9a-f]{32}\?[^"]+)"')
-
-
-def _incident(number: int) -> dict:
-    body = json.loads(SAMPLE.read_text())
-    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo-ask-user-{number}"))
-    obj = body["object"]
-    obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
-    obj["name"] = guid
-    obj["properties"]["incidentNumber"] = number
-    return body
 
 
 def _link(stack, mails_before: int) -> str:
@@ -53,7 +41,7 @@ def _link(stack, mails_before: int) -> str:
 
 
 def _play(stack, host, say: Callable[..., None], number: int, answer: str) -> None:
-    incident = _incident(number)
+    incident = sample_incident(number, "demo-ask-user")
     incident_id = stack.arm.seed_from_trigger(incident)
     mails_before = len(stack.outbox.sent)
     runner = PlaybookRunner(load_playbook(PLAYBOOK), bicep_parameters(host.url, host.function_key),
@@ -86,12 +74,7 @@ def _play(stack, host, say: Callable[..., None], number: int, answer: str) -> No
         thread.join(60)
     finally:
         runner.close()
-    result = outcome.get("result")
-    if result is None:
-        say("the playbook run did not finish", 1)
-        raise SystemExit(1)
-    for line in result.timeline[1:]:
-        say(f"playbook: {line}", 1)
+    played(outcome, say)
     risky = stack.graph.risky_user(ADELE) or {}
     say(f"Identity Protection: Adele's risk state {risky.get('riskState', 'none')}; incident status "
         f"{stack.arm.incident(incident_id)['properties']['status']} (answers never close incidents)", 1)

@@ -35,9 +35,10 @@ LINK = re.compile(r"https?://[^\s\"'<>]+/api/orchestration/approvals/[0-9a-f]{32
 REVIEW = re.compile(r"https?://[^\s\"'<>\\]+/api/orchestration/approvals/[0-9a-f]{32}/review\?[^\s\"'<>\\]+")
 
 
-def _incident(number: int) -> dict:
+def sample_incident(number: int, name: str = "demo-orchestration") -> dict:
+    """The sample incident under its own id, number and URL (stable across demo runs)."""
     body = json.loads(SAMPLE.read_text())
-    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo-orchestration-{number}"))
+    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}-{number}"))
     obj = body["object"]
     obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
     obj["name"] = guid
@@ -55,8 +56,19 @@ def _wait(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
     raise RuntimeError("the demo waited too long for the approval's mail and notice")
 
 
+def played(outcome: dict[str, Any], say: Callable[..., None]) -> Any:
+    """The finished run of a playbook played in a thread, its timeline printed; exits the demo if it hung."""
+    result = outcome.get("result")
+    if result is None:
+        say("the playbook run did not finish", 1)
+        raise SystemExit(1)
+    for line in result.timeline[1:]:
+        say(f"playbook: {line}", 1)
+    return result
+
+
 def _play(stack, host, say: Callable[..., None], number: int, approver: str, choice: str) -> None:
-    incident = _incident(number)
+    incident = sample_incident(number)
     incident_id = stack.arm.seed_from_trigger(incident)
     mails_before, teams_before, slack_before = len(stack.outbox.sent), len(stack.teams.messages), \
         len(stack.slack.messages)
@@ -99,12 +111,7 @@ def _play(stack, host, say: Callable[..., None], number: int, approver: str, cho
         thread.join(60)
     finally:
         runner.close()
-    result = outcome.get("result")
-    if result is None:
-        say("the playbook run did not finish", 1)
-        raise SystemExit(1)
-    for line in result.timeline[1:]:
-        say(f"playbook: {line}", 1)
+    result = played(outcome, say)
     decision = result.actions["Ask_approvers"].body or {}
     targets = decision.get("targets") or {}
     say(f"callback: {decision.get('decision')} by {decision.get('decidedByName')} ({decision.get('decidedById')}); "

@@ -16,7 +16,6 @@ import logging
 
 import azure.functions as func
 
-from core.errors import PackError, Unauthorized
 from core.pages import (
     CROSS_SITE,
     Button,
@@ -27,13 +26,13 @@ from core.pages import (
     here_of,
     origin_of,
     posted_form,
+    serve_page,
     sign_in_gate,
 )
 from core.principal import Principal
 from core.webhook import public_base_url
 
 log = logging.getLogger(__name__)
-HEADINGS = {401: "Sign in first", 403: "Not allowed", 404: "Not found", 409: "Already decided", 410: "Link expired"}
 
 
 def _ctx():
@@ -43,57 +42,42 @@ def _ctx():
 
 
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    from orchestration.approvals import Approvals, LinkRefused
+    return serve_page(lambda: _handle(req), "approval page")
 
-    try:
-        service = Approvals(_ctx())
-        check = service.check_link(req.route_params.get("id", ""), req.route_params.get("decision", ""),
-                                   dict(req.params.items()))
-        principal: Principal | None = None
-        if service.require_sign_in:
-            service.sign_in_ready()
-            gate = sign_in_gate(req)
-            if not isinstance(gate, Principal):
-                return gate
-            principal = gate
-        service.authorize(check, principal)
-        service.check_open(check.approval)
-        person = principal.object_id if principal else (check.person.key if check.person else "")
-        if req.method.upper() == "GET":
-            token = form_token(req, service.signer, check.approval.id, person)
-            return _decision_page(service, check, principal, here_of(req), token).response()
-        form = posted_form(req, service.signer, check.approval.id, person,
-                           public_base_url(service.settings, origin_of(req)))
-        if form is None:
-            log.warning("approval %s: decision POST without our page's token or origin refused", check.approval.id)
-            return CROSS_SITE.response()
-        choice = check.approval.choice(form.get("confirm", ""))
-        if choice is None or (check.choice is not None and choice != check.choice):
-            return Page(400, "Not confirmed", "Open the link and press the confirmation button to decide.",
-                        tone="warn").response()
-        approval = service.decide(check, choice, principal)
-        who = principal.label if principal else approval.decided_by
-        return Page(200, f"Recorded: {choice}", f"Your decision ({choice}) on {approval.case_label} is recorded as "
-                                                f"{who}'s and the playbook continues. You can close this page.",
-                    tone="ok").response()
-    except LinkRefused as refused:
-        log.info("approval page refused: %s (%s)", refused.code, refused.status)
-        sections = [("Who may decide", refused.who_may_decide)] if refused.who_may_decide else []
-        return Page(refused.status, HEADINGS.get(refused.status, "Refused"), refused.message, sections=sections,
-                    tone="error" if refused.status in (403, 404) else "warn").response()
-    except Unauthorized as error:
-        log.warning("approval page: %s", error.message)
-        return Page(401, "Sign in again", f"Your sign-in could not be read ({error.message}). Sign in again; nothing "
-                                          "was decided.", tone="error").response()
-    except PackError as error:
-        log.warning("approval page failed: %s %s", error.code, error.message)
-        page = Page(error.status, "Try again later", "The decision could not be processed right now; nothing was "
-                                                     "decided. Try again in a minute.", tone="warn",
-                    headers={"Retry-After": str(error.retry_after)} if error.retry_after else {})
-        return page.response()
-    except Exception:
-        log.exception("approval page failed unexpectedly")
-        return Page(500, "Error", "Unexpected error; nothing was decided.", tone="error").response()
+
+def _handle(req: func.HttpRequest) -> func.HttpResponse:
+    from orchestration.approvals import Approvals
+
+    service = Approvals(_ctx())
+    check = service.check_link(req.route_params.get("id", ""), req.route_params.get("decision", ""),
+                               dict(req.params.items()))
+    principal: Principal | None = None
+    if service.require_sign_in:
+        service.sign_in_ready()
+        gate = sign_in_gate(req)
+        if not isinstance(gate, Principal):
+            return gate
+        principal = gate
+    service.authorize(check, principal)
+    service.check_open(check.approval)
+    person = principal.object_id if principal else (check.person.key if check.person else "")
+    if req.method.upper() == "GET":
+        token = form_token(req, service.signer, check.approval.id, person)
+        return _decision_page(service, check, principal, here_of(req), token).response()
+    form = posted_form(req, service.signer, check.approval.id, person,
+                       public_base_url(service.settings, origin_of(req)))
+    if form is None:
+        log.warning("approval %s: decision POST without our page's token or origin refused", check.approval.id)
+        return CROSS_SITE.response()
+    choice = check.approval.choice(form.get("confirm", ""))
+    if choice is None or (check.choice is not None and choice != check.choice):
+        return Page(400, "Not confirmed", "Open the link and press the confirmation button to decide.",
+                    tone="warn").response()
+    approval = service.decide(check, choice, principal)
+    who = principal.label if principal else approval.decided_by
+    return Page(200, f"Recorded: {choice}", f"Your decision ({choice}) on {approval.case_label} is recorded as "
+                                            f"{who}'s and the playbook continues. You can close this page.",
+                tone="ok").response()
 
 
 def _decision_page(service, check, principal: Principal | None, here: str, token: str) -> Page:

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from core.case import Case, ci_get, normalise
+from core.case import Case, ci_get
 from core.directory import Person
-from core.errors import BadRequest, ConfigurationError, DownstreamError, PackError
-from core.pages import deadline_text
+from core.errors import BadRequest, ConfigurationError, DownstreamError
+from core.pages import Refused, deadline_text
 from core.principal import Principal, easy_auth_enabled
 from core.telemetry import bind_incident
 from core.webhook import Wait, WebhookWaits, iso, public_base_url
@@ -50,13 +50,11 @@ RESERVED = {"timedout", "cancelled", REVIEW}
 CHOICE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
 
 
-class LinkRefused(PackError):
-    """A link or a click the pack refuses; its message is shown to the person on the page."""
+class LinkRefused(Refused):
+    """A link or a click the pack refuses; the page shows its message and, when it helps, who may decide."""
 
     def __init__(self, status: int, message: str, code: str, *, who_may_decide: list[str] | None = None) -> None:
-        super().__init__(message, code=code)
-        self.status = status
-        self.who_may_decide = who_may_decide or []
+        super().__init__(status, message, code, sections=[("Who may decide", who_may_decide)] if who_may_decide else [])
 
 
 @dataclass
@@ -123,13 +121,7 @@ class Approvals(WebhookWaits[Approval]):
             raise BadRequest("the approval request must be a JSON object")
         callback = self.callback_of(body)
         self.sign_in_ready()
-        incident = ci_get(body, "incident")
-        if incident is None:
-            raise BadRequest("incident is required: pass @triggerBody() (or {\"incidentArmId\": ...})")
-        case = normalise(incident, max_entities=int(self.settings["MAX_ENTITIES"]))
-        bind_incident(case.incident_id)
-        if not case.incident_id:
-            raise BadRequest("an approval needs an incident: the incident body names none")
+        case = self.incident_case(body)
         choices = self._choices(ci_get(body, "choices"))
         entries = self.approvers.chosen(ci_get(body, "approvers"))
         channels = self._channels(ci_get(body, "channels"))

@@ -30,19 +30,21 @@ import azure.functions as func
 
 from core.case import Case, ci_get, normalise
 from core.directory import Directory, Person
-from core.errors import BadRequest, ConfigurationError, DownstreamError, PackError, Unauthorized
+from core.errors import BadRequest, ConfigurationError, DownstreamError, PackError
 from core.http import call, error_code_of
 from core.pages import (
     CROSS_SITE,
     Button,
     Form,
     Page,
+    Refused,
     deadline_html,
     deadline_text,
     form_token,
     here_of,
     origin_of,
     posted_form,
+    serve_page,
     sign_in_gate,
 )
 from core.principal import Principal, easy_auth_enabled
@@ -54,12 +56,6 @@ log = logging.getLogger(__name__)
 
 ROUTE = "response/entra/ask-user"
 YES, NO = "Yes", "No"
-
-
-class Refused(PackError):
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
 
 
 @dataclass
@@ -95,13 +91,7 @@ class AskUser(WebhookWaits[Question]):
             raise ConfigurationError("asking users needs App Service Authentication (Easy Auth) in front of the "
                                      "app: WEBSITE_AUTH_ENABLED is not True (see docs/deploy.md, sign-in)")
         self.settings.require("APPROVAL_MAILBOX")
-        incident = ci_get(body, "incident")
-        if incident is None:
-            raise BadRequest("incident is required: pass @triggerBody() (or {\"incidentArmId\": ...})")
-        case = normalise(incident, max_entities=int(self.settings["MAX_ENTITIES"]))
-        bind_incident(case.incident_id)
-        if not case.incident_id:
-            raise BadRequest("asking the user needs an incident: the incident body names none")
+        case = self.incident_case(body)
         base = public_base_url(self.settings, origin)
         expires = self.deadline(body, "ASK_USER_TIMEOUT_MINUTES")
         question = self.get(self.id_of(callback))
@@ -338,55 +328,43 @@ def _outcome(result: dict[str, Any]) -> str:
 
 # -- the answer page (``GET|POST response/entra/ask-user/{id}``) ---------------------------------------------
 def page(req: func.HttpRequest, ctx) -> func.HttpResponse:
-    try:
-        service = AskUser(ctx)
-        question, user = service.check_link(req.route_params.get("id", ""), dict(req.params.items()))
-        if not easy_auth_enabled():
-            raise ConfigurationError("App Service Authentication is not enabled (WEBSITE_AUTH_ENABLED)")
-        gate = sign_in_gate(req)
-        if not isinstance(gate, Principal):
-            return gate
-        principal = gate
-        if principal.object_id != user["id"]:
-            return Page(403, "Not for you", f"This question is for {user.get('name') or user.get('upn')}; you are "
-                                            f"signed in as {principal.upn or principal.object_id}. Nothing was "
-                                            "recorded.", tone="error").response()
-        service.check_open(question, user)
-        if req.method.upper() == "GET":
-            token = form_token(req, service.signer, question.id, principal.object_id)
-            return Page(200, "Was this you?", question.summary, facts=[("Account", user.get("upn") or "")],
-                        facts_html=[("Answer by", deadline_html(question.expires_at,
-                                                                 str(service.settings["DISPLAY_TIME_ZONE"])))],
-                        form=Form(here_of(req), [Button("Yes, it was me", YES, "primary"),
-                                                 Button("No, it wasn't me", NO, "danger")], {"csrf": token},
-                                  field_name="answer"),
-                        note="\"Yes\" needs a recent sign-in with your authenticator. If it wasn't you, we secure "
-                             "your account right away.").response()
-        form = posted_form(req, service.signer, question.id, principal.object_id,
-                           public_base_url(service.settings, origin_of(req)))
-        if form is None:
-            return CROSS_SITE.response()
-        answer = form.get("answer", "")
-        if answer not in (YES, NO):
-            return Page(400, "Not answered", "Press one of the two buttons.", tone="warn").response()
-        service.answer(question.id, user["id"], answer, principal)
-        text = ("Thank you. We are securing your account now; the security team will contact you." if answer == NO
-                else "Thank you for confirming. The security team has your answer.")
-        return Page(200, "Answer recorded", text, tone="ok").response()
-    except Refused as refused:
-        return Page(refused.status, {403: "Not allowed", 404: "Not found", 409: "Already answered",
-                                     410: "Link expired"}.get(refused.status, "Refused"), refused.message,
-                    tone="warn").response()
-    except Unauthorized as error:
-        return Page(401, "Sign in again", f"Your sign-in could not be read ({error.message}).",
-                    tone="error").response()
-    except PackError as error:
-        log.warning("ask-user page failed: %s %s", error.code, error.message)
-        return Page(error.status, "Try again later", "Your answer could not be recorded right now. Try again in a "
-                                                     "minute.", tone="warn").response()
-    except Exception:
-        log.exception("ask-user page failed unexpectedly")
-        return Page(500, "Error", "Unexpected error; nothing was recorded.", tone="error").response()
+    return serve_page(lambda: _page(req, ctx), "ask-user page")
+
+
+def _page(req: func.HttpRequest, ctx) -> func.HttpResponse:
+    service = AskUser(ctx)
+    question, user = service.check_link(req.route_params.get("id", ""), dict(req.params.items()))
+    if not easy_auth_enabled():
+        raise ConfigurationError("App Service Authentication is not enabled (WEBSITE_AUTH_ENABLED)")
+    gate = sign_in_gate(req)
+    if not isinstance(gate, Principal):
+        return gate
+    principal = gate
+    if principal.object_id != user["id"]:
+        raise Refused(403, f"This question is for {user.get('name') or user.get('upn')}; you are signed in as "
+                           f"{principal.upn or principal.object_id}. Nothing was recorded.", "NotForYou")
+    service.check_open(question, user)
+    if req.method.upper() == "GET":
+        token = form_token(req, service.signer, question.id, principal.object_id)
+        return Page(200, "Was this you?", question.summary, facts=[("Account", user.get("upn") or "")],
+                    facts_html=[("Answer by", deadline_html(question.expires_at,
+                                                             str(service.settings["DISPLAY_TIME_ZONE"])))],
+                    form=Form(here_of(req), [Button("Yes, it was me", YES, "primary"),
+                                             Button("No, it wasn't me", NO, "danger")], {"csrf": token},
+                              field_name="answer"),
+                    note="\"Yes\" needs a recent sign-in with your authenticator. If it wasn't you, we secure "
+                         "your account right away.").response()
+    form = posted_form(req, service.signer, question.id, principal.object_id,
+                       public_base_url(service.settings, origin_of(req)))
+    if form is None:
+        return CROSS_SITE.response()
+    answer = form.get("answer", "")
+    if answer not in (YES, NO):
+        return Page(400, "Not answered", "Press one of the two buttons.", tone="warn").response()
+    service.answer(question.id, user["id"], answer, principal)
+    text = ("Thank you. We are securing your account now; the security team will contact you." if answer == NO
+            else "Thank you for confirming. The security team has your answer.")
+    return Page(200, "Answer recorded", text, tone="ok").response()
 
 
 __all__ = ["ROUTE", "AskUser", "Question", "page"]

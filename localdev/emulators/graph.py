@@ -287,22 +287,13 @@ class GraphEmulator(Emulator):
                                   **copy.deepcopy(risky)})
 
     def _confirm(self, req: Request) -> Response:
-        if not self.licensed:
-            return _error(req, 403, "Forbidden", NOT_LICENSED)
-        body = self._body(req)
-        ids = body.get("userIds") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            return _error(req, 400, "BadRequest", "The 'userIds' property is required and must be a list of ids.")
-        with self._state:
-            users = [self._users.get(i.lower()) for i in ids]
-            if any(u is None for u in users):
-                return _error(req, 400, "BadRequest", "One or more user ids are invalid.")
-            for user in users:
-                assert user is not None
-                self.set_risk(user["id"], "confirmedCompromised", "high")
-            return Response(204)
+        return self._set_risks(req, "confirmedCompromised", "high", "adminConfirmedUserCompromised")
 
     def _dismiss(self, req: Request) -> Response:
+        return self._set_risks(req, "dismissed", "none", "adminDismissedAllRiskForUser")
+
+    def _set_risks(self, req: Request, state: str, level: str, detail: str) -> Response:
+        """confirmCompromised and dismiss: the same body (``userIds``), licence check and errors."""
         if not self.licensed:
             return _error(req, 403, "Forbidden", NOT_LICENSED)
         body = self._body(req)
@@ -313,8 +304,8 @@ class GraphEmulator(Emulator):
             if any(i.lower() not in self._users for i in ids):
                 return _error(req, 400, "BadRequest", "One or more user ids are invalid.")
             for object_id in ids:
-                self.set_risk(object_id, "dismissed", "none")
-                self._risky[object_id.lower()]["riskDetail"] = "adminDismissedAllRiskForUser"
+                self.set_risk(object_id, state, level)
+                self._risky[object_id.lower()]["riskDetail"] = detail
             return Response(204)
 
     # -- groups -------------------------------------------------------------------------------

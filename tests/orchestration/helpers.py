@@ -8,6 +8,7 @@ import hmac
 import re
 import threading
 import uuid
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
@@ -15,6 +16,7 @@ import requests
 from localdev.easyauth import hidden_fields
 from localdev.easyauth import press as press_button
 from localdev.emulators.base import Emulator, Request, Response
+from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
 
 
 class CallbackReceiver(Emulator):
@@ -91,3 +93,25 @@ def review_link(text: str) -> str:
     (link,) = {link.replace("&amp;", "&") for link in re.findall(
         r"https?://[^\s\"'<>\\]+/api/orchestration/approvals/[0-9a-f]{32}/review\?[^\s\"'<>\\]+", text)}
     return link
+
+
+class Started:
+    """A playbook run in a thread: it blocks in its HTTP-webhook wait until someone decides or answers."""
+
+    def __init__(self, host, playbook: Path, incident, **parameters) -> None:
+        params = bicep_parameters(host.host.url, host.host.function_key) | parameters
+        self.runner = PlaybookRunner(load_playbook(playbook), params, time_scale=0.01)
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(incident,), daemon=True)
+        self.thread.start()
+
+    def _run(self, incident) -> None:
+        try:
+            self.result = self.runner.run(incident)
+        finally:
+            self.runner.close()
+
+    def join(self):
+        self.thread.join(60)
+        assert self.result is not None, "the playbook run did not finish"
+        return self.result

@@ -15,7 +15,7 @@ import requests
 
 from localdev.emulators.graph import PEOPLE, SOC_APPROVERS_GROUP
 from localdev.stack import APPROVAL_SIGNING_KEY
-from tests.conftest import HostClient, wait_for
+from tests.conftest import wait_for
 from tests.fixtures import incident_with
 from tests.orchestration.helpers import form_of, link_for, links_in, origin_of, person, press, resign, review_link
 
@@ -296,20 +296,6 @@ def test_bad_subscribe_bodies_are_400s_naming_the_problem(clean_stack, host, cal
 
 
 # -- other configurations: each its own host ---------------------------------------------------------------------
-@pytest.fixture
-def host_with(stack):
-    started = []
-
-    def start(**overrides: str) -> HostClient:
-        process = stack.host(**overrides)
-        started.append(process)
-        return HostClient(process)
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def test_approvers_by_object_id_and_group_and_guest_mail(clean_stack, host_with, callbacks, incident):
     host = host_with(APPROVERS=f"{BOB},{SOC_APPROVERS_GROUP},dave_fabrikam.com#ext#@contoso.onmicrosoft.com")
     url, approval = subscribe(host, callbacks, incident, channels=["email"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
 import uuid
 from pathlib import Path
 
@@ -13,36 +12,13 @@ import pytest
 import requests
 
 from localdev.emulators.graph import ADELE, PEOPLE
-from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
 from tests.conftest import wait_for
 from tests.fixtures import incident_with
-from tests.orchestration.helpers import link_for, links_in, person, press
+from tests.orchestration.helpers import Started, link_for, links_in, person, press
 
 ALICE = PEOPLE[0][0]
 PLAYBOOK = Path(__file__).resolve().parents[2] / "infra" / "playbooks" / "orchestration-compromised-user.json"
 pytestmark = pytest.mark.e2e
-
-
-class Started:
-    """A playbook run in a thread: it blocks in the approval wait until someone clicks."""
-
-    def __init__(self, host, incident, **parameters) -> None:
-        params = bicep_parameters(host.host.url, host.host.function_key) | parameters
-        self.runner = PlaybookRunner(load_playbook(PLAYBOOK), params, time_scale=0.01)
-        self.result = None
-        self.thread = threading.Thread(target=self._run, args=(incident,), daemon=True)
-        self.thread.start()
-
-    def _run(self, incident) -> None:
-        try:
-            self.result = self.runner.run(incident)
-        finally:
-            self.runner.close()
-
-    def join(self):
-        self.thread.join(60)
-        assert self.result is not None, "the playbook run did not finish"
-        return self.result
 
 
 def click(stack, host, approver: str, choice: str) -> requests.Response:
@@ -69,7 +45,7 @@ def common_effects(stack, incident) -> None:
 
 
 def test_ignore_closes_the_incident_and_the_ticket(clean_stack, host, incident):
-    run = Started(host, incident)
+    run = Started(host, PLAYBOOK, incident)
     assert click(clean_stack, host, "bob@contoso.com", "Ignore").status_code == 200
     result = run.join()
     assert result.status == "Succeeded", result.timeline
@@ -87,7 +63,7 @@ def test_ignore_closes_the_incident_and_the_ticket(clean_stack, host, incident):
 
 
 def test_timeout_does_nothing_destructive(clean_stack, host, incident):
-    run = Started(host, incident, approvalTimeout="PT1S")
+    run = Started(host, PLAYBOOK, incident, approvalTimeout="PT1S")
     wait_for(lambda: len(clean_stack.outbox.sent) == 2)
     import time
 
@@ -113,7 +89,7 @@ def test_block_acts_on_exactly_the_listed_targets(clean_stack, host, callbacks):
     incident = incident_with(uuid.uuid4().int % 90000 + 10000, [bad, harmless, "10.0.0.5"],
                              name=str(uuid.uuid4()))
     clean_stack.arm.seed_from_trigger(incident)
-    run = Started(host, incident)
+    run = Started(host, PLAYBOOK, incident)
     assert click(clean_stack, host, "alice@contoso.com", "Block").status_code == 200
     result = run.join()
     decision = result["Ask_approvers"].body
@@ -135,7 +111,7 @@ def test_block_acts_on_exactly_the_listed_targets(clean_stack, host, callbacks):
 @pytest.mark.skipif(importlib.util.find_spec("response") is None, reason="the response area is not in the tree yet")
 def test_block_isolates_the_listed_host_when_isolation_is_on(clean_stack, host, incident):
     clean_stack.mde.add_machine("7d3c9b2a1f0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c", "ws-fin-0042.corp.contoso.com")
-    run = Started(host, incident, isolateHost=True)
+    run = Started(host, PLAYBOOK, incident, isolateHost=True)
     assert click(clean_stack, host, "alice@contoso.com", "Block").status_code == 200
     result = run.join()
     (listed,) = result["Ask_approvers"].body["targets"]["hosts"]

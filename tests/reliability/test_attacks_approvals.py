@@ -46,20 +46,6 @@ def incident(clean_stack):
     return body
 
 
-@pytest.fixture
-def host_with(stack):
-    started = []
-
-    def start(**overrides: str) -> HostClient:
-        process = stack.host(**overrides)
-        started.append(process)
-        return HostClient(process)
-
-    yield start
-    for process in started:
-        process.stop()
-
-
 def sweep(host: HostClient) -> None:
     fired = requests.post(f"{host.host.url}/admin/functions/approval_sweep", json={},
                           headers={"x-functions-key": host.host.master_key}, timeout=30)

@@ -1,11 +1,10 @@
-"""The user's own confirmation end to end: infra/playbooks/response-ask-user.json in the local playbook runner, the
-mail through the Graph emulator, the user signed in through the host's Easy Auth (Entra emulator), Identity
-Protection on the Graph emulator."""
+"""The user's own confirmation end to end: infra/playbooks/response-ask-user.json run by
+localdev.playbooks.PlaybookRunner (tests.orchestration.helpers.Started), the mail through the Graph emulator, the
+user signed in through the host's Easy Auth (Entra emulator), Identity Protection on the Graph emulator."""
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import requests
 
 from localdev.easyauth import press
 from localdev.emulators.graph import ADELE
-from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
-from tests.conftest import HostClient, wait_for
+from tests.conftest import wait_for
 from tests.fixtures import fresh_incident
-from tests.orchestration.helpers import CallbackReceiver, form_of, origin_of, person
+from tests.orchestration.helpers import CallbackReceiver, Started, form_of, origin_of, person
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "infra" / "playbooks" / "response-ask-user.json"
 ROUTE = "response/entra/ask-user"
@@ -38,28 +36,6 @@ def callbacks():
         yield receiver
 
 
-class Started:
-    """The playbook in a thread: it waits in Ask_the_user until the user answers or the deadline passes."""
-
-    def __init__(self, host, incident, **parameters) -> None:
-        params = bicep_parameters(host.host.url, host.host.function_key) | parameters
-        self.runner = PlaybookRunner(load_playbook(PLAYBOOK), params, time_scale=0.01)
-        self.result = None
-        self.thread = threading.Thread(target=self._run, args=(incident,), daemon=True)
-        self.thread.start()
-
-    def _run(self, incident) -> None:
-        try:
-            self.result = self.runner.run(incident)
-        finally:
-            self.runner.close()
-
-    def join(self):
-        self.thread.join(60)
-        assert self.result is not None, "the playbook run did not finish"
-        return self.result
-
-
 def question_link(stack) -> str:
     (mail,) = wait_for(lambda: stack.outbox.to(ADELE_UPN))
     assert mail["subject"].startswith("Was this you?")
@@ -76,7 +52,7 @@ def comments(stack, incident) -> str:
 
 
 def test_no_it_wasnt_me_confirms_compromise_and_tells_the_soc(clean_stack, host, incident):
-    run = Started(host, incident)
+    run = Started(host, PLAYBOOK, incident)
     link = question_link(clean_stack)
     assert requests.get(link, timeout=30, allow_redirects=False).status_code == 302  # not signed in: sign-in first
     adele = person(clean_stack, host.host.url, ADELE_UPN, mfa=False)  # "No" counts without MFA: it only protects
@@ -102,7 +78,7 @@ def test_no_it_wasnt_me_confirms_compromise_and_tells_the_soc(clean_stack, host,
 
 
 def test_yes_needs_a_fresh_multi_factor_sign_in_and_closes_nothing(clean_stack, host, incident):
-    run = Started(host, incident)
+    run = Started(host, PLAYBOOK, incident)
     link = question_link(clean_stack)
     clean_stack.graph.set_risk(ADELE, "atRisk", "medium")
     password_only = person(clean_stack, host.host.url, ADELE_UPN, mfa=False)
@@ -138,7 +114,7 @@ def test_only_the_user_asked_may_answer(clean_stack, host, incident, callbacks):
 
 
 def test_nobody_answering_times_out_through_the_sweep_not_a_page_view(clean_stack, host, incident):
-    run = Started(host, incident, askTimeout="PT2S")
+    run = Started(host, PLAYBOOK, incident, askTimeout="PT2S")
     link = question_link(clean_stack)
     adele = person(clean_stack, host.host.url, ADELE_UPN)
     time.sleep(2.2)
@@ -152,20 +128,6 @@ def test_nobody_answering_times_out_through_the_sweep_not_a_page_view(clean_stac
     assert result["Ask_the_user"].body["answer"] == "TimedOut"
     assert result["Tell_the_SOC_nobody_answered"].status == "Succeeded"
     assert "User confirmation timed out" in comments(clean_stack, incident)
-
-
-@pytest.fixture
-def host_with(stack):
-    started = []
-
-    def start(**overrides: str) -> HostClient:
-        process = stack.host(**overrides)
-        started.append(process)
-        return HostClient(process)
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 def test_protected_accounts_are_not_asked_and_dry_run_changes_nothing(clean_stack, host_with, incident, callbacks):
