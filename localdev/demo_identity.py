@@ -84,6 +84,11 @@ def _play(stack, host, say: Callable[..., None], number: int, answer: str) -> No
 
 
 def run(stack, host, say: Callable[..., None]) -> None:
+    user = stack.graph.user(ADELE)
+    if user and not user["accountEnabled"]:  # the compromised-user demo's Block disabled her (AADSTS50057)
+        stack.graph.set_enabled(ADELE, True)
+        say("(Adele's account, disabled by the Block above, is enabled again for this part: a disabled account "
+            "cannot sign in)")
     _play(stack, host, say, 4851, "No")
     print()
     _play(stack, host, say, 4852, "Yes")

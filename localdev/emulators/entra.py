@@ -100,8 +100,9 @@ class EntraEmulator(Emulator):
 # GET {authority}/{tenant}/oauth2/v2.0/authorize?client_id&redirect_uri&response_type=code id_token
 #     &response_mode=form_post&scope=openid ...&nonce&state shows the sign-in page; a good user name and password
 #     answer an HTML form that POSTs ``id_token`` and ``state`` to the redirect URI (form_post). Bad credentials:
-#     AADSTS50126; an unregistered redirect URI: AADSTS50011 (for http://127.0.0.1 and localhost the port is
-#     ignored, as the "Redirect URI restrictions" page says of localhost); an unknown client: AADSTS700016.
+#     AADSTS50126; a disabled account: AADSTS50057; an unregistered redirect URI: AADSTS50011 (for
+#     http://127.0.0.1 and localhost the port is ignored, as the "Redirect URI restrictions" page says of
+#     localhost); an unknown client: AADSTS700016.
 # Keys: GET {authority}/{tenant}/discovery/v2.0/keys (JWKS, RS256). The ID token is the v1.0 shape (issuer
 #     https://sts.windows.net/{tenant}/), the version that carries ``amr`` (pwd, mfa; RFC 8176 values): Entra
 #     emits amr in v1.0 tokens only (MicrosoftDocs/azure-docs issue 85021), hence the v1 issuer for Easy Auth.
@@ -195,6 +196,9 @@ class SignIn:
         user = self.directory.authenticate(form.get("login", ""), form.get("password", "")) if self.directory else None
         if user is None:
             error = ("AADSTS50126: Error validating credentials due to invalid username or password.")
+            return _page(200, "Sign in to your account", f'<p class="error">{html.escape(error)}</p>' + _form(params))
+        if not user.get("accountEnabled", True):
+            error = "AADSTS50057: The user account is disabled."
             return _page(200, "Sign in to your account", f'<p class="error">{html.escape(error)}</p>' + _form(params))
         amr = ["pwd"] + (["mfa"] if form.get("otp") and self.directory.verify_otp(user["id"], form["otp"]) else [])
         token = self.id_token(user, params["client_id"], params["nonce"], amr)

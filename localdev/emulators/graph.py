@@ -156,12 +156,16 @@ class GraphEmulator(Emulator):
             self._groups[group_id.lower()]["members"].remove(member_id.lower())
 
     # -- the sign-in directory (used by the Entra emulator) ------------------------------------
+    def set_enabled(self, object_id: str, enabled: bool) -> None:
+        with self._state:
+            self._users[object_id.lower()]["accountEnabled"] = enabled
+
     def authenticate(self, login: str, password: str) -> dict | None:
-        """The enabled user with this UPN (or mail) and password; None otherwise."""
+        """The user with this UPN (or mail) and password, enabled or not (the sign-in tells them apart); else None."""
         with self._state:
             key = login.strip().lower()
             user = self._find(key) or next((u for u in self._users.values() if u["mail"].lower() == key), None)
-            if user is None or not user["accountEnabled"]:
+            if user is None:
                 return None
             stored = self._secrets.get(user["id"].lower())
             return copy.deepcopy(user) if stored and hmac.compare_digest(stored[0], password) else None

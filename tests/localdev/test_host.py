@@ -370,6 +370,13 @@ def test_easy_auth_refuses_what_app_service_refuses(easy_auth_host):
     assert external.status_code == 403
     with pytest.raises(PermissionError, match="AADSTS50126"):
         sign_in(requests.Session(), served.url, "alice@contoso.com", "wrong-password")
+    directory = entra.sign_in.directory
+    directory.set_enabled(directory.user("bob@contoso.com")["id"], False)
+    try:
+        with pytest.raises(PermissionError, match="AADSTS50057"):  # a disabled account cannot sign in
+            sign_in(requests.Session(), served.url, "bob@contoso.com", LOCAL_PASSWORD)
+    finally:
+        directory.set_enabled(directory.user("bob@contoso.com")["id"], True)
     # A tampered ID token (the payload changed, the signature kept) opens no session.
     http = requests.Session()
     start = http.get(f"{served.url}/.auth/login/aad", allow_redirects=True, timeout=10)
