@@ -156,3 +156,29 @@ def test_durations():
     for bad in ("P", "1h", "PT0S", "P31D", 60):
         with pytest.raises(BadRequest):
             parse_duration(bad)
+
+
+def test_local_mode_is_refused_in_azure_and_sign_in_off_is_reported():
+    from core.settings import Settings
+
+    azure = Settings.from_env({"LOCAL_MODE": "true", "WEBSITE_INSTANCE_ID": "abc123"})
+    with pytest.raises(ConfigurationError, match="LOCAL_MODE is refused when running in Azure"):
+        azure["LOCAL_MODE"]
+    assert azure.report()["LOCAL_MODE"].startswith("invalid:")
+    off = Settings.from_env({"APPROVAL_REQUIRE_SIGN_IN": "false"})
+    assert off["APPROVAL_REQUIRE_SIGN_IN"] is False  # allowed, but loud
+    assert off.report()["APPROVAL_REQUIRE_SIGN_IN"].startswith("set (warning: sign-in is OFF")
+    local = Settings.from_env({"APPROVAL_REQUIRE_SIGN_IN": "false", "LOCAL_MODE": "true"})
+    assert local.report()["APPROVAL_REQUIRE_SIGN_IN"] == "set" and not local.warnings
+
+
+def test_public_base_url_is_required_outside_local_mode():
+    from core.settings import Settings
+    from core.webhook import public_base_url
+
+    with pytest.raises(ConfigurationError, match="PUBLIC_BASE_URL is required"):
+        public_base_url(Settings.from_env({}), "https://approvals.evil.example")
+    assert public_base_url(Settings.from_env({"LOCAL_MODE": "true"}), "http://127.0.0.1:7071") == \
+        "http://127.0.0.1:7071"
+    assert public_base_url(Settings.from_env({"PUBLIC_BASE_URL": "https://func.example.net/"}),
+                           "https://approvals.evil.example") == "https://func.example.net"
