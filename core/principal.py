@@ -7,7 +7,9 @@ types went through the default claims mapping, so the object id arrives as
 ``http://schemas.microsoft.com/identity/claims/objectidentifier`` rather than ``oid`` (both are read).
 Source: learn.microsoft.com/azure/app-service/configure-authentication-user-identities ("Decode the
 client principal header"); "External requests aren't allowed to set these headers, so they're present only
-if set by App Service."
+if set by App Service." ``amr`` is in v1.0 ID tokens only (the v1.0 sample of learn.microsoft.com/entra/
+identity-platform/id-tokens carries it, the v2.0 one does not), and ``iat`` "indicates when the authentication
+for this token occurred" (same page).
 
 That last sentence is the whole trust: the header is believed only when App Service says Easy Auth runs
 in front of the app (``WEBSITE_AUTH_ENABLED=True``, an environment variable the platform sets; the local
