@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 STAMPS := .make
 
-.PHONY: install lint test unit audit demo bench bench-quick checkov typecheck requirements up up-emulators clean
+.PHONY: install lint test unit audit demo bench bench-quick checkov typecheck requirements up up-emulators chromium clean
 
 install: $(STAMPS)/venv $(STAMPS)/node
 
@@ -40,8 +40,17 @@ requirements:
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
 
-unit: install
+unit: install chromium
 	$(PY) -m pytest -q
+
+# Headless Chromium and its driver for the real-browser page tests (Debian packages), installed when missing;
+# the tests fail in CI without them rather than skip.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	else echo "chromium and chromium-driver are needed by tests/orchestration/test_pages_browser.py"; exit 1; fi
 
 # Known vulnerabilities in the runtime pins and what they pull in (tools/audit.py says what it can decide).
 audit: $(STAMPS)/venv

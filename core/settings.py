@@ -9,6 +9,7 @@ unconfigured integration does not take the others down.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 
 from core.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
 
 class Secret(str):
     """A string that never shows its value in a repr, a log line or an f-string of a dict."""
@@ -54,7 +56,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("STATE_TABLE_PREFIX", "", doc="Prefix for table and queue names (isolates tests and environments)"),
     SettingSpec("PROTECTED_ACCOUNTS", "", "list", doc="Accounts response actions never touch (UPNs or object ids)"),
     SettingSpec("PROTECTED_MACHINES", "", "list", doc="Machines response actions never touch (names or device ids)"),
-    SettingSpec("APPROVERS", "", "list", doc="Who may decide approvals (UPNs / emails)"),
+    SettingSpec("APPROVERS", "", "list", doc="Who may decide approvals: UPNs, user object ids, group object ids"),
     SettingSpec("DRY_RUN", "false", "bool", doc="Report what response actions would do without doing it"),
     SettingSpec("HTTP_TIMEOUT_SECONDS", "10", "int", doc="Timeout of one outbound HTTP request"),
     SettingSpec("HTTP_MAX_RETRIES", "3", "int", doc="Retries of one outbound request on 429/5xx"),
@@ -72,8 +74,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("APPROVAL_CALLBACK_ALLOWED_HOSTS", "*.logic.azure.com", "list",
                 doc="Hosts (fnmatch patterns) approval callbacks may go to: no SSRF through callbackUrl"),
     SettingSpec("PUBLIC_BASE_URL", None, "url",
-                doc="Base URL of approval links; default: the origin the playbook called (the app's host name)"),
-    SettingSpec("LOCAL_MODE", "false", "bool", doc="Local stack only: allows loopback approval callbacks"),
+                doc="Base URL of every link the pack builds (https://<app>.azurewebsites.net); required outside "
+                    "LOCAL_MODE, never taken from a request's Host header"),
+    SettingSpec("LOCAL_MODE", "false", "bool",
+                doc="Local stack only: loopback callbacks, links from the request's origin; refused in Azure"),
     SettingSpec("SERVICENOW_WEBHOOK_SECRET", None, secret=True,
                 doc="Shared secret of the HMAC signature on ServiceNow pushes (Key Vault reference)"),
     SettingSpec("SERVICENOW_CALLER_ID", None, doc="Caller (sys_user sys_id) of the tickets the sync creates"),
@@ -88,6 +92,27 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Lifetime of an IP block (Defender indicator and block-list entry); a new block renews it"),
     SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", None,
                 doc="Application Insights; when set, traces and logs go there (OpenTelemetry, core/telemetry.py)"),
+    # -- people who decide: sign-in, approval targets, the user's own confirmation (issue 13, 14.1/14.4) --
+    SettingSpec("APPROVAL_REQUIRE_SIGN_IN", "true", "bool",
+                doc="Decision and answer pages need an Entra ID sign-in (App Service Authentication); off only for "
+                    "local tries (logged loudly and reported by health outside LOCAL_MODE)"),
+    SettingSpec("BLOCK_IP_VERDICTS", "malicious,suspicious", "list",
+                doc="VirusTotal verdicts for which an approval proposes blocking an IP; other IPs are listed as "
+                    "not blocked, with the reason"),
+    SettingSpec("DISPLAY_TIME_ZONE", "UTC",
+                doc="IANA time zone of the deadlines in mails and notices (UTC is shown beside it); pages use the "
+                    "browser's"),
+    SettingSpec("CALLBACK_MAX_ATTEMPTS", "20", "int",
+                doc="Deliveries of one Logic App callback before it is marked failed (with an audit comment)"),
+    SettingSpec("CALLBACK_MAX_AGE_HOURS", "48", "int",
+                doc="Hours after which an undelivered Logic App callback is marked failed (with an audit comment)"),
+    SettingSpec("ASK_USER_TIMEOUT_MINUTES", "240", "int", doc="How long the user has to answer \"Was this you?\""),
+    SettingSpec("ASK_USER_MFA_MAX_AGE_MINUTES", "30", "int",
+                doc="\"Yes, it was me\" counts only with a multi-factor sign-in at most this old"),
+    SettingSpec("ASK_USER_REVOKE_ON_NO", "false", "bool",
+                doc="\"No, it wasn't me\" also revokes the user's sign-in sessions (it always confirms compromise)"),
+    SettingSpec("ASK_USER_DISMISS_RISK_ON_YES", "false", "bool",
+                doc="\"Yes, it was me\" (with fresh MFA) also dismisses the user's risk in Identity Protection"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -140,6 +165,7 @@ class Settings:
 
     values: Mapping[str, object] = field(default_factory=dict)
     problems: Mapping[str, str] = field(default_factory=dict)
+    warnings: Mapping[str, str] = field(default_factory=dict)  # allowed, but unsafe: reported by health
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,7 +190,8 @@ class Settings:
             except ConfigurationError as exc:
                 values[spec.name] = None
                 problems[spec.name] = exc.message
-        return cls(values=values, problems=problems)
+        warnings = _cross_checks(env, values, problems)
+        return cls(values=values, problems=problems, warnings=warnings)
 
     def __getitem__(self, name: str) -> object:
         if name in self.problems:
@@ -185,9 +212,33 @@ class Settings:
                 out[spec.name] = "invalid: " + self.problems[spec.name]
             elif self.values.get(spec.name) is None:
                 out[spec.name] = "missing"
+            elif spec.name in self.warnings:
+                out[spec.name] = "set (warning: " + self.warnings[spec.name] + ")"
             else:
                 out[spec.name] = "set"
         return out
+
+
+def running_in_azure(env: Mapping[str, str] | None = None) -> bool:
+    """App Service sets these on every instance; nothing local does."""
+    env = os.environ if env is None else env
+    return bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME"))
+
+
+def _cross_checks(env: Mapping[str, str], values: dict[str, object], problems: dict[str, str]) -> dict[str, str]:
+    """Rules between settings: LOCAL_MODE is refused in Azure (it loosens callbacks and links), and sign-in
+    turned off outside LOCAL_MODE is allowed but logged loudly and reported. Returns the warnings."""
+    warnings: dict[str, str] = {}
+    if values.get("LOCAL_MODE") and running_in_azure(env):
+        values["LOCAL_MODE"] = None
+        problems["LOCAL_MODE"] = ("setting LOCAL_MODE is refused when running in Azure (WEBSITE_INSTANCE_ID / "
+                                  "WEBSITE_SITE_NAME are set): remove it from the app settings")
+    if values.get("APPROVAL_REQUIRE_SIGN_IN") is False and not values.get("LOCAL_MODE"):
+        warnings["APPROVAL_REQUIRE_SIGN_IN"] = ("sign-in is OFF outside LOCAL_MODE: whoever holds an approval link "
+                                                "decides as the approver it names")
+        log.error("SECURITY: APPROVAL_REQUIRE_SIGN_IN is off outside LOCAL_MODE: approval links decide without a "
+                  "signed-in identity; turn it back on")
+    return warnings
 
 
 _cached: Settings | None = None
@@ -205,4 +256,4 @@ def spec(name: str) -> SettingSpec:
     return _BY_NAME[name]
 
 
-__all__ = ["SPECS", "Secret", "SettingSpec", "Settings", "get_settings", "spec"]
+__all__ = ["SPECS", "Secret", "SettingSpec", "Settings", "get_settings", "running_in_azure", "spec"]

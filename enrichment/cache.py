@@ -16,10 +16,8 @@ import time
 from collections.abc import Callable
 
 from core.state import StateStore, key_safe
+from core.verdicts import ROW, TABLE
 from enrichment.virustotal import IpVerdict
-
-TABLE = "vtcache"
-ROW = "v3"
 
 
 class VerdictCache:

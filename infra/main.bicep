@@ -198,6 +198,12 @@ var playbooks = [
       }
     }
   }
+  {
+    // Asks the incident's users "Was this you?" by mail (sign-in required); No: confirmed compromised, SOC told.
+    name: 'response-ask-user'
+    definition: loadJsonContent('playbooks/response-ask-user.json')
+    runOn: []
+  }
 ]
 
 // Queues that queue triggers listen on (enrichment/functions.py: ip_reputation_deferred).

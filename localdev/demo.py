@@ -23,6 +23,7 @@ DEMOS = [
     ("Bi-directional ServiceNow sync", "sync"),
     ("Response: Defender for Endpoint isolation", "response"),
     ("Orchestration: the compromised-user playbook (ticket, Teams/Slack, approval, Block / Ignore)", "orchestration"),
+    ("Identity: the user's own confirmation (\"Was this you?\"), answered No and Yes", "identity"),
 ]
 SAMPLES = ROOT / "tests" / "fixtures"
 PLAYBOOKS = ROOT / "infra" / "playbooks"

@@ -1,10 +1,12 @@
-"""The compromised-user playbook in ``make demo``: ticket, Teams / Slack, approval mail, a click, the outcome.
+"""The compromised-user playbook in ``make demo``: ticket, Teams / Slack notice, approval mail, a sign-in, a
+decision, the outcome.
 
 ``run(stack, host, say)`` is called by ``localdev/demo.py`` with a started ``Stack``, its ``HostProcess``
 and the demo's timeline printer. It runs ``infra/playbooks/orchestration-compromised-user.json`` in the
-local playbook runner, lets an approver open the mailed link (GET: the confirmation page) and confirm
-it (POST), and prints what happened on every side. Block is played when the response area is in the
-tree; Ignore always.
+local playbook runner; a channel member who is no approver is refused; the approver signs in through the
+host's App Service Authentication emulation (the Entra emulator's sign-in page), opens the mailed link
+(the page lists the targets) and confirms; it prints what happened on every side. Block is played when the
+response area is in the tree; Ignore always.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from typing import Any
 
 import requests
 
+from localdev.easyauth import press
 from localdev.playbooks import PlaybookRunner, bicep_parameters, load_playbook
+from localdev.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "infra" / "playbooks" / "orchestration-compromised-user.json"
 SAMPLE = ROOT / "tests" / "fixtures" / "incident-trigger.json"
 LINK = re.compile(r"https?://[^\s\"'<>]+/api/orchestration/approvals/[0-9a-f]{32}/[A-Za-z_-]+\?[^\s\"'<>]+")
+REVIEW = re.compile(r"https?://[^\s\"'<>\\]+/api/orchestration/approvals/[0-9a-f]{32}/review\?[^\s\"'<>\\]+")
 
 
-def _incident(number: int) -> dict:
+def sample_incident(number: int, name: str = "demo-orchestration") -> dict:
+    """The sample incident under its own id, number and URL (stable across demo runs)."""
     body = json.loads(SAMPLE.read_text())
-    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo-orchestration-{number}"))
+    guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}-{number}"))
     obj = body["object"]
     obj["id"] = obj["id"].rsplit("/", 1)[0] + "/" + guid
     obj["name"] = guid
@@ -47,11 +53,22 @@ def _wait(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
         if value := predicate():
             return value
         time.sleep(0.05)
-    raise RuntimeError("the demo waited too long for the approval mail")
+    raise RuntimeError("the demo waited too long for the approval's mail and notice")
+
+
+def played(outcome: dict[str, Any], say: Callable[..., None]) -> Any:
+    """The finished run of a playbook played in a thread, its timeline printed; exits the demo if it hung."""
+    result = outcome.get("result")
+    if result is None:
+        say("the playbook run did not finish", 1)
+        raise SystemExit(1)
+    for line in result.timeline[1:]:
+        say(f"playbook: {line}", 1)
+    return result
 
 
 def _play(stack, host, say: Callable[..., None], number: int, approver: str, choice: str) -> None:
-    incident = _incident(number)
+    incident = sample_incident(number)
     incident_id = stack.arm.seed_from_trigger(incident)
     mails_before, teams_before, slack_before = len(stack.outbox.sent), len(stack.teams.messages), \
         len(stack.slack.messages)
@@ -65,25 +82,42 @@ def _play(stack, host, say: Callable[..., None], number: int, approver: str, cho
         thread.start()
         mail = _wait(lambda: [m for m in stack.outbox.sent[mails_before:] if approver in m["to"]])[0]
         say(f"Graph sendMail from {mail['from']}: {len(stack.outbox.sent) - mails_before} approval mail(s), "
-            f"one per approver, '{mail['subject'][:60]}'", 1)
+            f"one per approver, each with personal links: '{mail['subject'][:60]}'", 1)
+        card = json.dumps(_wait(lambda: [m for m in stack.teams.messages[teams_before:]
+                                         if "Approval needed" in json.dumps(m)])[-1])
+        review = next(link.replace("&amp;", "&") for link in REVIEW.findall(card))
+        say("Teams / Slack: a notice with the targets, the deadline and one Review link; no decision links", 1)
+        mallory = requests.Session()
+        Stack.sign_in(mallory, host.url, "mallory@contoso.com")
+        refused = mallory.get(review, timeout=30)
+        say(f"mallory@contoso.com (reads the SOC channel, not an approver) signs in and opens Review: HTTP "
+            f"{refused.status_code}, 'not an approver', the page lists who may decide", 1)
         link = next(link.replace("&amp;", "&") for link in LINK.findall(mail["body"])
                     if link.split("?")[0].endswith("/" + choice))
-        page = requests.get(link, timeout=30)
-        say(f"{approver}'s mail scanner / browser opens the {choice} link: HTTP {page.status_code} confirmation "
-            "page, nothing decided yet", 1)
-        confirmed = requests.post(link, data={"confirm": choice}, timeout=30)
-        say(f"{approver} presses 'Confirm: {choice}': HTTP {confirmed.status_code}, decision recorded", 1)
-        replay = requests.post(link, data={"confirm": choice}, timeout=30)
-        say(f"the same link clicked again: HTTP {replay.status_code} (single use: already decided)", 1)
+        scanner = requests.get(link, timeout=30, allow_redirects=False)
+        say(f"{approver}'s mail scanner opens the {choice} link: HTTP {scanner.status_code} to "
+            f"{scanner.headers.get('Location', '')[:40]}…, nothing decided", 1)
+        browser = requests.Session()
+        Stack.sign_in(browser, host.url, approver)
+        say(f"{approver} signs in at Entra ID (password + authenticator): Easy Auth session, principal header "
+            "injected by the host", 1)
+        page = browser.get(link, timeout=30)
+        targets = re.sub(r"<[^>]+>", " ", page.text.split("<h2>", 1)[-1].split("<form", 1)[0])
+        say(f"the page (HTTP {page.status_code}) lists the targets: {' '.join(targets.split())[:150]}", 1)
+        confirmed = press(browser, link, "confirm", choice)
+        say(f"{approver} presses 'Confirm: {choice}': HTTP {confirmed.status_code}, decision recorded in their name", 1)
+        replay = press(browser, link, "confirm", choice)
+        say(f"the same link pressed again: HTTP {replay.status_code} (single use: already decided)", 1)
         thread.join(60)
     finally:
         runner.close()
-    result = outcome.get("result")
-    if result is None:
-        say("the playbook run did not finish", 1)
-        raise SystemExit(1)
-    for line in result.timeline[1:]:
-        say(f"playbook: {line}", 1)
+    result = played(outcome, say)
+    decision = result.actions["Ask_approvers"].body or {}
+    targets = decision.get("targets") or {}
+    say(f"callback: {decision.get('decision')} by {decision.get('decidedByName')} ({decision.get('decidedById')}); "
+        f"Block acts on users {[u['upn'] for u in targets.get('users', [])]}, IPs "
+        f"{[i['address'] for i in targets.get('ips', [])]}; not blocked "
+        f"{[i['address'] for i in targets.get('notBlocked', [])]}", 1)
     tickets = [r for r in stack.snow.records() if incident["object"]["name"] in json.dumps(r)]
     say(f"ServiceNow: ticket {', '.join(t.get('number', '?') + ' state ' + t.get('state', '?') for t in tickets)}", 1)
     say(f"Teams: {len(stack.teams.messages) - teams_before} card(s); Slack: {len(stack.slack.messages) - slack_before} "

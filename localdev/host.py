@@ -5,13 +5,18 @@ demo exercise the same wiring Azure runs:
 
 - HTTP triggers under ``/<routePrefix>/<route>``: route templates (``{id}``, ``{id:int}``, ``{id?}``,
   ``{*rest}``) with ASP.NET precedence, methods (a path whose function does not take the method is
-  a 404, as in the real host), auth levels (function or master key as ``?code=`` or the
-  ``x-functions-key`` header, else 401 with an empty body), async functions awaited on one event
+  a 404, as in the real host), auth levels (a host key -- the default function key or the master key -- or
+  that function's own key, as ``?code=`` or the ``x-functions-key`` header, else 401 with an empty body;
+  a function's own key opens no other function, as in the real host: learn.microsoft.com/azure/
+  azure-functions/function-keys-how-to, "Understand keys"), async functions awaited on one event
   loop, an escaping exception answered 500 with an empty body and its traceback logged;
 - the admin API: ``POST /admin/functions/<name>`` runs a timer (or queue) function and answers 202,
   ``GET /admin/host/status`` answers ``{"state": "Running"}``; both need the master key;
 - queue triggers: a poller per function, base64 messages by default, delete on success, retry
   on failure, ``<queue>-poison`` after ``maxDequeueCount`` (5) attempts, as the Storage extension does;
+- App Service Authentication (Easy Auth) in front of the app when ``LOCAL_EASYAUTH_AUTHORITY`` is set
+  (localdev/easyauth.py): ``/.auth/*``, the principal headers injected for a signed-in session and client
+  copies stripped, ``WEBSITE_AUTH_ENABLED=True`` for the app;
 - with ``LOCAL_SERVER_TIMING=1``, a ``Server-Timing`` header splitting each HTTP invocation's time into
   our own and downstream HTTP (localdev/timing.py; the bench's overhead scenario reads it).
 """
@@ -53,6 +58,7 @@ from azure.functions.timer import TimerRequest  # azure.functions.TimerRequest i
 from azure.storage.queue import QueueClient
 
 from localdev import timing as server_timing
+from localdev.easyauth import EasyAuth
 from localdev.emulators.base import LoopbackServer
 from localdev.process import stop_process
 
@@ -148,9 +154,12 @@ class FunctionHost:
     """Serves one FunctionApp on a loopback port: HTTP, admin API and queue pollers."""
 
     def __init__(self, app: func.FunctionApp, *, function_key: str, master_key: str, route_prefix: str = "api",
-                 queue_options: QueueOptions | None = None, poll_seconds: float | None = None) -> None:
+                 queue_options: QueueOptions | None = None, poll_seconds: float | None = None,
+                 function_keys: dict[str, str] | None = None, easy_auth: EasyAuth | None = None) -> None:
         self.function_key = function_key
         self.master_key = master_key
+        self.function_keys = {name.lower(): key for name, key in (function_keys or {}).items()}
+        self.easy_auth = easy_auth
         self.prefix = route_prefix.strip("/")
         self.queue_options = queue_options or QueueOptions()
         self.poll_seconds = poll_seconds if poll_seconds is not None else float(
@@ -249,6 +258,15 @@ class FunctionHost:
         body = _read_body(h)
         key = h.headers.get("x-functions-key") or params.get("code")
         path = parts.path.strip("/")
+        headers = dict(h.headers.items())
+        if path.lower() == ".auth" or path.lower().startswith(".auth/"):
+            if self.easy_auth is None:
+                return _write(h, 404)
+            answer = self.easy_auth.serve(h.command, parts.path, parts.query, body, headers,
+                                          origin=f"http://{h.headers.get('Host', 'localhost')}")
+            return _write(h, answer.status, answer.body, answer.headers)
+        if self.easy_auth is not None:
+            headers = self.easy_auth.inbound(headers)
         if path.lower().startswith("admin/"):
             return self._admin(h, path[len("admin/"):], key, body)
         if self.prefix:
@@ -260,10 +278,10 @@ class FunctionHost:
             methods = tuple(_value(m).upper() for m in trigger.binding.methods or ()) or _ALL_METHODS
             if not match or h.command not in methods:
                 continue  # the real host answers 404, not 405, when no function takes the method
-            if not self._authorized(_value(trigger.binding.auth_level or "function").lower(), key):
+            if not self._authorized(_value(trigger.binding.auth_level or "function").lower(), key, trigger.name):
                 return _write(h, 401)
             request = func.HttpRequest(
-                h.command, f"http://{h.headers.get('Host', 'localhost')}{h.path}", headers=dict(h.headers.items()),
+                h.command, f"http://{h.headers.get('Host', 'localhost')}{h.path}", headers=headers,
                 params=params, route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
                 body=body)
             if self.server_timing:
@@ -276,11 +294,16 @@ class FunctionHost:
             return _write_response(h, response) if ok else _write(h, 500)
         _write(h, 404)
 
-    def _authorized(self, level: str, key: str | None) -> bool:
+    def _authorized(self, level: str, key: str | None, function: str | None = None) -> bool:
+        """Host keys open every function-level function (the master key also admin ones); a function's own key
+        opens that function only."""
         if level == "anonymous":
             return True
-        accepted = (self.master_key,) if level == "admin" else (self.function_key, self.master_key)
-        return key is not None and any(hmac.compare_digest(key, k) for k in accepted)
+        accepted = [self.master_key] if level == "admin" else [self.function_key, self.master_key]
+        own = self.function_keys.get((function or "").lower())
+        if level == "function" and own:
+            accepted.append(own)
+        return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in accepted)
 
     def _admin(self, h: BaseHTTPRequestHandler, path: str, key: str | None, body: bytes) -> None:
         if not self._authorized("admin", key):
@@ -443,6 +466,16 @@ def load_app(spec: str) -> tuple[func.FunctionApp, dict[str, Any]]:
     return getattr(module, attr or "app"), json.loads(host_json.read_text()) if host_json.exists() else {}
 
 
+def function_keys_from(text: str) -> dict[str, str]:
+    """``LOCAL_FUNCTION_KEYS``: JSON ``{"<function name>": "<its own key>"}`` (empty: none)."""
+    if not text.strip():
+        return {}
+    keys = json.loads(text)
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items()):
+        raise ValueError("LOCAL_FUNCTION_KEYS must be a JSON object of function name -> key")
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a FunctionApp locally, as the Functions host does.")
     parser.add_argument("--port", type=int, default=7071)
@@ -451,11 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(DimensionsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=os.environ.get("LOCAL_LOG_LEVEL", "WARNING"), handlers=[handler])
+    easy_auth = None
+    if os.environ.get("LOCAL_EASYAUTH_AUTHORITY"):
+        easy_auth = EasyAuth(os.environ["LOCAL_EASYAUTH_AUTHORITY"], os.environ.get("LOCAL_EASYAUTH_CLIENT_ID", ""),
+                             os.environ.get("LOCAL_EASYAUTH_ISSUER") or None)
+        os.environ["WEBSITE_AUTH_ENABLED"] = "True"  # what App Service sets when authentication is on
     app, settings = load_app(args.app)
     host = FunctionHost(app, function_key=os.environ.get("LOCAL_FUNCTION_KEY", "local-function-key"),
                         master_key=os.environ.get("LOCAL_MASTER_KEY", "local-master-key"),
                         route_prefix=settings.get("extensions", {}).get("http", {}).get("routePrefix", "api"),
-                        queue_options=QueueOptions.from_host_json(settings))
+                        queue_options=QueueOptions.from_host_json(settings),
+                        function_keys=function_keys_from(os.environ.get("LOCAL_FUNCTION_KEYS", "")),
+                        easy_auth=easy_auth)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -477,6 +517,7 @@ class HostProcess:
         self.env = {**os.environ, **(env or {})}
         self.function_key = self.env.setdefault("LOCAL_FUNCTION_KEY", "local-function-key")
         self.master_key = self.env.setdefault("LOCAL_MASTER_KEY", "local-master-key")
+        self.function_keys = function_keys_from(self.env.get("LOCAL_FUNCTION_KEYS", ""))  # function -> own key
         self.app, self.cwd, self.startup_timeout = app, Path(cwd), startup_timeout
         self.url = ""
         self._lines: deque[str] = deque(maxlen=keep_lines)  # None keeps every line (the secret scan reads all)

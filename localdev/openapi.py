@@ -260,7 +260,18 @@ def definitions() -> dict[str, Schema]:
             "timeout": string("ISO 8601 duration, PT1S to P30D (default APPROVAL_TIMEOUT_MINUTES)"),
             "question": string("The question shown to the approvers (up to 500 characters)"),
             "channels": array(string(enum=["email", "teams", "slack"]), "How approvers are asked", minItems=1),
+            "isolateHosts": boolean("Block also isolates the incident's machines: list them as targets"),
         }, "Subscribe call of the Logic Apps HTTP webhook action", required=("callbackUrl", "incident")),
+        "AskUserRequest": obj({
+            "callbackUrl": string("@{listCallbackUrl()} of the HTTP webhook action; its host must be allowed "
+                                  "(APPROVAL_CALLBACK_ALLOWED_HOSTS)", format="uri"),
+            "incident": ref("TriggerBody"),
+            "timeout": string("ISO 8601 duration, PT1S to P30D (default ASK_USER_TIMEOUT_MINUTES)"),
+        }, "Subscribe call of the Logic Apps HTTP webhook action", required=("callbackUrl", "incident")),
+        "AskUserCancel": obj({
+            "callbackUrl": string("The callback URL the question was created with"),
+            "questionId": string("Or the question id"),
+        }, "Unsubscribe call of the HTTP webhook action (the run was cancelled or timed out)"),
         "ApprovalCancel": obj({
             "callbackUrl": string("The callback URL the approval was created with"),
             "approvalId": string("Or the approval id"),
@@ -306,6 +317,14 @@ def definitions() -> dict[str, Schema]:
             "callback": string("State of the callback to the Logic App"),
             "asked": obj(description="Channel -> how the approvers were asked", additionalProperties=string()),
         }, required=("approvalId", "state", "expiresAt")),
+        "AskUserSummary": obj({
+            "questionId": string(), "incident": nullable_text,
+            "state": string(enum=["pending", "decided", "timedout", "cancelled"]),
+            "answer": string("Yes, No or TimedOut once decided", nullable=True), "expiresAt": string(),
+            "asked": array(string(), "The users asked (UPN or object id)"),
+            "skipped": array(obj({"account": string(), "reason": string()}), "Accounts not asked, with the reason"),
+            "dryRun": boolean(), "callback": string("State of the callback to the Logic App"),
+        }, required=("questionId", "state", "expiresAt")),
         "CloseSummary": obj({
             "incident": string(), "case": string(), "status": string(), "classification": string(),
             "classificationReason": nullable_text, "alreadyClosed": boolean(), "comment": string(),
@@ -345,6 +364,7 @@ STATUS_TEXT: dict[int, str] = {
     200: "Done: the summary later steps branch on",
     201: "Created",
     202: "Accepted: poll the Location URL after Retry-After seconds",
+    302: "Not signed in: redirected to /.auth/login/aad (App Service Authentication) and back",
     400: "The payload is malformed or unusable; the message names the problem (do not retry)",
     401: "Missing or wrong function key",
     403: "The function's identity lacks a role on a downstream API (the message names it)",
@@ -364,8 +384,10 @@ QUERY: dict[str, Schema] = {
     "isolationType": {"name": "isolationType", "in": "query", "type": "string", "enum": ["Full", "Selective"],
                       "required": False, "x-ms-summary": "Isolation type",
                       "description": "Full or Selective (default: the MDE_ISOLATION_TYPE setting)"},
-    "approver": {"name": "approver", "in": "query", "type": "string", "required": True,
-                 "description": "The approver the link was made for"},
+    "approver": {"name": "approver", "in": "query", "type": "string", "required": False,
+                 "description": "The approver a personal link was mailed to (absent on the review link)"},
+    "user": {"name": "user", "in": "query", "type": "string", "required": True,
+             "description": "Object id of the user the question was mailed to"},
     "expires": {"name": "expires", "in": "query", "type": "integer", "required": True,
                 "description": "Expiry of the link (Unix time), covered by the signature"},
     "sig": {"name": "sig", "in": "query", "type": "string", "required": True,
@@ -427,22 +449,56 @@ ACTIONS: dict[tuple[str, str], Action] = {
         ok={200: "ApprovalSummary"}, body="ApprovalCancel", errors=(400, 401, 403, 404, 413, 429, 500, 502, 503),
         notes={404: "No such approval"}),
     ("orchestration_approval_link", "GET"): Action(
-        "ShowApprovalLink", "Approval link: confirmation page",
-        "What an approver's link opens: a page with a confirmation button. A GET decides nothing, so mail "
-        "scanners and link previews are harmless. Anonymous: the signature is the credential.",
+        "ShowApprovalLink", "Approval link: the page with the targets",
+        "What an approver's link (or the channel's review link) opens: the targets and the buttons, for the "
+        "signed-in approver. Not signed in: 302 to /.auth/login/aad. A GET decides and changes nothing, so mail "
+        "scanners and link previews are harmless. No function key: the signature and the sign-in are the "
+        "credentials.",
         ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("approver", "expires", "sig"),
-        errors=(403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
-        notes={403: "The link is altered, incomplete or not for this approval", 404: "No such approval",
-               409: "Already decided", 410: "The link expired"}),
+        errors=(302, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
+        notes={302: "Not signed in: to /.auth/login/aad and back", 401: "The sign-in cannot be read",
+               403: "The link is altered or not for this approval, or the signed-in person may not decide it",
+               404: "No such approval", 409: "Already decided", 410: "The approval expired"}),
     ("orchestration_approval_link", "POST"): Action(
         "DecideApproval", "Approval link: record the decision",
         "The confirmation page's form: the first valid decision wins and the playbook is called back.",
         ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("approver", "expires", "sig"),
-        form={"confirm": "The decision being confirmed (must equal the link's choice)"},
-        errors=(400, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
-        notes={400: "Not confirmed: the form's decision is not the link's", 403: "The link is altered, "
-               "incomplete or not for this approval", 404: "No such approval", 409: "Already decided",
-               410: "The link expired"}),
+        form={"confirm": "The decision being confirmed (a personal link: must equal the link's choice)",
+              "csrf": "The page's anti-CSRF token (bound to the signed-in person and session)"},
+        errors=(400, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
+        notes={400: "Not confirmed: the form's decision is not the link's", 401: "Not signed in",
+               403: "The link is altered or not for this approval, the signed-in person may not decide it, or "
+               "the form did not come from the page (token, Origin)", 404: "No such approval",
+               409: "Already decided", 410: "The approval expired"}),
+    ("entra_ask_user", "POST"): Action(
+        "AskUser", "Ask the incident's users \"Was this you?\" (HTTP webhook subscribe)",
+        "Mails each account of the incident a personal link; the answer page needs that user's sign-in. No: "
+        "confirmed compromised; Yes (fresh MFA): recorded; the callback carries the answer.",
+        ok={200: "AskUserSummary", 201: "AskUserSummary"}, body="AskUserRequest", query=RESPONSE_QUERY,
+        notes={200: "The question already existed (a retried subscribe)", 201: "The question was created",
+               409: "Nobody can be asked (protected, unknown or unidentifiable accounts)"}),
+    ("entra_ask_user", "DELETE"): Action(
+        "CancelAskUser", "Cancel the question (HTTP webhook unsubscribe)",
+        "The Logic App run was cancelled or timed out: the links stop recording answers.",
+        ok={200: "AskUserSummary"}, body="AskUserCancel", errors=(400, 401, 403, 404, 413, 429, 500, 502, 503),
+        notes={404: "No such question"}),
+    ("entra_ask_user_answer", "GET"): Action(
+        "ShowAskUser", "The user's answer page",
+        "What the mailed link opens, for the signed-in user it was mailed to: the activity and two buttons. Not "
+        "signed in: 302 to /.auth/login/aad. A GET records and changes nothing.",
+        ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("user", "expires", "sig"),
+        errors=(302, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
+        notes={302: "Not signed in", 403: "The link is altered, or the signed-in person is not that user",
+               404: "No such question", 409: "Already answered", 410: "The question expired"}),
+    ("entra_ask_user_answer", "POST"): Action(
+        "AnswerAskUser", "Record the user's answer",
+        "The page's form: No counts at once; Yes needs a recent multi-factor sign-in.",
+        ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("user", "expires", "sig"),
+        form={"answer": "Yes or No", "csrf": "The page's anti-CSRF token"},
+        errors=(400, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
+        notes={400: "Neither Yes nor No", 401: "Not signed in", 403: "Not that user, the form did not come "
+               "from the page, or Yes without a recent MFA sign-in", 404: "No such question",
+               409: "Already answered", 410: "The question expired"}),
     ("orchestration_close_incident", "POST"): Action(
         "CloseIncident", "Close the incident and its ticket",
         "Closes the Sentinel incident (classification, reason, comment; etag-safe) and its ServiceNow ticket.",

@@ -7,6 +7,7 @@ deployment would have, pointed at the loopback emulators.
 
 from __future__ import annotations
 
+import json
 import secrets
 from contextlib import ExitStack
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from localdev.azurite import Azurite
 from localdev.emulators.defender import DefenderEmulator
 from localdev.emulators.entra import EntraEmulator
-from localdev.emulators.graph import GraphEmulator
+from localdev.emulators.graph import LOCAL_PASSWORD, MFA_CODE, GraphEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
 from localdev.emulators.servicenow import ServiceNowEmulator
 from localdev.emulators.virustotal import VirusTotalEmulator
@@ -29,6 +30,9 @@ APPROVAL_SIGNING_KEY = "approval-" + secrets.token_hex(24)
 SNOW_USER = "svc_sentinel_sync"  # the integration user of the sample tickets
 SNOW_PASSWORD = "snow-local-" + secrets.token_hex(6)
 SNOW_WEBHOOK_SECRET = "snow-hook-" + secrets.token_hex(8)
+EASYAUTH_CLIENT_ID = "e45a0000-0000-4000-8000-00000000ea01"  # the app registration Easy Auth signs people in for
+# Functions with their own key (issue 14.3): the ServiceNow push and the firewall block list.
+OWN_KEY_FUNCTIONS = ("servicenow_inbound", "ip_blocklist")
 
 
 class Stack:
@@ -43,6 +47,7 @@ class Stack:
         self.latency = latency
         self.function_key = "fk-" + secrets.token_hex(8)
         self.master_key = "mk-" + secrets.token_hex(8)
+        self.function_keys = {name: f"own-{name[:4]}-" + secrets.token_hex(8) for name in OWN_KEY_FUNCTIONS}
 
     def __enter__(self) -> Stack:
         try:
@@ -59,6 +64,9 @@ class Stack:
             self.graph = self._exit.enter_context(GraphEmulator(authority=self.entra, mailboxes=(APPROVAL_MAILBOX,)))
             self.mail = self.graph
             self.outbox = self.graph.outbox
+            # Entra signs people in from the Graph emulator's directory, for the Easy Auth emulation of the host.
+            self.entra.sign_in.directory = self.graph
+            self.entra.sign_in.register_app(EASYAUTH_CLIENT_ID, "http://127.0.0.1/.auth/login/aad/callback")
             self.mde = self._exit.enter_context(DefenderEmulator(authority=self.entra))
             if self.latency is not None:
                 self.set_latency(self.latency)
@@ -112,9 +120,21 @@ class Stack:
             "APPROVERS": ",".join(APPROVERS),
             "APPROVAL_SIGNING_KEY": APPROVAL_SIGNING_KEY,
             "LOCAL_MODE": "true",  # approval callbacks may go to the playbook runner's loopback server
+            "LOCAL_FUNCTION_KEYS": json.dumps(self.function_keys),
+            # App Service Authentication in front of the host, signing people in at the Entra emulator.
+            "LOCAL_EASYAUTH_AUTHORITY": self.entra.sign_in.authority,
+            "LOCAL_EASYAUTH_CLIENT_ID": EASYAUTH_CLIENT_ID,
+            "LOCAL_EASYAUTH_ISSUER": self.entra.sign_in.issuer,
         }
         env.update(overrides)
         return env
+
+    @staticmethod
+    def sign_in(http, host_url: str, upn: str, *, mfa: bool = True, next_path: str = "/") -> object:
+        """Sign ``upn`` in through the host's Easy Auth with a requests Session (it keeps the cookie)."""
+        from localdev.easyauth import sign_in
+
+        return sign_in(http, host_url, upn, LOCAL_PASSWORD, mfa_code=MFA_CODE if mfa else None, next_path=next_path)
 
     def host(self, **overrides: str) -> HostProcess:
         """A started function host process with this stack's settings (stop it when done)."""

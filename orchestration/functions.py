@@ -3,18 +3,18 @@
 - ``POST orchestration/notify``: Teams and/or Slack message about the incident.
 - ``POST orchestration/approvals`` (subscribe) / ``DELETE orchestration/approvals`` (unsubscribe): the
   Logic App HTTP-webhook wait for an approver's decision.
-- ``GET|POST orchestration/approvals/{id}/{decision}``: the signed link an approver clicks (anonymous:
-  approvers hold no function key; the HMAC signature is the credential). GET only shows a page.
+- ``GET|POST orchestration/approvals/{id}/{decision}``: the approval page (no function key: approvers hold
+  none; the signed link and the approver's Entra ID sign-in are the credentials). GET only shows a page.
 - ``POST orchestration/close-incident``: close the incident (classification, reason, comment) and its ticket.
-- timer ``approval_sweep``: times out approvals past their deadline, redelivers failed callbacks.
+- timer ``approval_sweep``: times out approvals past their deadline,
+  redelivers failed callbacks (capped).
 Services are imported inside the functions, not at cold start.
 """
 
 from __future__ import annotations
 
-import html
 import logging
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -25,16 +25,6 @@ from core.telemetry import traced
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                               "frame-ancestors 'none'",
-}
-
 
 def _ctx():
     from core.context import get_context
@@ -71,59 +61,15 @@ def orchestration_approvals(req: func.HttpRequest) -> func.HttpResponse:
                     name="approval_subscribe")
 
 
-def _page(status: int, heading: str, text: str, form: str = "") -> func.HttpResponse:
-    e = html.escape
-    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" "
-            f"content=\"noindex\"><title>{e(heading)}</title><style>body{{font-family:sans-serif;max-width:40em;"
-            f"margin:3em auto}}button{{font-size:1.1em;padding:.5em 1.5em}}</style></head><body>"
-            f"<h1>{e(heading)}</h1><p>{e(text)}</p>{form}</body></html>")
-    return func.HttpResponse(body, status_code=status, headers=dict(PAGE_HEADERS), mimetype="text/html",
-                             charset="utf-8")
-
-
 @bp.route(route="orchestration/approvals/{id}/{decision}", methods=["GET", "POST"],
           auth_level=func.AuthLevel.ANONYMOUS)
 @traced("approval_link")
 def orchestration_approval_link(req: func.HttpRequest) -> func.HttpResponse:
-    """An approver's link: GET shows a confirmation page (safe for scanners and previews); its POST decides."""
-    from orchestration.approvals import Approvals, LinkRefused, iso
+    """The approval page: GET shows the targets (safe for scanners and previews); its POST decides, for the
+    signed-in approver only (orchestration/approval_page.py)."""
+    from orchestration.approval_page import handle
 
-    approval_id = req.route_params.get("id", "")
-    choice = req.route_params.get("decision", "")
-    query = {k: v for k, v in req.params.items()}
-    try:
-        approvals = Approvals(_ctx())
-        if req.method.upper() == "GET":
-            approval, canonical, approver = approvals.check_link(approval_id, choice, query)
-            e = html.escape
-            action = e(urlsplit(req.url).path + "?" + urlsplit(req.url).query)
-            form = (f"<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"confirm\" "
-                    f"value=\"{e(canonical)}\"><button type=\"submit\">Confirm: {e(canonical)}</button></form>")
-            return _page(200, f"Confirm: {canonical}",
-                         f"{approval.question} — {approval.case_label}: {approval.title}. You are deciding as "
-                         f"{approver}; the first decision wins. Open until {iso(approval.expires_at)}.", form)
-        approvals.check_link(approval_id, choice, query)  # a refused link says so, whatever the form holds
-        form_fields = dict(parse_qsl((req.get_body() or b"").decode("utf-8", "replace")))
-        if form_fields.get("confirm", "").lower() != choice.lower():
-            return _page(400, "Not confirmed", "Open the link and press the confirmation button to decide.")
-        approval, canonical = approvals.decide(approval_id, choice, query)
-        return _page(200, f"Recorded: {canonical}",
-                     f"Your decision ({canonical}) on {approval.case_label} is recorded as {approval.decided_by}'s "
-                     "and the playbook continues. You can close this page.")
-    except LinkRefused as refused:
-        log.info("approval link refused: %s (%s)", refused.code, refused.status)
-        headings = {403: "Link refused", 404: "Not found", 409: "Already decided", 410: "Link expired"}
-        return _page(refused.status, headings.get(refused.status, "Refused"), refused.message)
-    except PackError as error:
-        log.warning("approval link failed: %s %s", error.code, error.message)
-        response = _page(error.status, "Try again later",
-                         "The decision could not be processed right now; nothing was decided. Try again in a minute.")
-        if error.retry_after:
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response
-    except Exception:
-        log.exception("approval link failed unexpectedly")
-        return _page(500, "Error", "Unexpected error; nothing was decided.")
+    return handle(req)
 
 
 @bp.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)

@@ -166,3 +166,45 @@ def ip_blocklist(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(error)
     return func.HttpResponse(text, status_code=200, mimetype="text/plain", charset="utf-8",
                              headers={"Cache-Control": "no-store"})
+
+
+# -- the user's own confirmation (issue 13; response/ask_user.py) ------------------------------------------------
+@bp.route(route="response/entra/ask-user", methods=["POST", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def entra_ask_user(req: func.HttpRequest) -> func.HttpResponse:
+    """HTTP-webhook subscribe (POST: ask each account of the incident "Was this you?" by mail) and unsubscribe."""
+    from core.api import run_json
+    from response.ask_user import AskUser
+
+    if req.method.upper() == "DELETE":
+        return run_json(req, lambda body: AskUser(_ctx()).unsubscribe(body), name="ask_user_unsubscribe")
+    parts = urlsplit(req.url)
+    return run_json(req, lambda body: AskUser(_ctx()).subscribe(body, f"{parts.scheme}://{parts.netloc}",
+                                                                 dry_run=_dry_run(req)), name="ask_user_subscribe")
+
+
+@bp.route(route="response/entra/ask-user/{id}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced("ask_user_answer")
+def entra_ask_user_answer(req: func.HttpRequest) -> func.HttpResponse:
+    """The user's answer page: their Entra ID sign-in is the credential (no function key); GET only shows it."""
+    from response.ask_user import page
+
+    return page(req, _ctx())
+
+
+@bp.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)
+@traced("ask_user_sweep")
+def ask_user_sweep(timer: func.TimerRequest) -> None:
+    """Every minute: time out questions nobody answered, redeliver callbacks and comments that failed (capped)."""
+    from core.settings import get_settings
+
+    if get_settings().values.get("APPROVAL_SIGNING_KEY") is None:
+        return
+    from response.ask_user import AskUser
+
+    try:
+        summary = AskUser(_ctx()).sweep()
+    except PackError as error:
+        log.warning("ask_user_sweep stopped: %s: %s (retried at the next run)", error.code, error.message)
+        return
+    if any(summary.values()):
+        log.info("ask_user_sweep: %s", summary)

@@ -64,6 +64,21 @@ def host(stack):
         process.stop()
 
 
+@pytest.fixture
+def host_with(stack):
+    """Start hosts with other settings (``host_with(APPROVERS="...")``); each is stopped after the test."""
+    started = []
+
+    def start(**overrides: str) -> HostClient:
+        process = stack.host(**overrides)
+        started.append(process)
+        return HostClient(process)
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
     """Poll until ``predicate`` is truthy (deferred work, queue triggers); fail on timeout."""
     deadline = time.monotonic() + timeout

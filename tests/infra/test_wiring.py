@@ -44,6 +44,15 @@ NOT_SET_IN_AZURE = {
     "VIRUSTOTAL_QUOTA_RETRY_SECONDS": "default matches the public API's per-minute quota",
     "VIRUSTOTAL_LABEL": "on by default",
     "MAX_ENTITIES": "tuned default in core/settings.py",
+    # issue 13 (identity): secure or tuned defaults, documented in core/settings.py
+    "BLOCK_IP_VERDICTS": "default malicious,suspicious",
+    "DISPLAY_TIME_ZONE": "default UTC; a SOC sets its own zone if it wants",
+    "CALLBACK_MAX_ATTEMPTS": "tuned default in core/settings.py",
+    "CALLBACK_MAX_AGE_HOURS": "tuned default in core/settings.py",
+    "ASK_USER_TIMEOUT_MINUTES": "tuned default in core/settings.py",
+    "ASK_USER_MFA_MAX_AGE_MINUTES": "tuned default in core/settings.py",
+    "ASK_USER_REVOKE_ON_NO": "off by default (confirming compromise always happens)",
+    "ASK_USER_DISMISS_RISK_ON_YES": "off by default, as issue 13 asks",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

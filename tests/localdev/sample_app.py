@@ -57,6 +57,12 @@ def open_door(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(req.get_body(), mimetype="application/octet-stream")
 
 
+@app.route(route="whoami", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def whoami(req: func.HttpRequest) -> func.HttpResponse:
+    """The App Service Authentication headers the app received (the Easy Auth emulation tests)."""
+    return _json({k.lower(): v for k, v in req.headers.items() if k.lower().startswith(("x-ms-client", "x-ms-token"))})
+
+
 @app.route(route="admin-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 def admin_only(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("admin")

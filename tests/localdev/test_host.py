@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -273,3 +274,125 @@ def test_host_process_names_a_queue_setting_it_lacks_and_still_serves():
         wait_for(lambda: "function consume: setting SAMPLE_STORAGE" in process.output, timeout=5)
     assert process.returncode == 0
 
+
+
+# -- per-function keys --------------------------------------------------------------------------------------------
+def test_a_functions_own_key_opens_that_function_only():
+    served = FunctionHost(sample_app.app, function_key="fk-own", master_key="mk-own",
+                          function_keys={"echo": "own-echo-key"}).serve()
+    try:
+        def status(path: str, key: str, method: str = "GET") -> int:
+            return requests.request(method, f"{served.url}/{path}", headers={"x-functions-key": key},
+                                    timeout=10).status_code
+
+        assert status("api/echo/abc", "own-echo-key") == 200
+        assert requests.get(f"{served.url}/api/echo/abc", params={"code": "own-echo-key"}, timeout=10).ok
+        for path, method in (("api/echo/special", "GET"), ("api/items/1/x", "GET"), ("api/items/1/x", "PUT"),
+                             ("api/admin-only", "GET"), ("admin/host/status", "GET"),
+                             ("admin/functions/tick", "POST")):
+            assert status(path, "own-echo-key", method) == 401, path
+        for key in ("fk-own", "mk-own"):  # host keys open every function-level function
+            assert status("api/echo/abc", key) == 200 and status("api/echo/special", key) == 200
+    finally:
+        served.shutdown()
+
+
+def test_function_keys_setting_is_json_of_function_names():
+    from localdev.host import function_keys_from
+
+    assert function_keys_from("") == {} and function_keys_from('{"ip_blocklist": "k"}') == {"ip_blocklist": "k"}
+    for bad in ('["k"]', '{"ip_blocklist": ""}', '{"a": 1}'):
+        with pytest.raises(ValueError):
+            function_keys_from(bad)
+
+
+# -- App Service Authentication (Easy Auth) emulation -------------------------------------------------------------
+CLIENT_ID = "e45a0000-0000-4000-8000-0000000000c1"
+
+
+@pytest.fixture(scope="module")
+def easy_auth_host():
+    """The sample app behind the Easy Auth emulation, signing people in at the Entra emulator (Graph directory)."""
+    from localdev.easyauth import EasyAuth
+    from localdev.emulators.entra import EntraEmulator
+    from localdev.emulators.graph import GraphEmulator
+
+    with EntraEmulator() as entra, GraphEmulator(authority=entra) as graph:
+        entra.sign_in.directory = graph
+        entra.sign_in.register_app(CLIENT_ID, "http://127.0.0.1/.auth/login/aad/callback")
+        served = FunctionHost(sample_app.app, function_key="fk-ea", master_key="mk-ea",
+                              easy_auth=EasyAuth(entra.sign_in.authority, CLIENT_ID, entra.sign_in.issuer)).serve()
+        try:
+            yield served, entra
+        finally:
+            served.shutdown()
+
+
+def test_easy_auth_signs_in_injects_the_principal_and_strips_client_copies(easy_auth_host):
+    import base64
+
+    from localdev.easyauth import sign_in
+    from localdev.emulators.graph import LOCAL_PASSWORD, MFA_CODE, PEOPLE
+
+    served, entra = easy_auth_host
+    forged = {"X-MS-CLIENT-PRINCIPAL": "eyJmb3JnZWQiOiB0cnVlfQ==", "X-MS-CLIENT-PRINCIPAL-ID": PEOPLE[0][0],
+              "X-MS-TOKEN-AAD-ID-TOKEN": "forged"}
+    assert requests.get(f"{served.url}/api/whoami", headers=forged, timeout=10).json() == {}
+    assert requests.get(f"{served.url}/.auth/me", timeout=10).status_code == 401
+
+    http = requests.Session()
+    landed = sign_in(http, served.url, "Alice@Contoso.com", LOCAL_PASSWORD, mfa_code=MFA_CODE, next_path="/api/whoami")
+    seen = landed.json()
+    principal = json.loads(base64.b64decode(seen["x-ms-client-principal"]))
+    claims = {c["typ"]: c["val"] for c in principal["claims"]}
+    assert principal["auth_typ"] == "aad" and principal["name_typ"].endswith("/claims/name")
+    assert claims["http://schemas.microsoft.com/identity/claims/objectidentifier"] == PEOPLE[0][0]
+    assert [c["val"] for c in principal["claims"] if c["typ"].endswith("authnmethodsreferences")] == ["pwd", "mfa"]
+    assert seen["x-ms-client-principal-id"] == PEOPLE[0][0] and seen["x-ms-client-principal-idp"] == "aad"
+    assert seen["x-ms-token-aad-id-token"].count(".") == 2
+    # A client copy sent along with a real session is replaced, not merged.
+    again = http.get(f"{served.url}/api/whoami", headers=forged, timeout=10).json()
+    assert again["x-ms-client-principal-id"] == PEOPLE[0][0] and again["x-ms-token-aad-id-token"] != "forged"
+    me = http.get(f"{served.url}/.auth/me", timeout=10).json()
+    assert me[0]["provider_name"] == "aad" and me[0]["user_id"] == "alice@contoso.com"
+    assert entra.sign_in.signins[-1] == {"upn": "alice@contoso.com", "amr": ["pwd", "mfa"]}
+    http.get(f"{served.url}/.auth/logout", timeout=10)
+    assert http.get(f"{served.url}/api/whoami", timeout=10).json() == {}
+
+
+def test_easy_auth_refuses_what_app_service_refuses(easy_auth_host):
+    from localdev.easyauth import sign_in
+    from localdev.emulators.graph import LOCAL_PASSWORD
+
+    served, entra = easy_auth_host
+    external = requests.get(f"{served.url}/.auth/login/aad", params={"post_login_redirect_uri": "https://evil.example/"},
+                            allow_redirects=False, timeout=10)
+    assert external.status_code == 403
+    with pytest.raises(PermissionError, match="AADSTS50126"):
+        sign_in(requests.Session(), served.url, "alice@contoso.com", "wrong-password")
+    directory = entra.sign_in.directory
+    directory.set_enabled(directory.user("bob@contoso.com")["id"], False)
+    try:
+        with pytest.raises(PermissionError, match="AADSTS50057"):  # a disabled account cannot sign in
+            sign_in(requests.Session(), served.url, "bob@contoso.com", LOCAL_PASSWORD)
+    finally:
+        directory.set_enabled(directory.user("bob@contoso.com")["id"], True)
+    # A tampered ID token (the payload changed, the signature kept) opens no session.
+    http = requests.Session()
+    start = http.get(f"{served.url}/.auth/login/aad", allow_redirects=True, timeout=10)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', start.text))
+    posted = http.post(start.url, data={**fields, "login": "bob@contoso.com", "password": LOCAL_PASSWORD}, timeout=10)
+    token = re.search(r'name="id_token" value="([^"]+)"', posted.text)[1]
+    state = re.search(r'name="state" value="([^"]+)"', posted.text)[1]
+    header, payload, signature = token.split(".")
+    forged = ".".join((header, payload[:-4] + ("AAAA" if not payload.endswith("AAAA") else "BBBB"), signature))
+    refused = http.post(f"{served.url}/.auth/login/aad/callback", data={"id_token": forged, "state": state},
+                        allow_redirects=False, timeout=10)
+    assert refused.status_code == 401 and "AppServiceAuthSession" not in refused.headers.get("Set-Cookie", "")
+    # An app registration the redirect URI does not belong to: AADSTS50011 at Entra.
+    entra.sign_in.register_app(CLIENT_ID, "https://func.example.net/.auth/login/aad/callback")
+    try:
+        mismatch = requests.get(f"{served.url}/.auth/login/aad", allow_redirects=True, timeout=10)
+        assert mismatch.status_code == 400 and "AADSTS50011" in mismatch.text
+    finally:
+        entra.sign_in.register_app(CLIENT_ID, "http://127.0.0.1/.auth/login/aad/callback")

@@ -1,20 +1,26 @@
-"""Approvals end to end: subscribe through the local host, mail / Teams / Slack questions on the emulators,
-signed links clicked over real HTTP, callbacks to a loopback stand-in for the Logic App."""
+"""Approvals end to end: subscribe through the local host, mail to each approver and a notice in Teams / Slack,
+people signed in through the host's Easy Auth emulation (Entra emulator sign-in), decisions over real HTTP,
+callbacks to a loopback stand-in for the Logic App."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
-from urllib.parse import urlsplit
+import uuid
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
 
+from localdev.emulators.graph import PEOPLE, SOC_APPROVERS_GROUP
 from localdev.stack import APPROVAL_SIGNING_KEY
 from tests.conftest import wait_for
-from tests.orchestration.helpers import link_for, links_in, resign
+from tests.fixtures import incident_with
+from tests.orchestration.helpers import form_of, link_for, links_in, origin_of, person, press, resign, review_link
 
 ROUTE = "orchestration/approvals"
+ALICE, BOB, MALLORY, CAROL, DAVE = (p[0] for p in PEOPLE)
 pytestmark = pytest.mark.e2e
 
 
@@ -32,27 +38,32 @@ def mail_links(stack, approver):
     return links_in(mail["body"])
 
 
-def confirm(link, choice=None):
-    """What the confirmation page's form does."""
-    choice = choice or urlsplit(link).path.rsplit("/", 1)[-1]
-    return requests.post(link, data={"confirm": choice}, timeout=30)
-
-
 def comments_text(stack, incident):
     return " ".join(c["properties"]["message"] for c in stack.arm.comments(incident["object"]["id"]))
 
 
-def test_approvers_are_asked_once_on_every_channel(clean_stack, host, callbacks, incident):
+def sweep(host):
+    fired = requests.post(f"{host.host.url}/admin/functions/approval_sweep", json={},
+                          headers={"x-functions-key": host.host.master_key}, timeout=30)
+    assert fired.status_code == 202
+
+
+def test_approvers_get_personal_mail_and_channels_a_notice_that_cannot_decide(clean_stack, host, callbacks,
+                                                                               incident):
     url, first = subscribe(host, callbacks, incident)
     assert first["state"] == "pending" and first["approvers"] == ["alice@contoso.com", "bob@contoso.com"]
     assert set(first["asked"].values()) == {"sent"}
     for approver in ("alice@contoso.com", "bob@contoso.com"):
         links = mail_links(clean_stack, approver)
         assert len(links) == 2 and all(f"approver={approver}" in link for link in links)
-        assert clean_stack.outbox.to(approver)[0]["from"] == "soc-approvals@contoso.com"
-    (card,) = clean_stack.teams.cards
-    assert len(links_in(json.dumps(card))) == 4
-    assert len(links_in(json.dumps(clean_stack.slack.messages[0]))) == 4
+        (mail,) = clean_stack.outbox.to(approver)
+        assert mail["from"] == "soc-approvals@contoso.com"
+        assert "Users to confirm compromised" in mail["body"] and "adele.vance@contoso.com" in mail["body"]
+    # Teams and Slack: what is asked, the targets, the deadline, one Review link; no decision link at all.
+    for message in (json.dumps(clean_stack.teams.cards[0]), json.dumps(clean_stack.slack.messages[0])):
+        assert links_in(message) == [] and "approver=" not in message
+        assert urlsplit(review_link(message)).path.endswith("/review")
+        assert "Adele Vance" in message and "Decide by" in message
     assert "Approval requested" in comments_text(clean_stack, incident)
 
     # The Logic App retries the subscribe: same approval, nobody asked twice.
@@ -62,38 +73,103 @@ def test_approvers_are_asked_once_on_every_channel(clean_stack, host, callbacks,
     assert len(clean_stack.slack.messages) == 1
 
 
-def test_get_only_shows_a_page_and_the_first_post_decides(clean_stack, host, callbacks, incident):
+def test_the_page_needs_a_sign_in_and_only_its_own_form_decides(clean_stack, host, callbacks, incident):
     url, approval = subscribe(host, callbacks, incident)
     block = link_for(mail_links(clean_stack, "alice@contoso.com"), "Block")
 
-    # Mail scanners and link previews fetch the link: a page, no decision.
-    for _ in range(3):
-        page = requests.get(block, timeout=30)
-        assert page.status_code == 200 and "<form method=\"post\"" in page.text and "Confirm: Block" in page.text
-        assert page.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in \
-            page.headers["Content-Security-Policy"]
-    assert requests.post(block, timeout=30).status_code == 400  # a bare POST is not the form's
+    # Mail scanners and link previews fetch the link: sent to the sign-in, nothing decided.
+    for _ in range(2):
+        anonymous = requests.get(block, timeout=30, allow_redirects=False)
+        assert anonymous.status_code == 302
+        location = anonymous.headers["Location"]
+        assert location.startswith("/.auth/login/aad?post_login_redirect_uri=")
+        assert unquote(location.split("=", 1)[1]) == block[len(origin_of(block)):]
+    assert requests.post(block, data={"confirm": "Block"}, timeout=30).status_code == 401
+
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")
+    page = alice.get(block, timeout=30)
+    assert page.status_code == 200 and '<form method="post"' in page.text and "Confirm: Block" in page.text
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text
+    assert "Alice Approver" in page.text and "Adele Vance (adele.vance@contoso.com)" in page.text
+    assert page.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in \
+        page.headers["Content-Security-Policy"]
+    token = form_of(page)["csrf"]
+    # Cross-site posts with alice's cookie: no token, a foreign origin, no origin at all.
+    assert alice.post(block, data={"confirm": "Block"}, headers={"Origin": origin_of(block)},
+                      timeout=30).status_code == 403
+    assert alice.post(block, data={"confirm": "Block", "csrf": token}, headers={"Origin": "https://evil.example"},
+                      timeout=30).status_code == 403
+    assert alice.post(block, data={"confirm": "Block", "csrf": token}, timeout=30).status_code == 403
+    # Another person's token (bob's session) does not work with alice's session.
+    bob = person(clean_stack, host.host.url, "bob@contoso.com")
+    bob_token = form_of(bob.get(link_for(mail_links(clean_stack, "bob@contoso.com"), "Block"), timeout=30))["csrf"]
+    assert alice.post(block, data={"confirm": "Block", "csrf": bob_token}, headers={"Origin": origin_of(block)},
+                      timeout=30).status_code == 403
     time.sleep(0.3)
     assert callbacks.bodies(url) == []
 
-    decided = confirm(block)
+    decided = alice.post(block, data={"confirm": "Block", "csrf": token}, headers={"Origin": origin_of(block)},
+                         timeout=30)
     assert decided.status_code == 200 and "Recorded: Block" in decided.text
     (callback,) = callbacks.bodies(url)
     assert callback["decision"] == "Block" and callback["decidedBy"] == "alice@contoso.com"
+    assert callback["decidedById"] == ALICE and callback["decidedByName"] == "Alice Approver"
     assert callback["approvalId"] == approval["approvalId"] and callback["incidentArmId"] == incident["object"]["id"]
+    assert callback["targets"]["entities"]["users"][0]["AadUserId"] == "b1a2c3d4-e5f6-4789-8abc-def012345678"
     text = comments_text(clean_stack, incident)
-    assert "Approval decision: Block" in text and "alice@contoso.com" in text
+    assert "Approval decision: Block" in text and "Alice Approver (alice@contoso.com, object id " + ALICE in text
+    assert "signed in with Microsoft Entra ID" in text
 
     # Later clicks: the same link replayed, the other approver's links. A clear page, nothing changes.
-    replay = confirm(block)
-    assert replay.status_code == 409 and "Block (decided by alice@contoso.com" in replay.text
-    ignore = link_for(mail_links(clean_stack, "bob@contoso.com"), "Ignore")
-    assert requests.get(ignore, timeout=30).status_code == 409
-    assert confirm(ignore).status_code == 409
+    replay = press(alice, block, "Block")
+    assert replay.status_code == 409 and "Block (by Alice Approver" in replay.text
+    assert press(bob, link_for(mail_links(clean_stack, "bob@contoso.com"), "Ignore"), "Ignore").status_code == 409
     assert len(callbacks.bodies(url)) == 1
     decisions = [c for c in clean_stack.arm.comments(incident["object"]["id"])
                  if "Approval decision" in c["properties"]["message"]]
     assert len(decisions) == 1
+
+
+def test_a_channel_member_who_is_not_an_approver_cannot_decide(clean_stack, host, callbacks, incident):
+    """The attack of issue 13: mallory reads the SOC channel and alice's forwarded mail; she decides nothing."""
+    url, _ = subscribe(host, callbacks, incident)
+    review = review_link(json.dumps(clean_stack.teams.cards[0]))
+    alice_ignore = link_for(mail_links(clean_stack, "alice@contoso.com"), "Ignore")
+    mallory = person(clean_stack, host.host.url, "mallory@contoso.com")
+    for link in (review, alice_ignore):
+        page = mallory.get(link, timeout=30)
+        assert page.status_code == 403 and "not an approver" in page.text
+        assert "Who may decide" in page.text and "Alice Approver (alice@contoso.com)" in page.text
+        forged = mallory.post(link, data={"confirm": "Ignore"}, headers={"Origin": origin_of(link)}, timeout=30)
+        assert forged.status_code == 403 and "Recorded" not in forged.text
+    # A client-supplied principal header claiming to be alice is stripped by Easy Auth: no sign-in, no decision.
+    claim = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": [
+        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": ALICE},
+        {"typ": "upn", "val": "alice@contoso.com"}]}).encode()).decode()
+    spoofed = requests.post(alice_ignore, data={"confirm": "Ignore"}, timeout=30,
+                            headers={"X-MS-CLIENT-PRINCIPAL": claim, "X-MS-CLIENT-PRINCIPAL-ID": ALICE,
+                                     "Origin": origin_of(alice_ignore)})
+    assert spoofed.status_code == 401
+    time.sleep(0.3)
+    assert callbacks.bodies(url) == []
+    assert "Approval decision" not in comments_text(clean_stack, incident)
+
+
+def test_an_approver_decides_only_through_their_own_link_or_the_review_page(clean_stack, host, callbacks, incident):
+    url, _ = subscribe(host, callbacks, incident)
+    bob = person(clean_stack, host.host.url, "bob@contoso.com")
+    refused = bob.get(link_for(mail_links(clean_stack, "alice@contoso.com"), "Block"), timeout=30)
+    assert refused.status_code == 403 and "mailed to Alice Approver" in refused.text
+    review = review_link(json.dumps(clean_stack.slack.messages[0]))
+    page = bob.get(review, timeout=30)
+    assert page.status_code == 200 and "Decide this approval" in page.text
+    assert 'value="Block"' in page.text and 'value="Ignore"' in page.text
+    decided = bob.post(review, data={**form_of(page), "confirm": "Ignore"}, headers={"Origin": origin_of(review)},
+                       timeout=30)
+    assert decided.status_code == 200 and "Recorded: Ignore" in decided.text
+    (callback,) = callbacks.bodies(url)
+    assert callback["decision"] == "Ignore" and callback["decidedById"] == BOB
+    assert "through the review page" in comments_text(clean_stack, incident)
 
 
 def test_forged_and_foreign_links_are_refused(clean_stack, host, callbacks, incident):
@@ -102,50 +178,45 @@ def test_forged_and_foreign_links_are_refused(clean_stack, host, callbacks, inci
     ignore = link_for(mail_links(clean_stack, "alice@contoso.com"), "Ignore")
     tampered = [
         block.replace("sig=", "sig=x"),                                       # signature altered
-        block.replace("approver=alice%40contoso.com", "approver=bob%40contoso.com")
-             .replace("approver=alice@contoso.com", "approver=bob@contoso.com"),  # someone else's name
+        block.replace("approver=alice@contoso.com", "approver=bob@contoso.com"),  # someone else's name
         block.replace("/Block?", "/Ignore?"),                                 # another choice
         block.split("&sig=")[0],                                              # no signature
         ignore.replace(urlsplit(ignore).path.split("/")[-2], "0" * 32),       # another approval
+        block.replace("/Block?", "/review?"),                                 # a personal link made a review link
     ]
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")
     for link in tampered:
         assert link != block
-        for response in (requests.get(link, timeout=30), confirm(link, "Block")):
+        for response in (requests.get(link, timeout=30, allow_redirects=False), alice.get(link, timeout=30),
+                         alice.post(link, data={"confirm": "Block"}, headers={"Origin": origin_of(link)}, timeout=30)):
             assert response.status_code in (403, 404), link
             assert "Recorded" not in response.text
-    # A validly signed link (an insider with the key) for someone not in APPROVERS.
+    # A validly signed link (an insider with the key) for someone this approval did not ask.
     eve = resign(block, APPROVAL_SIGNING_KEY, approver="eve@contoso.com")
-    refused = confirm(eve)
-    assert refused.status_code == 403 and "not an approver" in refused.text
+    assert alice.get(eve, timeout=30).status_code == 403
     # Validly signed but with another expiry: not a link of this approval.
     later = resign(block, APPROVAL_SIGNING_KEY, expires=str(int(time.time()) + 10**6))
-    assert confirm(later).status_code == 403
+    assert alice.get(later, timeout=30).status_code == 403
     assert callbacks.bodies(url) == []
     assert APPROVAL_SIGNING_KEY not in host.host.output and "logic-app-sas" not in host.host.output
 
 
-def test_timeout_calls_back_timed_out_and_expired_links_refuse(clean_stack, host, callbacks, incident):
+def test_expired_links_show_a_page_and_only_the_sweep_times_out(clean_stack, host, callbacks, incident):
     url, _ = subscribe(host, callbacks, incident, timeout="PT2S")
     block = link_for(mail_links(clean_stack, "alice@contoso.com"), "Block")
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")
     time.sleep(2.2)
-    expired = confirm(block)
-    assert expired.status_code == 410 and "expired" in expired.text
-    (callback,) = callbacks.bodies(url)
+    for _ in range(2):  # a GET (and a POST) of an expired approval changes nothing
+        expired = alice.get(block, timeout=30)
+        assert expired.status_code == 410 and "expired" in expired.text
+    time.sleep(0.3)
+    assert callbacks.bodies(url) == [] and "Approval timed out" not in comments_text(clean_stack, incident)
+    sweep(host)
+    (callback,) = wait_for(lambda: callbacks.bodies(url))
     assert callback["decision"] == "TimedOut" and callback["decidedBy"] is None
-    assert "Approval timed out" in comments_text(clean_stack, incident)
-    assert confirm(block).status_code == 409  # closed now: nothing changes
-    assert len(callbacks.bodies(url)) == 1
-
-
-def test_the_sweep_times_out_approvals_nobody_clicked(clean_stack, host, callbacks, incident):
-    url, _ = subscribe(host, callbacks, incident, timeout="PT1S")
-    time.sleep(1.2)
-    fired = requests.post(f"{host.host.url}/admin/functions/approval_sweep", json={},
-                          headers={"x-functions-key": host.host.master_key}, timeout=30)
-    assert fired.status_code == 202
-    callback = wait_for(lambda: callbacks.bodies(url))
-    assert callback[0]["decision"] == "TimedOut"
     wait_for(lambda: "Approval timed out" in comments_text(clean_stack, incident))
+    assert alice.get(block, timeout=30).status_code == 409  # closed now: nothing changes
+    assert len(callbacks.bodies(url)) == 1
 
 
 def test_unsubscribe_cancels_and_links_stop_deciding(clean_stack, host, callbacks, incident):
@@ -154,7 +225,7 @@ def test_unsubscribe_cancels_and_links_stop_deciding(clean_stack, host, callback
     response = host.http.delete(f"{host.host.url}/api/{ROUTE}", json={"callbackUrl": url},
                                 headers={"x-functions-key": host.host.function_key}, timeout=30)
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
-    clicked = confirm(block)
+    clicked = person(clean_stack, host.host.url, "bob@contoso.com").get(block, timeout=30)
     assert clicked.status_code == 409 and "cancelled" in clicked.text
     assert callbacks.bodies(url) == []
     assert "cancelled" in comments_text(clean_stack, incident)
@@ -163,12 +234,34 @@ def test_unsubscribe_cancels_and_links_stop_deciding(clean_stack, host, callback
 def test_a_failed_callback_is_redelivered_by_the_sweep(clean_stack, host, callbacks, incident):
     url, _ = subscribe(host, callbacks, incident)
     callbacks.fail(500, times=20)
-    assert confirm(link_for(mail_links(clean_stack, "alice@contoso.com"), "Ignore")).status_code == 200
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")
+    assert press(alice, link_for(mail_links(clean_stack, "alice@contoso.com"), "Ignore"), "Ignore").status_code == 200
     callbacks.clear_faults()
-    requests.post(f"{host.host.url}/admin/functions/approval_sweep", json={},
-                  headers={"x-functions-key": host.host.master_key}, timeout=30)
+    sweep(host)
     delivered = wait_for(lambda: [b for b in callbacks.bodies(url) if b])
     assert delivered[-1]["decision"] == "Ignore"
+
+
+def test_block_targets_follow_the_verdicts(clean_stack, host, callbacks):
+    """Only IPs rated malicious or suspicious are proposed; a harmless one (0/94) is listed as not blocked."""
+    bad, harmless = "203.0.113.202", "198.51.100.202"  # addresses no other test of this module looks up
+    clean_stack.vt.set_report(bad, malicious=12, suspicious=1, harmless=55, undetected=26)
+    clean_stack.vt.set_report(harmless, harmless=71, undetected=23)
+    incident = incident_with(4242, [bad, harmless, "10.0.0.5"], name=str(uuid.uuid4()))
+    clean_stack.arm.seed_from_trigger(incident)
+    assert host.post("enrichment/ip-reputation", incident).status_code == 200
+    _, approval = subscribe(host, callbacks, incident)
+    targets = approval["targets"]
+    assert [ip["address"] for ip in targets["ips"]] == [bad]
+    assert targets["entities"]["ips"] == [{"Type": "ip", "Address": bad}]
+    not_blocked = {ip["address"]: ip["reason"] for ip in targets["notBlocked"]}
+    assert "harmless (0/94 engines flagged it)" in not_blocked[harmless]
+    assert "no VirusTotal verdict" in not_blocked["10.0.0.5"]
+    assert targets["hosts"] == [] and targets["entities"]["hosts"] == []  # isolation off: no host proposed
+    page = person(clean_stack, host.host.url, "alice@contoso.com").get(
+        link_for(mail_links(clean_stack, "alice@contoso.com"), "Block"), timeout=30)
+    assert f"{bad}: VirusTotal malicious (13/94 engines flagged it)" in page.text
+    assert f"{harmless}: VirusTotal harmless" in page.text
 
 
 @pytest.mark.parametrize("callback", [
@@ -189,6 +282,7 @@ def test_callback_urls_outside_logic_apps_are_refused(clean_stack, host, inciden
     ({"incident": {"incidentArmId": "x"}}, "callbackUrl"),
     ({"choices": ["Block"]}, "choices"),
     ({"choices": ["Block", "TimedOut"]}, "TimedOut"),
+    ({"choices": ["Block", "review"]}, "Review"),
     ({"approvers": ["eve@contoso.com"]}, "APPROVERS"),
     ({"timeout": "one hour"}, "ISO 8601"),
     ({"channels": ["pigeon"]}, "channels"),
@@ -199,3 +293,42 @@ def test_bad_subscribe_bodies_are_400s_naming_the_problem(clean_stack, host, cal
         request.pop("callbackUrl")
     response = host.post(ROUTE, request)
     assert response.status_code == 400 and problem in response.json()["error"]["message"]
+
+
+# -- other configurations: each its own host ---------------------------------------------------------------------
+def test_approvers_by_object_id_and_group_and_guest_mail(clean_stack, host_with, callbacks, incident):
+    host = host_with(APPROVERS=f"{BOB},{SOC_APPROVERS_GROUP},dave_fabrikam.com#ext#@contoso.onmicrosoft.com")
+    url, approval = subscribe(host, callbacks, incident, channels=["email"])
+    # bob by object id, carol through the group, dave (a guest) at his mail address, not his UPN.
+    assert sorted(m["to"][0] for m in clean_stack.outbox.sent) == ["bob@contoso.com", "carol@contoso.com",
+                                                                  "dave@fabrikam.com"]
+    carol = person(clean_stack, host.host.url, "carol@contoso.com")
+    carols_block = link_for(mail_links(clean_stack, "carol@contoso.com"), "Block")
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")  # no APPROVERS entry names her on this host
+    assert alice.get(carols_block, timeout=30).status_code == 403
+    # Carol leaves the group: her mailed link stops deciding at once.
+    clean_stack.graph.remove_member(SOC_APPROVERS_GROUP, CAROL)
+    link = link_for(mail_links(clean_stack, "carol@contoso.com"), "Ignore")
+    assert carol.get(link, timeout=30).status_code == 403
+    clean_stack.graph.add_member(SOC_APPROVERS_GROUP, CAROL)
+    assert press(carol, link, "Ignore").status_code == 200
+    (callback,) = callbacks.bodies(url)
+    assert callback["decidedById"] == CAROL and approval["approvers"] == sorted(approval["approvers"])
+
+
+def test_approvals_refuse_to_run_without_app_service_authentication(clean_stack, host_with, callbacks, incident):
+    host = host_with(LOCAL_EASYAUTH_AUTHORITY="")
+    response = host.post(ROUTE, {"callbackUrl": callbacks.new_url(), "incident": incident})
+    assert response.status_code == 500 and "WEBSITE_AUTH_ENABLED" in response.json()["error"]["message"]
+    assert clean_stack.outbox.sent == []
+
+
+def test_sign_in_off_falls_back_to_the_links_holder_and_says_so(clean_stack, host_with, callbacks, incident):
+    host = host_with(APPROVAL_REQUIRE_SIGN_IN="false", LOCAL_EASYAUTH_AUTHORITY="")
+    url, _ = subscribe(host, callbacks, incident)
+    assert press(requests.Session(), link_for(mail_links(clean_stack, "bob@contoso.com"), "Ignore"),
+                 "Ignore").status_code == 200
+    (callback,) = callbacks.bodies(url)
+    assert callback["decidedBy"] == "bob@contoso.com"
+    assert "sign-in is OFF" in comments_text(clean_stack, incident)
+    assert requests.get(review_link(json.dumps(clean_stack.teams.cards[0])), timeout=30).status_code == 403

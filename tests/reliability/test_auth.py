@@ -26,8 +26,11 @@ pytestmark = pytest.mark.e2e
 # Routes a caller without a function key must reach, each with the credential it checks instead.
 ANONYMOUS = {
     "health": "liveness for probes; answers no secret (tests/core/test_health.py)",
-    "orchestration/approvals/{id}/{decision}": "approvers hold no function key: the HMAC-signed link is the "
-                                               "credential (403 without a valid signature)",
+    "orchestration/approvals/{id}/{decision}": "approvers hold no function key: the HMAC-signed link and the "
+                                               "approver's Entra ID sign-in are the credentials (403 without a "
+                                               "valid signature)",
+    "response/entra/ask-user/{id}": "the user holds no function key: the HMAC-signed link and that user's Entra ID "
+                                    "sign-in are the credentials (403 without a valid signature)",
 }
 WRONG_KEY = "fk-" + "0" * 16
 

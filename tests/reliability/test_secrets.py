@@ -35,7 +35,7 @@ from localdev.host import HostProcess
 from sync.webhook import SIGNATURE_HEADER, sign
 from tests.conftest import wait_for
 from tests.fixtures import fresh_incident
-from tests.orchestration.helpers import CallbackReceiver, link_for, links_in
+from tests.orchestration.helpers import CallbackReceiver, link_for, links_in, person, press
 from tests.sync.conftest import SyncClient, sync_settings
 
 pytestmark = pytest.mark.e2e
@@ -333,9 +333,10 @@ def run_every_action(stack, client: SyncClient, callbacks: CallbackReceiver) -> 
                                                "choices": ["Block", "Ignore"], "question": "Block?"}), 200, 201)
     (mail,) = stack.outbox.to(APPROVER)
     block = link_for(links_in(mail["body"]), "Block")
-    ok(http.get(block, timeout=30))
-    ok(http.post(block.replace("sig=", "sig=x"), data={"confirm": "Block"}, timeout=30), 403)
-    ok(http.post(block, data={"confirm": "Block"}, timeout=30))
+    ok(http.get(block, timeout=30, allow_redirects=False), 302)  # not signed in: to the sign-in
+    approver = person(stack, client.host.url, APPROVER)
+    ok(approver.post(block.replace("sig=", "sig=x"), data={"confirm": "Block"}, timeout=30), 403)
+    ok(press(approver, block, "Block"))
     wait_for(lambda: callbacks.bodies(callback), timeout=30)
     other = callbacks.new_url()
     ok(client.post("orchestration/approvals", {"callbackUrl": other, "incident": incident()}), 200, 201)

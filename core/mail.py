@@ -1,4 +1,4 @@
-"""Approval mail through Microsoft Graph ``POST /v1.0/users/{mailbox}/sendMail`` (Mail.Send).
+"""Mail through Microsoft Graph ``POST /v1.0/users/{mailbox}/sendMail`` (Mail.Send).
 
 Plain HTTP over the pack's one session and token provider: one request does not justify loading
 msgraph-sdk (and its dependency tree) at cold start or on first use. Graph answers 202 with no
