@@ -73,7 +73,7 @@ var rules = [
     name: 'approval-callback-failed'
     description: 'An approval decision could not be delivered to its Logic App run (callback failed or the run no longer waits).'
     severity: 1
-    query: 'traces | where message has "follow-up failed" or message has "the Logic App run no longer waits"'
+    query: 'traces | where message has "follow-up failed" or message has "the Logic App run no longer waits" or message has "callback marked failed"'
     operator: 'GreaterThan'
     threshold: 0
     window: 'PT15M'

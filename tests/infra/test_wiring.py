@@ -392,7 +392,7 @@ def test_playbook_identities_hold_reader_not_responder():
 
 def test_alert_queries_match_log_lines_of_the_code():
     alerts = (INFRA / "app" / "alerts.bicep").read_text()
-    code = "\n".join(path.read_text() for area in ("enrichment", "orchestration", "sync")
+    code = "\n".join(path.read_text() for area in ("core", "enrichment", "orchestration", "sync")
                      for path in (INFRA.parent / area).glob("*.py"))
     phrases = re.findall(r'message (?:has|startswith) "([^"]+)"', alerts.replace("\\", ""))
     assert phrases
