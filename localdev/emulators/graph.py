@@ -14,7 +14,9 @@ The contract (Graph v1.0 reference):
 - ``GET /v1.0/identityProtection/riskyUsers/{id}`` -> the risky user (404 when the user has no risk record);
   ``POST /v1.0/identityProtection/riskyUsers/confirmCompromised`` ``{"userIds": [...]}`` -> 204, sets
   ``riskState`` confirmedCompromised and ``riskLevel`` high. Without an Entra ID P2 licence
-  (``licensed=False``) both are 403 ``Forbidden`` "Your tenant is not licensed for this feature.";
+  (``licensed=False``) both are 403, in one of the forms Graph uses (``LICENCE_ERRORS``, taken in turn): ``Forbidden``
+  "Your tenant is not licensed for this feature." or ``Authentication_RequestFromNonPremiumTenantOrB2CTenant``
+  "Neither tenant is B2C or tenant doesn't have premium license" (microsoftgraph/microsoft-graph-docs #11986, #14118);
 - ``POST /v1.0/users/{mailbox}/sendMail`` (``localdev.emulators.mail``), so one emulator serves
   ``GRAPH_ENDPOINT``.
 Error bodies carry ``innerError`` {date, request-id, client-request-id} like Graph's.
@@ -23,6 +25,7 @@ Error bodies carry ``innerError`` {date, request-id, client-request-id} like Gra
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import threading
 import uuid
@@ -37,6 +40,9 @@ V1 = "https://graph.microsoft.com/v1.0/$metadata#"
 USER_PROPERTIES = {"accountEnabled", "displayName", "givenName", "surname", "jobTitle", "department",
                    "mail", "mobilePhone", "officeLocation", "usageLocation", "userPrincipalName", "mailNickname"}
 NOT_LICENSED = "Your tenant is not licensed for this feature."
+LICENCE_ERRORS = (("Forbidden", NOT_LICENSED),
+                  ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                   "Neither tenant is B2C or tenant doesn't have premium license"))
 ADELE = "b1a2c3d4-e5f6-4789-8abc-def012345678"  # the Account entity of the sample incidents
 
 
@@ -64,6 +70,7 @@ class GraphEmulator(Emulator):
         self._users: dict[str, dict] = {}
         self._privileged: set[str] = set()
         self._risky: dict[str, dict] = {}
+        self._licence_forms = itertools.cycle(LICENCE_ERRORS)
         for method, pattern, handler in (
             ("GET", r"/v1\.0/users/(?P<user>[^/]+)", self._get_user),
             ("PATCH", r"/v1\.0/users/(?P<user>[^/]+)", self._patch_user),
@@ -192,9 +199,14 @@ class GraphEmulator(Emulator):
             return Response(200, {"@odata.context": V1 + "Edm.Boolean", "value": True})
 
     # -- Identity Protection ------------------------------------------------------------------
+    def _unlicensed(self, req: Request) -> Response:
+        with self._state:
+            code, message = next(self._licence_forms)
+        return _error(req, 403, code, message)
+
     def _get_risky(self, req: Request) -> Response:
         if not self.licensed:
-            return _error(req, 403, "Forbidden", NOT_LICENSED)
+            return self._unlicensed(req)
         with self._state:
             risky = self._risky.get(req.params["user"].lower())
             if risky is None:
@@ -204,7 +216,7 @@ class GraphEmulator(Emulator):
 
     def _confirm(self, req: Request) -> Response:
         if not self.licensed:
-            return _error(req, 403, "Forbidden", NOT_LICENSED)
+            return self._unlicensed(req)
         body = self._body(req)
         ids = body.get("userIds") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):

@@ -28,6 +28,9 @@ ANONYMOUS = {
     "health": "liveness for probes; answers no secret (tests/core/test_health.py)",
     "orchestration/approvals/{id}/{decision}": "approvers hold no function key: the HMAC-signed link is the "
                                                "credential (403 without a valid signature)",
+    "response/mde/actions/{id}": "Logic Apps poll a 202 Location without the action's headers: the URL's HMAC "
+                                 "signature, bound to the operation and its expiry, is the credential (403 without "
+                                 "it; tests/reliability/test_attacks_response.py)",
 }
 WRONG_KEY = "fk-" + "0" * 16
 
