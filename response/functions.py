@@ -65,8 +65,13 @@ def _asynchronous(req: func.HttpRequest, act: Callable[[Case], tuple[int, dict]]
     accepted: dict[str, str] = {}
 
     def action(case: Case) -> tuple[int, dict]:
+        from core.links import LinkSigner, base_url
         from response.isolation import POLL_SECONDS
 
+        # Checked before acting: a machine isolated by a call that then cannot say where to poll is lost to
+        # the playbook (PUBLIC_BASE_URL and the signing key are configuration, answered 500 naming them).
+        base_url(_ctx().settings, req.url)
+        LinkSigner.from_settings(_ctx().settings)
         status, body = act(case)
         if status == 202:
             accepted["Location"] = _status_url(req, body["operation"])
