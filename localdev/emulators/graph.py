@@ -92,6 +92,7 @@ class GraphEmulator(Emulator):
         self.outbox.clear()
         with self._state:
             self.licensed = self._licensed_default
+            self._licence_forms = itertools.cycle(LICENCE_ERRORS)
             self._users.clear()
             self._privileged.clear()
             self._risky.clear()
