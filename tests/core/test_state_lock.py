@@ -3,7 +3,6 @@ transactions with a companion row, one connection pool per store."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -12,6 +11,7 @@ import pytest
 
 from core.errors import Busy
 from core.state import StateStore, op_merge, op_replace
+from tests.core.concurrent import pool_full_warnings, together
 
 
 @pytest.fixture
@@ -31,10 +31,9 @@ def test_a_held_key_is_refused_at_once_not_polled(store):
 
 def test_concurrent_runs_one_holds_the_others_are_busy(store):
     inside, holders, busy = [0], [], []
-    guard, gate = threading.Lock(), threading.Barrier(6)
+    guard = threading.Lock()
 
     def work(n: int) -> None:
-        gate.wait()
         try:
             with store.lock("locks", "machine|abc"):
                 with guard:
@@ -46,11 +45,7 @@ def test_concurrent_runs_one_holds_the_others_are_busy(store):
         except Busy:
             busy.append(n)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    together(6, work)
     assert holders and max(holders) == 1 and len(holders) + len(busy) == 6
     assert store.get("locks", "lock", "machine|abc") is None
 
@@ -108,29 +103,17 @@ def test_a_companion_row_changes_with_the_lease_and_is_replanned_on_conflict(sto
     assert store.get("locks", "lock", "machine|y") is None and store.get("locks", "lock", "op|1")["verb"] == "isolate"
 
 
-def _pool_full_warnings(store: StateStore, calls: int, caplog) -> int:
-    """Run ``calls`` concurrent writes over two tables; the urllib3 warnings of connections thrown away."""
+def _writes(store: StateStore, caplog, calls: int) -> int:
+    """``calls`` concurrent writes over two tables; the connections urllib3 threw away meanwhile."""
     store.upsert("poola", {"PartitionKey": "p", "RowKey": "warm"})
     store.upsert("poolb", {"PartitionKey": "p", "RowKey": "warm"})
-    gate = threading.Barrier(calls)
-
-    def write(n: int) -> None:
-        gate.wait()
-        store.upsert("poola" if n % 2 else "poolb", {"PartitionKey": "p", "RowKey": str(n)})
-
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(calls)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    return sum("Connection pool is full" in r.getMessage() for r in caplog.records)
+    return pool_full_warnings(caplog, calls, lambda n: store.upsert("poola" if n % 2 else "poolb",
+                                                                   {"PartitionKey": "p", "RowKey": str(n)}))
 
 
 def test_one_pool_per_store_sized_by_the_setting(stack, caplog):
     prefix = "pl" + uuid.uuid4().hex[:8]
     roomy = StateStore(connection_string=stack.azurite.connection_string, prefix=prefix, pool_size=200)
-    assert _pool_full_warnings(roomy, 120, caplog) == 0  # every table shares the 200 connections
+    assert _writes(roomy, caplog, 120) == 0  # every table shares the 200 connections
     tight = StateStore(connection_string=stack.azurite.connection_string, prefix=prefix, pool_size=4)
-    assert _pool_full_warnings(tight, 60, caplog) > 0  # the setting reaches the transport
+    assert _writes(tight, caplog, 60) > 0  # the setting reaches the transport
