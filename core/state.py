@@ -136,7 +136,9 @@ class StateStore:
                                   max_retries=Retry(total=False, redirect=False, raise_on_status=False))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            self._shared_transport = RequestsTransport(session=session, session_owner=False)
+            # The timeouts belong to the transport: a client given a transport no longer applies its own options.
+            bounds = {k: v for k, v in self._options.items() if k in ("connection_timeout", "read_timeout")}
+            self._shared_transport = RequestsTransport(session=session, session_owner=False, **bounds)
         return self._shared_transport
 
     # -- clients ------------------------------------------------------------------------------
