@@ -46,6 +46,12 @@ NOT_SET_IN_AZURE = {
     "MAX_ENTITIES": "tuned default in core/settings.py",
     "PUBLIC_BASE_URL": "approval links default to the origin the playbook called (the app's own host name); "
                        "set it only for a custom domain or a front door",
+    "RESPONSE_RADIUS_WINDOW_HOURS": "tuned default in core/settings.py (blast radius per incident within a day)",
+    "DISABLED_ACTIONS": "empty by default: an operator's kill switch, set by hand when an action must stop",
+    "RESPONSE_STATUS_LINK_HOURS": "tuned default in core/settings.py",
+    "RESPONSE_POOL_SIZE": "tuned default in core/settings.py",
+    "HTTP_POOL_SIZE": "tuned default in core/settings.py",
+    "STATE_POOL_SIZE": "tuned default in core/settings.py",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}
