@@ -107,9 +107,10 @@ class ResponseRun:
         """Lease ``targets`` and spend the blast-radius budget on ``counted`` (default: the targets), together.
 
         Concurrent runs on one target (duplicate triggers, retries) cannot both act: the first holds the
-        lease until ``close``, the others answer 429 + Retry-After at once (``Busy``) and their retry finds
-        the state the first left. Past the cap nothing is done: every new target is refused and the call
-        answers 409. A dry run takes no lease and spends nothing, but is refused past the cap all the same.
+        lease until ``close``; another one *observes* (``busy`` set, no lease, no write): it answers with the
+        targets' state when the first already reached it, else 429 + Retry-After at once (see ``close``).
+        Past the cap nothing is done: every new target is refused and the call answers 409. A dry run takes
+        no lease and spends nothing, but is refused past the cap all the same.
         """
         counted = list(targets if counted is None else counted)
         self.limit(counted, what)
@@ -178,6 +179,8 @@ class ResponseRun:
                 _collector.reset(token)
 
         outcomes = run_bounded(one, items, self.pool)
+        into = _collector.get()  # called from a target's work: its entries stay with that target
+        entries = into if into is not None else self.entries
         values, first_error = [], None
         for outcome in outcomes:
             if outcome.ok:
@@ -187,7 +190,7 @@ class ResponseRun:
                 collected = getattr(outcome.error, "collected", [])
                 values.append(None)
                 first_error = first_error or outcome.error
-            self.entries.extend(collected)
+            entries.extend(collected)
         if first_error is not None:
             raise first_error
         return values
