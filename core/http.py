@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = Retry.DEFAULT_ALLOWED_METHODS  # sent again after a lost answer: GET, PUT, DELETE, HEAD, ...
+# Hosts whose pools one session keeps (ARM, Defender, VirusTotal, ServiceNow, Teams, Slack, ...): requests'
+# default of 10 is near the pack's count, and an evicted pool drops its open connections.
+POOL_HOSTS = 16
 
 
 class RedactUrls(logging.Filter):
@@ -90,8 +93,14 @@ def build_session(
     max_retry_after: float = 10.0,
     retry_statuses: Iterable[int] = RETRY_STATUSES,
     backoff: float = 0.5,
+    pool_size: int = 64,
 ) -> requests.Session:
     """Build the session every API client uses.
+
+    One session serves the whole process (core/context.py), so its connection pools are shared by every
+    invocation and every thread an action fans out to (core/concurrency.py): ``pool_size`` connections are
+    kept per host (``HTTP_POOL_SIZE``); with fewer, concurrent calls past it open connections that urllib3
+    then discards ("Connection pool is full"), paying a TLS handshake each time.
 
     Every method is retried on 429/5xx answers and connection failures (the request was not carried
     out); after a lost answer only idempotent methods are (see ``BoundedRetry``): a POST whose answer
@@ -112,7 +121,7 @@ def build_session(
     )
     retry.max_retry_after = max_retry_after
     session = TimeoutSession(timeout)
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=8, pool_maxsize=32)
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=POOL_HOSTS, pool_maxsize=max(1, pool_size))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "sentinel-playbooks/1.0"
@@ -125,6 +134,7 @@ def session_from_settings(settings, retry_statuses: Iterable[int] = RETRY_STATUS
         retries=int(settings["HTTP_MAX_RETRIES"]),
         max_retry_after=float(settings["HTTP_MAX_RETRY_AFTER_SECONDS"]),
         retry_statuses=retry_statuses,
+        pool_size=int(settings["HTTP_POOL_SIZE"]),
     )
 
 

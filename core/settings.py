@@ -113,6 +113,18 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="\"No, it wasn't me\" also revokes the user's sign-in sessions (it always confirms compromise)"),
     SettingSpec("ASK_USER_DISMISS_RISK_ON_YES", "false", "bool",
                 doc="\"Yes, it was me\" (with fresh MFA) also dismisses the user's risk in Identity Protection"),
+    # -- response guardrails, status links, concurrency and connection pools (issues 14.4, 14.8, 16.1) --
+    SettingSpec("RESPONSE_RADIUS_WINDOW_HOURS", "24", "int",
+                doc="Window of the blast-radius cap: distinct targets of one action on one incident within it count"),
+    SettingSpec("DISABLED_ACTIONS", "", "list",
+                doc="Kill switch: actions (function names, e.g. entra_disable_user, mde_isolate) that answer 409"),
+    SettingSpec("RESPONSE_STATUS_LINK_HOURS", "24", "int",
+                doc="Lifetime of the signed status URL (202 Location) of isolate / release"),
+    SettingSpec("RESPONSE_POOL_SIZE", "8", "int", doc="Targets of one response call acted on side by side"),
+    SettingSpec("HTTP_POOL_SIZE", "64", "int",
+                doc="Connections kept per host by the process's HTTP clients (requests session, Graph client)"),
+    SettingSpec("STATE_POOL_SIZE", "200", "int",
+                doc="Connections kept to Table and Queue Storage by the process (concurrent calls past it reconnect)"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

@@ -2,9 +2,15 @@
 
 Every table has its own key design, documented where the table is used. The store offers the
 few operations the pack's idempotency rests on: point reads, upserts, a conditional insert
-(exactly one of several concurrent writers wins) and an etag-guarded replace. Storage
-failures become ``StateUnavailable`` (503 + Retry-After): nothing is done without state.
+(exactly one of several concurrent writers wins), an etag-guarded replace, entity group
+transactions (several rows of one partition, all or nothing, in one request) and leases built on
+them. Storage failures become ``StateUnavailable`` (503 + Retry-After): nothing is done without state.
 azure-data-tables is imported on first use, not at cold start.
+
+One connection pool per process: every table and queue client of the store shares one requests
+session (``STATE_POOL_SIZE`` connections per host). By default each azure-core client builds its own
+transport with requests' pool of 10, so 200 concurrent calls logged "Connection pool is full" and opened
+(and discarded) a connection per call past the tenth.
 """
 
 from __future__ import annotations
@@ -13,14 +19,81 @@ import json
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from core.errors import Busy, ConfigurationError, StateUnavailable
 
 log = logging.getLogger(__name__)
+
+# One operation of an entity group transaction, in azure-data-tables' shape: (verb, entity[, options]).
+Operation = tuple
+MAX_TRANSACTION = 100  # operations per entity group transaction (Table Storage's limit)
+BUSY_RETRY_SECONDS = 5  # the Logic App retry policy's shortest interval: asking for less buys nothing
+
+
+class TransactionFailed(Exception):
+    """One operation of a transaction was refused (409 exists, 412 etag, 404 missing): nothing was written."""
+
+    def __init__(self, index: int, status: int | None, code: str) -> None:
+        super().__init__(f"operation {index} failed: HTTP {status} {code}")
+        self.index, self.status, self.code = index, status, code
+
+
+class Companion(Protocol):
+    """Rows to change in the same transaction as a lease (same table and partition), e.g. a counter.
+
+    ``operations`` is asked again after ``refresh`` when one of its operations was refused (a concurrent
+    writer changed the row): it re-reads what it needs and may raise to give up (e.g. a cap is reached)."""
+
+    def operations(self) -> list[Operation]: ...
+
+    def refresh(self) -> None: ...
+
+
+@dataclass
+class Lease:
+    """Leases held on rows of one partition, with the etag each insert returned (released by that etag)."""
+
+    table: str
+    partition: str
+    etags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[str]:
+        return list(self.etags)
+
+
+def op_create(entity: dict) -> Operation:
+    return ("create", _clean(entity))
+
+
+def op_merge(entity: dict) -> Operation:
+    """Insert, or update only the given columns of an existing row (others are kept)."""
+    from azure.data.tables import UpdateMode
+
+    return ("upsert", _clean(entity), {"mode": UpdateMode.MERGE})
+
+
+def op_replace(entity: dict, etag: str) -> Operation:
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    return ("update", _clean(entity), {"mode": UpdateMode.REPLACE, "etag": etag,
+                                       "match_condition": MatchConditions.IfNotModified})
+
+
+def op_delete(partition: str, row: str, etag: str) -> Operation:
+    from azure.core import MatchConditions
+
+    return ("delete", {"PartitionKey": partition, "RowKey": row}, {"etag": etag,
+                                                                   "match_condition": MatchConditions.IfNotModified})
+
+
+def _clean(entity: dict) -> dict:
+    return {k: v for k, v in entity.items() if not k.startswith("_")}
 
 
 class StateStore:
@@ -28,7 +101,7 @@ class StateStore:
 
     def __init__(self, *, connection_string: str | None = None, table_uri: str | None = None,
                  queue_uri: str | None = None, credential: Any = None, prefix: str = "",
-                 timeout: float | None = None, retries: int | None = None) -> None:
+                 timeout: float | None = None, retries: int | None = None, pool_size: int = 200) -> None:
         if not connection_string and not table_uri:
             raise ConfigurationError("state store: set STATE_STORAGE_CONNECTION or STATE_TABLE_SERVICE_URI")
         # The storage SDKs' own defaults wait up to 300 s per request: a hung storage account would hold
@@ -46,6 +119,27 @@ class StateStore:
         self._tables: dict[str, Any] = {}
         self._queues: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._pool_size = max(1, pool_size)
+        self._shared_transport: Any = None
+
+    def _transport(self) -> Any:
+        """The one transport (requests session and its pools) every client of this store uses."""
+        if self._shared_transport is None:
+            import requests
+            from azure.core.pipeline.transport import RequestsTransport
+            from requests.adapters import HTTPAdapter
+            from urllib3.util.retry import Retry
+
+            session = requests.Session()
+            # Retries are azure-core's (its RetryPolicy, bounded by the options above), never urllib3's.
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size,
+                                  max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            # The timeouts belong to the transport: a client given a transport no longer applies its own options.
+            bounds = {k: v for k, v in self._options.items() if k in ("connection_timeout", "read_timeout")}
+            self._shared_transport = RequestsTransport(session=session, session_owner=False, **bounds)
+        return self._shared_transport
 
     # -- clients ------------------------------------------------------------------------------
     def table_name(self, name: str) -> str:
@@ -60,10 +154,11 @@ class StateStore:
         from azure.data.tables import TableServiceClient
 
         def build():
+            options = {**self._options, "transport": self._transport()}
             if self._conn:
-                service = TableServiceClient.from_connection_string(self._conn, **self._options)
+                service = TableServiceClient.from_connection_string(self._conn, **options)
             else:
-                service = TableServiceClient(endpoint=self._table_uri, credential=self._credential, **self._options)
+                service = TableServiceClient(endpoint=self._table_uri, credential=self._credential, **options)
             client = service.get_table_client(self.table_name(name))
             return client, client.create_table
 
@@ -75,7 +170,7 @@ class StateStore:
         def build():
             # The Functions host expects base64 messages by default.
             policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
-                        "message_decode_policy": BinaryBase64DecodePolicy()}
+                        "message_decode_policy": BinaryBase64DecodePolicy(), "transport": self._transport()}
             full = self.queue_name(name)
             if self._conn:
                 client = QueueClient.from_connection_string(self._conn, full, **policies, **self._options)
@@ -177,52 +272,133 @@ class StateStore:
 
         try:
             for entity in self._table(table).query_entities(filter_, parameters=parameters or {}):
-                yield dict(entity)
+                yield {**entity, "_etag": entity.metadata.get("etag")}
         except AzureError as exc:
             raise self._unavailable(exc) from None
 
-    @contextmanager
-    def lock(self, table: str, key: str, *, hold_seconds: float = 60.0, wait_seconds: float = 20.0) -> Iterator[None]:
-        """Run the block while no other run holds ``key``: one lease row with an expiry.
+    def get_many(self, table: str, partition: str, rows: Sequence[str]) -> dict[str, dict]:
+        """Rows of one partition by key, in as few requests as the service allows (a filter holds at most 15
+        comparisons: the partition and 14 keys); missing rows are absent from the answer."""
+        found: dict[str, dict] = {}
+        keys = sorted(set(rows))
+        for start in range(0, len(keys), 14):
+            chunk = keys[start:start + 14]
+            names = {f"k{i}": key for i, key in enumerate(chunk)}
+            # Parameters must be followed by a space: the SDK substitutes whitespace-separated words.
+            filter_ = "PartitionKey eq @p and ( " + " or ".join(f"RowKey eq @{n}" for n in names) + " )"
+            for entity in self.query(table, filter_, {"p": partition, **names}):
+                found[entity["RowKey"]] = entity
+        return found
 
-        Duplicate automation rules and Logic App retries can bring the same target (a machine, a
-        user, an address) to several runs at once. Each run's read-check-write on the target happens
-        inside this lock, so the later runs see the first run's result instead of writing again. A
-        crashed holder's lease expires after ``hold_seconds``; waiting past ``wait_seconds`` raises
-        Busy (429 + Retry-After) and the Logic App retries.
+    def transaction(self, table: str, operations: Sequence[Operation]) -> list[dict]:
+        """Apply ``operations`` (rows of one partition) all or none, in one request; the answer's metadata
+        per operation (``etag`` of each written row). ``TransactionFailed`` names the refused operation."""
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import TableTransactionError
+
+        if len(operations) > MAX_TRANSACTION:
+            raise ConfigurationError(f"one transaction holds at most {MAX_TRANSACTION} rows, got {len(operations)}")
+        try:
+            return [dict(meta) for meta in self._table(table).submit_transaction(list(operations))]
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 409, 412):
+                raise TransactionFailed(exc.index, exc.status_code, str(exc.error_code or "")) from None
+            raise self._unavailable(exc) from None
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
+
+    def acquire(self, table: str, keys: Sequence[str], *, partition: str = "lock", hold_seconds: float = 60.0,
+                companion: Companion | None = None, attempts: int = 4) -> Lease:
+        """Lease every key at once, without waiting: one transaction inserts a row per key (and applies the
+        companion's rows with it). A key another run holds raises ``Busy`` at once (429 + Retry-After): the
+        caller's retry policy waits, not a polling loop here. A lease past its ``until`` (its holder crashed)
+        is taken over with an etag-guarded replace in the same transaction.
         """
-        partition, row, owner = "lock", key_safe(key)[:512], uuid.uuid4().hex
-        deadline, pause = time.monotonic() + wait_seconds, 0.02
-        while True:
-            lease = {"PartitionKey": partition, "RowKey": row, "owner": owner, "until": time.time() + hold_seconds}
-            if self.insert_if_absent(table, lease):
-                break
-            held = self.get(table, partition, row)
-            if held is not None and float(held.get("until", 0)) < time.time() \
-                    and self.replace_if_unchanged(table, lease, held["_etag"]):
-                break  # the holder crashed: its lease ran out
-            if held is not None and time.monotonic() > deadline:
-                raise Busy(f"another run is acting on {key} right now", retry_after=5)
-            if held is not None:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.25)
-        try:
-            yield
-        finally:
-            self._unlock(table, partition, row, owner)
+        rows = sorted({key_safe(k)[:512] for k in keys if k})
+        takeover: dict[str, str] = {}  # row -> etag of an expired lease found on an earlier attempt
+        for _ in range(attempts):
+            until = time.time() + hold_seconds
+            ops = [op_replace(self._lease_row(partition, row, until), takeover[row]) if row in takeover
+                   else op_create(self._lease_row(partition, row, until)) for row in rows]
+            extra = companion.operations() if companion is not None else []
+            if not ops and not extra:
+                return Lease(table, partition)
+            try:
+                results = self.transaction(table, ops + extra)
+            except TransactionFailed as failed:
+                if failed.index >= len(rows):  # the companion's row changed under it: re-read, re-plan
+                    assert companion is not None
+                    companion.refresh()
+                    continue
+                row = rows[failed.index]
+                held = self.get(table, partition, row)
+                if held is None:
+                    takeover.pop(row, None)  # released in between: insert again
+                elif float(held.get("until") or 0) >= time.time():
+                    raise Busy(f"another run is acting on {row} right now; retry shortly",
+                               retry_after=BUSY_RETRY_SECONDS) from None
+                else:
+                    takeover[row] = held["_etag"]
+                continue
+            return Lease(table, partition, {row: str(results[i].get("etag")) for i, row in enumerate(rows)})
+        raise Busy(f"could not take the lease of {', '.join(rows)[:200]}: too many concurrent changes",
+                   retry_after=BUSY_RETRY_SECONDS)
 
-    def _unlock(self, table: str, partition: str, row: str, owner: str) -> None:
-        """Give the lease back if it is still ours (an expired one may have passed to another run)."""
+    def release(self, lease: Lease, also: Sequence[Operation] = ()) -> None:
+        """Give the leases back by their etags (a lease that expired and passed to another run is left to it)
+        and apply ``also`` (rows of the same partition) in the same request."""
+        ops = [op_delete(lease.partition, row, etag) for row, etag in lease.etags.items()] + list(also)
+        if not ops:
+            return
         try:
-            held = self.get(table, partition, row)
-            if held is not None and held.get("owner") == owner:
-                self.delete(table, partition, row)
-        except StateUnavailable:
-            log.warning("could not release lock %s/%s; it expires by itself", table, row)
+            self.transaction(lease.table, ops)
+        except TransactionFailed:
+            # A lease outlived its hold and was taken over (412) or is gone (404): release one by one.
+            for row, etag in lease.etags.items():
+                self._delete_if(lease.table, lease.partition, row, etag)
+            for op in also:
+                self.transaction(lease.table, [op])
+        lease.etags.clear()
+
+    @contextmanager
+    def lock(self, table: str, *keys: str, hold_seconds: float = 60.0) -> Iterator[Lease]:
+        """Run the block while holding ``keys`` (see ``acquire``): Busy at once when another run holds one.
+
+        Duplicate automation rules and Logic App retries can bring the same target (a machine, a user,
+        an address) to several runs at once. Each run's read-check-write on the target happens inside
+        the lease, so the later runs see the first run's result instead of writing again. A crashed
+        holder's lease expires after ``hold_seconds``.
+        """
+        lease = self.acquire(table, keys, hold_seconds=hold_seconds)
+        try:
+            yield lease
+        finally:
+            try:
+                self.release(lease)
+            except StateUnavailable:
+                log.warning("could not release the lease of %s in %s; it expires by itself", lease.rows, table)
+
+    @staticmethod
+    def _lease_row(partition: str, row: str, until: float) -> dict:
+        return {"PartitionKey": partition, "RowKey": row, "until": until}
+
+    def _delete_if(self, table: str, partition: str, row: str, etag: str) -> None:
+        """Delete the row only while it still has ``etag``."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            self._table(table).delete_entity(partition_key=partition, row_key=row, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) not in (404, 412):
+                raise self._unavailable(exc) from None
 
     @staticmethod
     def _clean(entity: dict) -> dict:
-        return {k: v for k, v in entity.items() if not k.startswith("_")}
+        return _clean(entity)
 
     # -- queues -------------------------------------------------------------------------------
     def enqueue(self, queue: str, message: dict, *, delay_seconds: int = 0) -> None:
@@ -270,5 +446,6 @@ def get_state_store() -> StateStore:
             prefix=str(settings["STATE_TABLE_PREFIX"] or ""),
             timeout=float(settings["HTTP_TIMEOUT_SECONDS"]),  # type: ignore[arg-type]
             retries=int(settings["HTTP_MAX_RETRIES"]),  # type: ignore[arg-type]
+            pool_size=int(settings["STATE_POOL_SIZE"]),  # type: ignore[arg-type]
         )
     return _store

@@ -56,7 +56,7 @@ def run(stack, host, say: Callable[..., None]) -> None:
         started = time.monotonic()
         result = runner.run(body)
         for line in result.timeline[1:-1]:
-            say(f"playbook: {line}", 1)  # the runner shows URLs without their query (the key travels there)
+            say(f"playbook: {line}", 1)  # the runner shows URLs without their query (keys and signatures travel there)
         action = result["Isolate_machines"]
         if result.status != "Succeeded":
             say(f"playbook run {result.status}: {action.error}", 1)

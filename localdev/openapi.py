@@ -514,9 +514,12 @@ ACTIONS: dict[tuple[str, str], Action] = {
         ok={200: "ResponseSummary", 202: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
     ("mde_action_status", "GET"): Action(
         "GetMachineActionStatus", "Status of an isolation or release",
-        "The Location of the asynchronous pattern: 202 while pending, 200 with the final state.",
-        ok={200: "ActionStatus", 202: "ActionStatus"}, errors=(401, 403, 404, 429, 500, 502, 503),
-        notes={404: "No such operation or machine action"}),
+        "The Location of the asynchronous pattern: 202 while pending, 200 with the final state. Anonymous: the "
+        "Location's signature (bound to the operation and its expiry) is the credential.",
+        ok={200: "ActionStatus", 202: "ActionStatus"}, errors=(403, 404, 429, 500, 502, 503),
+        query=("expires", "sig"), visibility="internal",
+        notes={403: "The status link is altered, for another operation or expired",
+               404: "No such operation or machine action"}),
     ("entra_confirm_compromised", "POST"): Action(
         "ConfirmUsersCompromised", "Confirm the incident's users compromised (Entra ID Protection)",
         "Marks the users as compromised in Identity Protection (needs Entra ID P2).",
@@ -528,6 +531,10 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("entra_disable_user", "POST"): Action(
         "DisableUsers", "Disable the incident's user accounts",
         "Disables the accounts; one already disabled is reported, not an error.",
+        ok={200: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
+    ("entra_enable_user", "POST"): Action(
+        "EnableUsers", "Enable the incident's user accounts (undo of disable)",
+        "Enables the accounts again, with the same guardrails and audit; one already enabled is reported.",
         ok={200: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
     ("block_ip", "POST"): Action(
         "BlockIps", "Block the incident's IP addresses",

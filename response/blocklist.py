@@ -7,7 +7,9 @@ address (compressed form; IPv6 colons are valid in keys). Columns ``address``, `
 expired row is replaced by the next block of that address.
 
 Adding is a conditional insert (of two concurrent blocks one inserts, the other finds it); a block of
-an address already listed only moves its expiry later, with an etag-guarded replace.
+an address already listed only moves its expiry later, with an etag-guarded replace. The addresses of one
+call are read with one query (``get_rows``) and written with one entity group transaction (``add_many``,
+``remove_many``: the partition is shared), falling back to one row at a time if a row changed meanwhile.
 
 The feed is an *external dynamic list*: plain text, one address per line, IPv4 then IPv6, nothing
 else, which Palo Alto Networks (EDL "IP List"), Fortinet (external threat feed, "IP Address") and
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.state import StateStore, key_safe
+from core.state import StateStore, TransactionFailed, key_safe, op_create, op_delete, op_replace
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +72,65 @@ class BlockList:
             row = self.store.get(TABLE, PARTITION, key_safe(entry.address))
             if row is None:
                 continue  # removed in between: insert again
-            current = BlockEntry.from_row(row)
-            if current.expires_at > self.clock() and current.expires_at >= entry.expires_at:
-                return "present"
-            keep_first = current.expires_at > self.clock()  # an unexpired entry keeps who blocked it first
-            merged = BlockEntry(entry.address, current.incident_id if keep_first else entry.incident_id,
-                                current.case_label if keep_first else entry.case_label,
-                                current.created_at if keep_first else entry.created_at, entry.expires_at,
-                                entry.indicator_id or current.indicator_id)
-            if self.store.replace_if_unchanged(TABLE, merged.row(), row["_etag"]):
-                return "renewed" if keep_first else "added"
+            merged, result = self._merged(entry, BlockEntry.from_row(row))
+            if merged is None or self.store.replace_if_unchanged(TABLE, merged.row(), row["_etag"]):
+                return result
         return "present"
+
+    def get_rows(self, addresses: list[str]) -> dict[str, dict]:
+        """The stored rows (expired ones too, with their etags) of ``addresses``, by address."""
+        rows = self.store.get_many(TABLE, PARTITION, [key_safe(a) for a in addresses])
+        return {a: rows[key_safe(a)] for a in addresses if key_safe(a) in rows}
+
+    def listed(self, row: dict | None) -> BlockEntry | None:
+        """The unexpired entry a row holds, or None."""
+        entry = BlockEntry.from_row(row) if row else None
+        return entry if entry and entry.expires_at > self.clock() else None
+
+    def add_many(self, entries: list[BlockEntry], rows: dict[str, dict]) -> dict[str, str]:
+        """Like ``add`` for several addresses whose current ``rows`` were read (``get_rows``): one transaction;
+        ``added``, ``renewed`` or ``present`` per address."""
+        outcome: dict[str, str] = {}
+        ops = []
+        for entry in entries:
+            row = rows.get(entry.address)
+            if row is None:
+                ops.append(op_create(entry.row()))
+                outcome[entry.address] = "added"
+                continue
+            merged, result = self._merged(entry, BlockEntry.from_row(row))
+            outcome[entry.address] = result
+            if merged is not None:
+                ops.append(op_replace(merged.row(), row["_etag"]))
+        if not ops:
+            return outcome
+        try:
+            self.store.transaction(TABLE, ops)
+        except TransactionFailed:  # a row changed since it was read: one at a time, each re-read
+            return {entry.address: self.add(entry) for entry in entries}
+        return outcome
+
+    def _merged(self, entry: BlockEntry, current: BlockEntry) -> tuple[BlockEntry | None, str]:
+        """What to store when ``entry`` is added over ``current``: None when the current one already lasts."""
+        if current.expires_at > self.clock() and current.expires_at >= entry.expires_at:
+            return None, "present"
+        keep_first = current.expires_at > self.clock()  # an unexpired entry keeps who blocked it first
+        merged = BlockEntry(entry.address, current.incident_id if keep_first else entry.incident_id,
+                            current.case_label if keep_first else entry.case_label,
+                            current.created_at if keep_first else entry.created_at, entry.expires_at,
+                            entry.indicator_id or current.indicator_id)
+        return merged, "renewed" if keep_first else "added"
+
+    def remove_many(self, rows: dict[str, dict]) -> None:
+        """Delete the given rows (read by ``get_rows``) in one transaction."""
+        ops = [op_delete(PARTITION, key_safe(address), row["_etag"]) for address, row in rows.items()]
+        if not ops:
+            return
+        try:
+            self.store.transaction(TABLE, ops)
+        except TransactionFailed:
+            for address in rows:
+                self.remove(address)
 
     def remove(self, address: str) -> bool:
         """Delete; False when the address was not listed (or only expired)."""

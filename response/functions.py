@@ -2,8 +2,11 @@
 
 - ``POST response/mde/isolate`` (``?isolationType=Full|Selective``), ``POST response/mde/release``:
   202 + ``Location`` + ``Retry-After`` while Defender machine actions are pending, else 200;
-- ``GET response/mde/actions/{id}``: 202 while pending, 200 with the final state;
-- ``POST response/entra/confirm-compromised`` | ``revoke-sessions`` | ``disable-user``;
+- ``GET response/mde/actions/{id}?expires=&sig=``: 202 while pending, 200 with the final state. Anonymous:
+  Logic Apps poll a 202 ``Location`` without the action's headers, so the URL's HMAC signature (bound to
+  the operation and its expiry, core/links.py) is the credential; it carries no key and is built from
+  ``PUBLIC_BASE_URL``, never from the request's Host;
+- ``POST response/entra/confirm-compromised`` | ``revoke-sessions`` | ``disable-user`` | ``enable-user``;
 - ``POST response/block-ip``, ``POST response/unblock-ip``;
 - ``GET response/blocklist``: the plain-text external dynamic list firewalls poll.
 Every POST accepts ``?dryRun=true`` (it can only add safety: the ``DRY_RUN`` setting cannot be lifted
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 ACTIONS_ROUTE = "response/mde/actions"
+STATUS_LINK = "mde-status"  # the purpose the status URLs' signatures are bound to
 
 
 def _ctx():
@@ -42,15 +46,18 @@ def _dry_run(req: func.HttpRequest) -> bool:
     return parse_flag(req.params.get("dryRun"), "dryRun")
 
 
-def _status_url(req: func.HttpRequest, reference: str) -> str:
-    """Where the Logic App polls. Logic Apps do not resend the action's headers when polling, so the
-    caller's own function key travels as ``code`` (as the Functions host's own status URLs do)."""
+def _status_url(req: func.HttpRequest, reference: str, expires: int | None = None) -> str:
+    """Where the Logic App polls: ``PUBLIC_BASE_URL`` + the operation + an expiring signature, and no key."""
+    import time
+
+    from core.links import LinkSigner, base_url
+
     settings = _ctx().settings
-    parts = urlsplit(req.url)
-    base = str(settings["PUBLIC_BASE_URL"] or f"{parts.scheme}://{parts.netloc}").rstrip("/")
-    url = f"{base}/api/{ACTIONS_ROUTE}/{quote(reference)}"
-    key = req.headers.get("x-functions-key") or req.params.get("code")
-    return f"{url}?code={quote(key, safe='')}" if key else url
+    if expires is None:
+        expires = int(time.time()) + 3600 * int(settings["RESPONSE_STATUS_LINK_HOURS"])  # type: ignore[arg-type]
+    signature = LinkSigner.from_settings(settings).sign(STATUS_LINK, reference, expires=expires)
+    query = urlencode({"expires": expires, "sig": signature})
+    return f"{base_url(settings, req.url)}/api/{ACTIONS_ROUTE}/{quote(reference, safe='')}?{query}"
 
 
 def _asynchronous(req: func.HttpRequest, act: Callable[[Case], tuple[int, dict]], name: str) -> func.HttpResponse:
@@ -58,8 +65,13 @@ def _asynchronous(req: func.HttpRequest, act: Callable[[Case], tuple[int, dict]]
     accepted: dict[str, str] = {}
 
     def action(case: Case) -> tuple[int, dict]:
+        from core.links import LinkSigner, base_url
         from response.isolation import POLL_SECONDS
 
+        # Checked before acting: a machine isolated by a call that then cannot say where to poll is lost to
+        # the playbook (PUBLIC_BASE_URL and the signing key are configuration, answered 500 naming them).
+        base_url(_ctx().settings, req.url)
+        LinkSigner.from_settings(_ctx().settings)
         status, body = act(case)
         if status == 202:
             accepted["Location"] = _status_url(req, body["operation"])
@@ -92,19 +104,30 @@ def mde_release(req: func.HttpRequest) -> func.HttpResponse:
                          "mde_release")
 
 
-@bp.route(route="response/mde/actions/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="response/mde/actions/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced("mde_action_status")
 def mde_action_status(req: func.HttpRequest) -> func.HttpResponse:
-    """The Location of the asynchronous pattern: 202 while pending, 200 with Succeeded / Failed / ..."""
+    """The Location of the asynchronous pattern: 202 while pending, 200 with Succeeded / Failed / ...
+
+    Anonymous route: the signature in the URL is checked before anything is read (403 when it is missing,
+    wrong, for another operation or expired)."""
+    from core.errors import Forbidden
+    from core.links import LinkSigner
     from response.isolation import POLL_SECONDS, MachineResponse
 
     reference = req.route_params.get("id", "")
+    expires, signature = req.params.get("expires"), req.params.get("sig")
     try:
+        if not LinkSigner.from_settings(_ctx().settings).valid(STATUS_LINK, reference, expires=expires,
+                                                               signature=signature):
+            raise Forbidden("this status link is not valid for this operation, or it has expired",
+                            code="InvalidStatusLink")
         status, body = MachineResponse(_ctx()).status(reference)
+        headers = {"Location": _status_url(req, reference, int(str(expires))),
+                   "Retry-After": str(POLL_SECONDS)} if status == 202 else {}
     except PackError as error:
         log.warning("action=mde_action_status status=%s code=%s message=%s", error.status, error.code, error.message)
         return error_response(error)
-    headers = {"Location": _status_url(req, reference), "Retry-After": str(POLL_SECONDS)} if status == 202 else {}
     return json_response(body, status, headers)
 
 
@@ -134,6 +157,12 @@ def entra_revoke_sessions(req: func.HttpRequest) -> func.HttpResponse:
 def entra_disable_user(req: func.HttpRequest) -> func.HttpResponse:
     """Disable the incident's user accounts (an account already disabled is reported, not an error)."""
     return _users(req, "disable", "entra_disable_user")
+
+
+@bp.route(route="response/entra/enable-user", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def entra_enable_user(req: func.HttpRequest) -> func.HttpResponse:
+    """Enable the incident's user accounts again: the undo of disable-user, with the same guardrails and audit."""
+    return _users(req, "enable", "entra_enable_user")
 
 
 # -- IP blocking -----------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
 """Entra ID user actions through the Microsoft Graph SDK (msgraph-sdk), behind a small synchronous facade.
 
-msgraph-sdk is asynchronous (httpx) and costs about a second to import, so nothing here is imported at
-cold start: the SDK is loaded when an Entra action first runs. One ``EntraClient`` serves one invocation:
-it owns an event loop and an httpx client bound to that loop, and closes both when the ``with`` block
-ends (an httpx async client cannot move between event loops, and the Functions worker runs a sync
-function in a thread with none).
+msgraph-sdk is asynchronous (httpx), so nothing here is imported at cold start: the SDK is loaded when an
+Entra action first runs. What the pack uses of it is the request adapter (``GraphRequestAdapter`` with
+msgraph-core's middleware: retries, redirects, telemetry headers, and its authentication), not the fluent
+``GraphServiceClient`` and its models: the first ``User`` deserialisation imports about 1,700 modules
+(2.9 s on this machine before the first answer), while the pack reads five fields. Requests are built as
+``RequestInformation`` and their answers read through kiota's ``NativeResponseHandler`` as raw JSON.
+
+One client serves the process (``shared_client``): its event loop runs in a thread of its own and owns the
+httpx connection pool (``HTTP_POOL_SIZE`` kept-alive connections), so every invocation and every thread a
+response action fans out to (``RESPONSE_POOL_SIZE``) shares connections and the TLS context; the synchronous
+methods can be called from any thread.
 
 How it is wired:
 - the request adapter's base URL is ``{GRAPH_ENDPOINT}/v1.0``, so tests and the demo point the SDK at the
@@ -14,20 +20,23 @@ How it is wired:
 - retries: the SDK's retry middleware, widened to 500/502 and bounded like ``core.http``: up to
   ``HTTP_MAX_RETRIES`` retries, and a ``Retry-After`` longer than ``HTTP_MAX_RETRY_AFTER_SECONDS`` is not
   slept here but answered to the Logic App as 429 with that Retry-After.
-Graph's answers become the pack's errors: 404 -> ``NotFound`` (``None`` from the reads), 403 "not licensed" ->
-``LicenceRequired``, other 403 -> ``GraphDenied`` (carrying Graph's code), 429 -> ``Throttled``,
-5xx / connect timeouts / a success whose body is broken JSON -> ``DownstreamError``, a read timeout (the
-request went out, its answer did not come back) -> ``AnswerLost``, so callers check the user's state first.
+Graph's answers become the pack's errors: 404 -> ``NotFound`` (``None`` from the reads), 403 saying the tenant
+has no Entra ID P2 / premium licence (every form Graph uses, ``LICENCE_ERRORS``) -> ``LicenceRequired``, other
+403 -> ``GraphDenied`` (carrying Graph's code), 429 -> ``Throttled``, 5xx / connect timeouts / a success whose
+body is broken JSON -> ``DownstreamError``, a read timeout (the request went out, its answer did not come
+back) -> ``AnswerLost``, so callers check the user's state first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from core.credentials import GRAPH_SCOPE, TokenProvider
 from core.errors import AnswerLost, BadRequest, DownstreamError, Forbidden, NotFound, Throttled
@@ -37,6 +46,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 USER_FIELDS = ["id", "userPrincipalName", "displayName", "accountEnabled", "signInSessionsValidFromDateTime"]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# How Graph says "this tenant has no Entra ID P2 (premium) licence" (403): "Your tenant is not licensed for this
+# feature." (Identity Protection API reference) and Authentication_RequestFromNonPremiumTenantOrB2CTenant, "Neither
+# tenant is B2C or tenant doesn't have premium license" (microsoftgraph/microsoft-graph-docs issues #11986, #14118,
+# #14120). Any of these codes, or a message holding any of these phrases, means the feature is unavailable.
+LICENCE_ERRORS = {
+    "codes": frozenset({"authentication_requestfromnonpremiumtenantorb2ctenant"}),
+    "phrases": ("not licensed", "premium license", "premium licence", "p2 license", "p2 licence"),
+}
 _tls: Any = None  # one TLS context per process: loading the CA bundle costs ~20 ms per client
 
 
@@ -80,8 +97,9 @@ class EntraUser:
         return self.user_principal_name or self.id
 
 
-def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, max_retry_after: float):
-    """The GraphServiceClient (and its httpx client, to close) for one event loop."""
+def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, max_retry_after: float,
+           pool_size: int):
+    """The Graph request adapter (and its httpx client, to close) for one event loop."""
     import httpx
     from kiota_abstractions.authentication import (
         AccessTokenProvider,
@@ -91,7 +109,7 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
     from kiota_http.kiota_client_factory import KiotaClientFactory
     from kiota_http.middleware import BaseMiddleware, RetryHandler
     from kiota_http.middleware.options import RetryHandlerOption
-    from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph import GraphRequestAdapter
     from msgraph_core import GraphClientFactory
 
     host = urlsplit(endpoint).hostname or ""
@@ -139,54 +157,83 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
 
     middleware = [AnswerCheck(), *(BoundedRetry() if isinstance(m, RetryHandler) else m
                                    for m in KiotaClientFactory.get_default_middleware(None))]
-    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls_context())
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, pool_size))
+    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls_context(),
+                             limits=limits)
     http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(PackTokens()), client=http)
     adapter.base_url = f"{endpoint.rstrip('/')}/v1.0"
-    return GraphServiceClient(request_adapter=adapter), http
+    return adapter, http
+
+
+@dataclass(frozen=True)
+class GraphAnswer:
+    status: int
+    headers: dict[str, str]
+    body: Any  # the JSON answer (None when empty)
 
 
 class EntraClient:
-    """``with EntraClient(tokens, endpoint) as graph:`` then the synchronous methods below."""
+    """``with EntraClient(tokens, endpoint) as graph:`` then the synchronous methods below, from any thread."""
 
     def __init__(self, tokens: TokenProvider, endpoint: str, *, timeout: float = 10.0, retries: int = 3,
-                 max_retry_after: float = 10.0) -> None:
+                 max_retry_after: float = 10.0, pool_size: int = 64) -> None:
         self.tokens = tokens
         self.endpoint = endpoint.rstrip("/")
-        self.timeout, self.retries, self.max_retry_after = timeout, retries, max_retry_after
+        self.timeout, self.retries, self.max_retry_after, self.pool_size = timeout, retries, max_retry_after, pool_size
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._adapter: Any = None
         self._http: Any = None
+        self._start = threading.Lock()
 
     def __repr__(self) -> str:
         return f"EntraClient(endpoint={self.endpoint!r})"
 
-    def __enter__(self) -> EntraClient:
-        self._loop = asyncio.new_event_loop()
-        self._client, self._http = _build(self.tokens, self.endpoint, self.timeout, self.retries,
-                                          self.max_retry_after)
+    def start(self) -> EntraClient:
+        """Start the client's event loop thread and build the adapter on it (once)."""
+        with self._start:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="graph-client", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+
+                async def build() -> tuple[Any, Any]:  # httpx binds its pool to the loop it is used on
+                    return _build(self.tokens, self.endpoint, self.timeout, self.retries, self.max_retry_after,
+                                  self.pool_size)
+
+                self._adapter, self._http = asyncio.run_coroutine_threadsafe(build(), loop).result()
         return self
 
+    def close(self) -> None:
+        with self._start:
+            loop, self._loop = self._loop, None
+            if loop is None:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._http.aclose(), loop).result(10)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                if self._thread is not None:
+                    self._thread.join(10)
+                loop.close()
+
+    def __enter__(self) -> EntraClient:
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        try:
-            loop.run_until_complete(self._http.aclose())
-        finally:
-            loop.close()
+        self.close()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _run(self, awaitable: Awaitable[T], what: str) -> T:
-        """Run one SDK call; translate Graph's and httpx's failures into the pack's errors."""
+        """Run one coroutine on the client's loop; translate httpx's failures into the pack's errors."""
         import httpx
-        from kiota_abstractions.api_error import APIError
 
-        assert self._loop is not None, "use EntraClient in a with block"
+        loop = self._loop
+        assert loop is not None, "start the EntraClient (or use it in a with block)"
         try:
-            return self._loop.run_until_complete(awaitable)
-        except APIError as exc:
-            raise self._translate(exc, what) from None
+            return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
         except MalformedAnswer as exc:
             raise DownstreamError(f"Microsoft Graph answered {what} with HTTP {exc.args[0]} and a body that is not the "
                                   "JSON it announced", code="GraphMalformedAnswer") from None
@@ -197,16 +244,49 @@ class EntraClient:
         except httpx.TransportError:
             raise DownstreamError(f"Microsoft Graph could not be reached ({what})", code="GraphUnreachable") from None
 
+    async def _send(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None
+                    ) -> GraphAnswer:
+        """One request through the SDK's adapter and middleware; the raw answer (NativeResponseHandler)."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.native_response_handler import NativeResponseHandler
+        from kiota_abstractions.request_information import RequestInformation
+        from kiota_http.middleware.options import ResponseHandlerOption
+
+        info = RequestInformation()
+        info.http_method = Method[method]
+        info.url = f"{self.endpoint}/v1.0{path}" + (f"?{urlencode(query, safe='$,')}" if query else "")
+        info.headers.try_add("Accept", "application/json")
+        if body is not None:
+            info.set_stream_content(json.dumps(body).encode(), "application/json")
+        info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        response = await self._adapter.send_primitive_async(info, "bytes", None)
+        content = await response.aread()
+        try:
+            data = json.loads(content) if content.strip() else None
+        except ValueError:
+            data = None
+        return GraphAnswer(response.status_code, {k.lower(): v for k, v in response.headers.items()}, data)
+
+    def _call(self, method: str, path: str, what: str, *, query: dict[str, str] | None = None, body: Any = None,
+              missing_ok: bool = False) -> Any:
+        """Send and check: the JSON answer of a success, None for a 404 when ``missing_ok``, else a PackError."""
+        answer = self._run(self._send(method, path, query, body), what)
+        if 200 <= answer.status < 300:
+            return answer.body
+        if answer.status == 404 and missing_ok:
+            return None
+        raise self._translate(answer, what)
+
     @staticmethod
-    def _translate(exc: Any, what: str) -> Exception:
-        status = exc.response_status_code or 0
-        error = getattr(exc, "error", None)
-        code = str(getattr(error, "code", "") or f"HTTP {status}")[:100]
-        message = str(getattr(error, "message", "") or "")[:300]
-        headers = {str(k).lower(): v for k, v in (exc.response_headers or {}).items()}
+    def _translate(answer: GraphAnswer, what: str) -> Exception:
+        status = answer.status
+        error = answer.body.get("error") if isinstance(answer.body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        code = str(error.get("code") or f"HTTP {status}")[:100]
+        message = str(error.get("message") or "")[:300]
         if status == 404:
             return NotFound(f"Microsoft Graph does not know the object of {what} ({code})")
-        if status == 403 and "not licensed" in message.lower():
+        if status == 403 and licence_refusal(code, message):
             return LicenceRequired(f"Identity Protection refused {what}: the tenant has no Microsoft Entra ID P2 "
                                    f"licence ({code}: {message})")
         if status == 403:
@@ -215,60 +295,71 @@ class EntraClient:
             return DownstreamError(f"Microsoft Graph rejected the function's access token ({code})",
                                    code="GraphUnauthorized")
         if status == 429:
-            return Throttled(f"Microsoft Graph throttled {what} ({code})", retry_after=_seconds(headers))
+            return Throttled(f"Microsoft Graph throttled {what} ({code})", retry_after=_seconds(answer.headers))
         if status >= 500:
             return DownstreamError(f"Microsoft Graph failed on {what} with HTTP {status} ({code})",
-                                   retry_after=_seconds(headers))
+                                   retry_after=_seconds(answer.headers))
         return BadRequest(f"Microsoft Graph rejected {what} ({code}: {message})", code="GraphBadRequest")
 
     # -- users --------------------------------------------------------------------------------
     def get_user(self, id_or_upn: str) -> EntraUser | None:
         """The user by object id or UPN; None when Graph does not know it."""
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
-
-        query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=USER_FIELDS)
-        try:
-            user = self._run(self._client.users.by_user_id(id_or_upn).get(
-                request_configuration=RequestConfiguration(query_parameters=query)), f"reading user {id_or_upn}")
-        except NotFound:
+        user = self._call("GET", f"/users/{quote(id_or_upn, safe='@')}", f"reading user {id_or_upn}",
+                          query={"$select": ",".join(USER_FIELDS)}, missing_ok=True)
+        if not isinstance(user, dict) or not user.get("id"):
             return None
-        if user is None or not user.id:
-            return None
-        valid_from = user.sign_in_sessions_valid_from_date_time
-        return EntraUser(user.id, user.user_principal_name or "", user.display_name, user.account_enabled,
-                         valid_from.isoformat() if valid_from else None)
+        enabled = user.get("accountEnabled")
+        return EntraUser(str(user["id"]), str(user.get("userPrincipalName") or ""), user.get("displayName"),
+                         enabled if isinstance(enabled, bool) else None,
+                         user.get("signInSessionsValidFromDateTime") or None)
 
     def disable(self, user_id: str) -> None:
-        from msgraph.generated.models.user import User
+        self.set_enabled(user_id, False)
 
-        self._run(self._client.users.by_user_id(user_id).patch(User(account_enabled=False)),
-                  f"disabling user {user_id}")
+    def set_enabled(self, user_id: str, enabled: bool) -> None:
+        """``PATCH /users/{id} {"accountEnabled": ...}`` (User.EnableDisableAccount.All), 204."""
+        verb = "enabling" if enabled else "disabling"
+        self._call("PATCH", f"/users/{quote(user_id)}", f"{verb} user {user_id}", body={"accountEnabled": enabled})
 
     def revoke_sessions(self, user_id: str) -> bool:
-        result = self._run(self._client.users.by_user_id(user_id).revoke_sign_in_sessions.post(),
-                           f"revoking the sessions of user {user_id}")
-        return bool(result and result.value)
+        result = self._call("POST", f"/users/{quote(user_id)}/revokeSignInSessions",
+                            f"revoking the sessions of user {user_id}")
+        return bool(isinstance(result, dict) and result.get("value"))
 
     # -- Identity Protection ------------------------------------------------------------------
     def risk_state(self, user_id: str) -> str | None:
         """The user's riskState (e.g. atRisk, confirmedCompromised); None without a risk record."""
-        try:
-            risky = self._run(self._client.identity_protection.risky_users.by_risky_user_id(user_id).get(),
-                              f"reading the risk state of user {user_id}")
-        except NotFound:
-            return None
-        state = getattr(risky, "risk_state", None)
-        return str(getattr(state, "value", state)) if state is not None else None
+        risky = self._call("GET", f"/identityProtection/riskyUsers/{quote(user_id)}",
+                           f"reading the risk state of user {user_id}", missing_ok=True)
+        state = risky.get("riskState") if isinstance(risky, dict) else None
+        return str(state) if state else None
 
     def confirm_compromised(self, user_ids: list[str]) -> None:
-        from msgraph.generated.identity_protection.risky_users.confirm_compromised.confirm_compromised_post_request_body import (  # noqa: E501
-            ConfirmCompromisedPostRequestBody,
-        )
+        self._call("POST", "/identityProtection/riskyUsers/confirmCompromised", "confirming users compromised",
+                   body={"userIds": list(user_ids)})
 
-        body = ConfirmCompromisedPostRequestBody(user_ids=list(user_ids))
-        self._run(self._client.identity_protection.risky_users.confirm_compromised.post(body),
-                  "confirming users compromised")
+
+def licence_refusal(code: str, message: str) -> bool:
+    """Whether a 403's code or message says the tenant lacks the Entra ID P2 / premium licence."""
+    text = message.lower()
+    return code.lower() in LICENCE_ERRORS["codes"] or any(p in text for p in LICENCE_ERRORS["phrases"])
+
+
+_shared: dict[tuple, EntraClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(tokens: TokenProvider, settings: Any) -> EntraClient:
+    """The process's Graph client for these settings, started on first use and kept (one pool per process)."""
+    key = (id(tokens), str(settings["GRAPH_ENDPOINT"]), float(settings["HTTP_TIMEOUT_SECONDS"]),
+           int(settings["HTTP_MAX_RETRIES"]), float(settings["HTTP_MAX_RETRY_AFTER_SECONDS"]),
+           int(settings["HTTP_POOL_SIZE"]))
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = EntraClient(tokens, key[1], timeout=key[2], retries=key[3],
+                                                max_retry_after=key[4], pool_size=key[5])
+    return client.start()
 
 
 def _seconds(headers: dict[str, Any]) -> int:
@@ -278,4 +369,4 @@ def _seconds(headers: dict[str, Any]) -> int:
         return 30
 
 
-__all__ = ["EntraClient", "EntraUser", "GraphDenied", "LicenceRequired"]
+__all__ = ["EntraClient", "EntraUser", "GraphDenied", "LicenceRequired", "licence_refusal", "shared_client"]

@@ -6,9 +6,11 @@
   ``computerDnsName`` and id; an entry ``tag:<name>`` matches a Defender machine tag (``tag:Tier0``).
   Accounts match on the entity's UPN, object id and name and on the Entra user's UPN and id. A protected
   entity is never touched, not even looked up by a write; the refusal is audited like any outcome.
-- **Blast radius** (``RESPONSE_MAX_TARGETS``): one call acts on at most that many distinct targets (after
-  protected and unresolvable entities are set aside). More is refused as a whole: nothing is done, because
-  acting on an arbitrary subset would be worse than acting on none.
+- **Blast radius** (``RESPONSE_MAX_TARGETS``): one action reaches at most that many distinct targets per incident
+  within ``RESPONSE_RADIUS_WINDOW_HOURS``, across calls (after protected and unresolvable entities are set aside;
+  core/radius.py keeps the count). More is refused as a whole: nothing is done, because acting on an arbitrary
+  subset would be worse than acting on none.
+- **Kill switch** (``DISABLED_ACTIONS``): a listed action answers 409 and does nothing (core/api.py).
 - **Dry run** (``DRY_RUN``, or ``?dryRun=true`` on one call): everything is resolved and checked, nothing is
   changed, and the answer and the audit say what would have been done. A call can only ask for more safety:
   ``?dryRun=false`` does not override the setting.
@@ -21,18 +23,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from core.audit import AuditEntry
-from core.errors import ConfigurationError, Conflict
+from core.errors import Conflict
+from core.radius import BlastRadiusExceeded, cap_of
 from core.settings import Settings
 
 TAG_PREFIX = "tag:"
 # Outcomes that mean "the target was not acted on because of a rule or an unresolvable entity".
 REFUSED = frozenset({"refused"})
-
-
-class BlastRadiusExceeded(Conflict):
-    """More targets than RESPONSE_MAX_TARGETS in one call: nothing was done."""
-
-    code = "BlastRadiusExceeded"
 
 
 class ResponseRefused(Conflict):
@@ -50,9 +47,7 @@ class Guardrails:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dry_run_requested: bool = False) -> Guardrails:
-        max_targets = int(settings["RESPONSE_MAX_TARGETS"])
-        if max_targets < 1:
-            raise ConfigurationError("setting RESPONSE_MAX_TARGETS must be at least 1")
+        max_targets = cap_of(settings)
         return cls(frozenset(settings["PROTECTED_ACCOUNTS"] or ()), frozenset(settings["PROTECTED_MACHINES"] or ()),
                    max_targets, bool(settings["DRY_RUN"]) or dry_run_requested)
 

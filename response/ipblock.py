@@ -10,6 +10,16 @@ stand in for public addresses):
 - the address is added to the pack's block list (conditional insert, see ``response.blocklist``).
 Unblock deletes the blocking indicators of the address and its block-list entry; an address blocked
 nowhere is reported ``already`` (not blocked).
+
+Seeing the SOC's allow indicators needs ``Ti.ReadWrite.All``: with ``Ti.ReadWrite`` Defender lists only the
+indicators this application created, so an exclusion made in the portal (or by a TI connector) would be
+invisible and its address blocked (docs/permissions.md).
+
+Calls: the addresses' leases and the incident's blast-radius budget in one Table transaction; the indicator
+reads side by side (one per address: Defender's OData has no documented ``or``); one indicator write for
+the call: a submit for one address, the Import Indicators API for several (one call instead of one per
+address; its own limit of 30 calls a minute, against 100 for submits, is why one address still submits);
+the block-list rows read with one query and written with one transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from core.case import Case
+from core.concurrency import run_all
 from core.context import Context
 from core.errors import PackError
 from response.blocklist import BlockEntry, BlockList
@@ -90,54 +101,91 @@ class IpResponse:
             reason = not_blockable(ip.address)
             if reason:
                 run.refuse(ip.address, reason)
-            else:
+            elif ip.address not in addresses:
                 addresses.append(ip.address)
         error: PackError | None = None
         expires = datetime.now(UTC) + timedelta(hours=self.hours)
         try:
-            run.limit(addresses, "IP addresses")
-            for address in addresses:
-                with run.locked("ip", [address]):
-                    if action == "block-ip":
-                        self._block_one(run, address, expires)
-                    else:
-                        self._unblock_one(run, address)
+            run.take("ip", addresses, what="IP addresses")
+            indicators, rows = run_all(
+                lambda: run.each(addresses, lambda address: self.mde.indicators_for(address, "IpAddress")),
+                lambda: self.blocklist.get_rows(addresses) if addresses else {})
+            found = dict(zip(addresses, indicators, strict=True))
+            if action == "block-ip":
+                self._block(run, addresses, found, rows, expires)
+            else:
+                self._unblock(run, addresses, found, rows)
         except PackError as exc:
             error = exc
         return run.close(error, expiresAt=_iso(expires) if action == "block-ip" else None)
 
-    def _block_one(self, run: ResponseRun, address: str, expires: datetime) -> None:
-        indicators = self.mde.indicators_for(address, "IpAddress")
-        allowed = [i for i in indicators if i.get("action") == "Allowed"]
-        if allowed:
-            run.refuse(address, f"Defender indicator {allowed[0].get('id')} allows this address (a SOC exclusion): "
-                                "not blocked", ids=[str(allowed[0].get("id", ""))])
-            return
-        blocking = [i for i in indicators if i.get("action") in BLOCKING]
-        current = max(blocking, key=lambda i: _parse_time(i.get("expirationTime")) or expires, default=None)
-        current_expiry = _parse_time(current.get("expirationTime")) if current else None
-        fresh = current is not None and (current_expiry is None  # a block without expiry outlasts this one
-                                         or current_expiry >= expires - timedelta(seconds=RENEW_SLACK_SECONDS))
-        listed = self.blocklist.get(address)
-        listed_fresh = listed is not None and listed.expires_at >= expires.timestamp() - RENEW_SLACK_SECONDS
-        if fresh and listed_fresh:
-            run.add(address, "already", f"blocked until {_iso(current_expiry) if current_expiry else 'revoked'}",
-                    [str(current.get("id", ""))] if current else [])
-            return
-        if run.dry_run:
-            run.add(address, "would", f"Defender indicator AlertAndBlock and block-list entry until {_iso(expires)}")
-            return
-        try:
-            indicator = current if fresh else self.mde.submit_indicator(self._indicator(run.case, address, expires))
-        except DefenderRejected as exc:
-            run.failed(address, exc)
-            return
-        assert indicator is not None
-        indicator_id = str(indicator.get("id", ""))
-        listing = self.blocklist.add(BlockEntry(address, run.case.incident_id or "", run.case.label,
-                                                datetime.now(UTC).timestamp(), expires.timestamp(), indicator_id))
-        what = "renewed" if current is not None and not fresh else "indicator kept" if fresh else "indicator created"
-        run.add(address, "done", f"blocked until {_iso(expires)} ({what}; block list: {listing})", [indicator_id])
+    def _block(self, run: ResponseRun, addresses: list[str], found: dict[str, list[dict]], rows: dict[str, dict],
+               expires: datetime) -> None:
+        plans: dict[str, tuple[dict | None, bool]] = {}  # address -> (indicator to keep or None, renewal?)
+        outcome: dict[str, tuple] = {}  # address -> arguments of run.add, in the addresses' order at the end
+        for address in addresses:
+            indicators = found[address]
+            allowed = [i for i in indicators if i.get("action") == "Allowed"]
+            if allowed:
+                outcome[address] = ("refused", f"Defender indicator {allowed[0].get('id')} allows this address "
+                                               "(a SOC exclusion): not blocked", [str(allowed[0].get("id", ""))])
+                continue
+            blocking = [i for i in indicators if i.get("action") in BLOCKING]
+            current = max(blocking, key=lambda i: _parse_time(i.get("expirationTime")) or expires, default=None)
+            current_expiry = _parse_time(current.get("expirationTime")) if current else None
+            fresh = current is not None and (current_expiry is None  # a block without expiry outlasts this one
+                                             or current_expiry >= expires - timedelta(seconds=RENEW_SLACK_SECONDS))
+            listed = self.blocklist.listed(rows.get(address))
+            if fresh and listed is not None and listed.expires_at >= expires.timestamp() - RENEW_SLACK_SECONDS:
+                assert current is not None
+                until = _iso(current_expiry) if current_expiry else "revoked"
+                outcome[address] = ("already", f"blocked until {until}", [str(current.get("id", ""))])
+            elif run.read_only:
+                outcome[address] = ("would", f"Defender indicator AlertAndBlock and block-list entry until "
+                                             f"{_iso(expires)}", [])
+            else:
+                plans[address] = (current if fresh else None, current is not None and not fresh)
+        submitted = self._submit(run.case, [a for a, (kept, _) in plans.items() if kept is None], expires)
+        entries = []
+        for address, (kept, _renewal) in plans.items():
+            indicator = kept or submitted.get(address.lower())
+            if isinstance(indicator, DefenderRejected):
+                outcome[address] = ("failed", indicator)
+                continue
+            assert indicator is not None
+            entries.append(BlockEntry(address, run.case.incident_id or "", run.case.label,
+                                      datetime.now(UTC).timestamp(), expires.timestamp(), str(indicator.get("id", ""))))
+        listings = self.blocklist.add_many(entries, rows)
+        for entry in entries:
+            kept, renewal = plans[entry.address]
+            what = "renewed" if renewal else "indicator kept" if kept else "indicator created"
+            outcome[entry.address] = ("done", f"blocked until {_iso(expires)} ({what}; block list: "
+                                              f"{listings[entry.address]})", [entry.indicator_id])
+        for address in addresses:
+            kind, *rest = outcome[address]
+            if kind == "failed":
+                run.failed(address, rest[0])
+            else:
+                run.add(address, kind, rest[0], rest[1])
+
+    def _submit(self, case: Case, addresses: list[str], expires: datetime) -> dict[str, dict | DefenderRejected]:
+        """One write for every indicator the call needs: a submit for one, an import for several."""
+        if len(addresses) == 1:
+            try:
+                return {addresses[0].lower(): self.mde.submit_indicator(self._indicator(case, addresses[0], expires))}
+            except DefenderRejected as exc:
+                return {addresses[0].lower(): exc}
+        results = self.mde.import_indicators([self._indicator(case, a, expires) for a in addresses])
+        out: dict[str, dict | DefenderRejected] = {}
+        for address in addresses:
+            result = results.get(address.lower())
+            if result is None or result.get("isFailed"):
+                reason = (result or {}).get("failureReason") or "no result for this indicator"
+                out[address.lower()] = DefenderRejected(f"Defender for Endpoint did not import the indicator of "
+                                                        f"{address}: {str(reason)[:200]}")
+            else:
+                out[address.lower()] = result
+        return out
 
     def _indicator(self, case: Case, address: str, expires: datetime) -> dict:
         title = f"Sentinel {case.label}: block {address}"
@@ -151,21 +199,23 @@ class IpResponse:
             "recommendedActions": "Review the Sentinel incident before removing this block.",
         }
 
-    def _unblock_one(self, run: ResponseRun, address: str) -> None:
-        blocking = [i for i in self.mde.indicators_for(address, "IpAddress") if i.get("action") in BLOCKING]
-        listed = self.blocklist.get(address)
-        if not blocking and listed is None:
-            run.add(address, "already", "not blocked (no blocking indicator, not on the block list)")
-            return
-        ids = [str(i.get("id", "")) for i in blocking]
-        if run.dry_run:
-            run.add(address, "would", "delete the blocking indicator(s) and the block-list entry", ids)
-            return
-        for indicator_id in ids:
-            self.mde.delete_indicator(indicator_id)
-        self.blocklist.remove(address)
-        run.add(address, "done", f"unblocked: {len(ids)} indicator(s) deleted"
-                + (", block-list entry removed" if listed else ""), ids)
+    def _unblock(self, run: ResponseRun, addresses: list[str], found: dict[str, list[dict]],
+                 rows: dict[str, dict]) -> None:
+        blocking = {a: [str(i.get("id", "")) for i in found[a] if i.get("action") in BLOCKING] for a in addresses}
+        listed = {a: self.blocklist.listed(rows.get(a)) for a in addresses}
+        todo = [a for a in addresses if blocking[a] or listed[a] is not None]
+        if not run.read_only:
+            run.each([i for a in todo for i in blocking[a]], self.mde.delete_indicator)
+            self.blocklist.remove_many({a: rows[a] for a in todo if a in rows})
+        for address in addresses:
+            ids = blocking[address]
+            if address not in todo:
+                run.add(address, "already", "not blocked (no blocking indicator, not on the block list)")
+            elif run.read_only:
+                run.add(address, "would", "delete the blocking indicator(s) and the block-list entry", ids)
+            else:
+                run.add(address, "done", f"unblocked: {len(ids)} indicator(s) deleted"
+                        + (", block-list entry removed" if listed[address] else ""), ids)
 
 
 __all__ = ["IpResponse", "not_blockable"]

@@ -8,15 +8,21 @@ Resolution of a Host entity to one Defender machine, strictest first:
    (prefix query, verified label by label).
 Never a substring match. No machine: refused as unknown; several: refused as ambiguous, with their ids.
 
-Idempotency: before acting, the machine's Isolate/Unisolate actions are read. An isolation pending or
-succeeded (and not released since) is not requested again; Defender's own "Action is already in
+Machines are resolved side by side, then leased together with the incident's blast-radius budget (one
+Table Storage transaction, response/run.py), then acted on side by side.
+
+Idempotency: before acting, the machine's Isolate actions are read (and its Unisolate actions, only when an
+Isolate that took or may take effect exists: a machine never isolated costs one read). An isolation pending
+or succeeded (and not released since) is not requested again; Defender's own "Action is already in
 progress" (400 ActiveRequestAlreadyExists) is treated as pending. Release mirrors it.
 
-Asynchronous pattern: pending actions are grouped in an *operation* (table ``responseops``, PartitionKey
-``mde``, RowKey = a hash of the action ids, so a retry that finds the same pending actions names the same
-operation). The call answers 202 with ``Location`` = ``/api/response/mde/actions/{operation}`` and
-``Retry-After``; that route answers 202 while any action is Pending / InProgress and 200 with the final
-state, and writes one follow-up audit comment with the outcome.
+Asynchronous pattern: pending actions are grouped in an *operation* (table ``responsestate``, partition
+``response``, RowKey ``op|<hash of the action ids>``, so a retry that finds the same pending actions names the
+same operation; written in the request that gives the leases back). The call answers 202 with ``Location`` =
+``{PUBLIC_BASE_URL}/api/response/mde/actions/{operation}?expires=...&sig=...`` (core/links.py: no key in the
+URL, never the request's Host) and ``Retry-After``; that route is anonymous, checks the signature, answers 202
+while any action is Pending / InProgress and 200 with the final state, and writes one follow-up audit comment
+with the outcome.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from typing import Any
 
 from core.audit import AuditEntry, AuditTrail
 from core.case import Case, HostEntity
+from core.concurrency import run_bounded
 from core.context import Context
 from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
+from core.state import op_merge
 from response.mde import (
     ACTIVE,
     FAILED,
@@ -43,12 +51,11 @@ from response.mde import (
     Machine,
     MachineAction,
 )
-from response.run import GUID, ResponseRun
+from response.run import GUID, STATE_PARTITION, STATE_TABLE, ResponseRun
 
 log = logging.getLogger(__name__)
 
-OPS_TABLE = "responseops"
-OPS_PARTITION = "mde"
+OP_PREFIX = "op|"
 POLL_SECONDS = 30  # Retry-After of the 202s: isolation takes minutes; Defender allows 100 calls a minute
 _OP = re.compile(r"^[0-9a-f]{32}$")
 
@@ -100,46 +107,50 @@ class MachineResponse:
         run.subjects = [(h.mde_device_id or h.fqdn) for h in hosts]
         run.require("Host")
         pending: list[MachineAction] = []
+        operation: str | None = None
         error: PackError | None = None
         try:
             machines = self._resolve(run, hosts)
-            run.limit([m.label for m in machines], "machines")
+            run.take("machine", [m.id for m in machines], what="machines")
             comment = self._comment(run.case, verb)
-            for machine in machines:
-                with run.locked("machine", [machine.id]):
-                    action = self._act(run, verb, machine, comment, isolation_type)
-                if action is not None:
-                    pending.append(action)
+            acted = run.each(machines, lambda machine: self._act(run, verb, machine, comment, isolation_type))
+            pending = [action for action in acted if action is not None]
+            if pending and not run.dry_run:  # a dry run never starts anything to follow
+                operation = self._operation(run, verb, pending)
         except PackError as exc:
-            error = exc
-        follow = pending and error is None and not run.dry_run  # a dry run never starts anything to follow
-        operation = self._operation(run.case, verb, pending) if follow else None
+            error, operation = exc, None
         summary = run.close(error, isolationType=isolation_type, operation=operation,
                             pendingActions=[a.to_dict() for a in pending])
         return (202 if operation else 200), summary
 
     def _resolve(self, run: ResponseRun, hosts: tuple[HostEntity, ...]) -> list[Machine]:
+        """The machines the entities name, looked up side by side; refusals audited in the entities' order."""
+        found = run.each(hosts, lambda host: self._resolve_one(run, host))
         machines: dict[str, Machine] = {}
-        for host in hosts:
-            label = host.fqdn + (f" ({host.mde_device_id[:12]}…)" if host.mde_device_id else "")
-            rule = run.guard.machine_rule(host.host_name, host.fqdn, host.mde_device_id)
-            if rule:
-                run.refuse(label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
-                continue
-            try:
-                machine, why = self._find(host)
-            except BadRequest as exc:  # a name or id that cannot be put in a query safely
-                run.refuse(label, exc.message)
-                continue
-            if machine is None:
-                run.refuse(label, why)
-                continue
-            rule = run.guard.machine_rule(machine.computer_dns_name, machine.id, tags=machine.machine_tags)
-            if rule:
-                run.refuse(machine.label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
-                continue
-            machines.setdefault(machine.id, machine)
+        for machine in found:
+            if machine is not None:
+                machines.setdefault(machine.id, machine)
         return list(machines.values())
+
+    def _resolve_one(self, run: ResponseRun, host: HostEntity) -> Machine | None:
+        label = host.fqdn + (f" ({host.mde_device_id[:12]}…)" if host.mde_device_id else "")
+        rule = run.guard.machine_rule(host.host_name, host.fqdn, host.mde_device_id)
+        if rule:
+            run.refuse(label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
+            return None
+        try:
+            machine, why = self._find(host)
+        except BadRequest as exc:  # a name or id that cannot be put in a query safely
+            run.refuse(label, exc.message)
+            return None
+        if machine is None:
+            run.refuse(label, why)
+            return None
+        rule = run.guard.machine_rule(machine.computer_dns_name, machine.id, tags=machine.machine_tags)
+        if rule:
+            run.refuse(machine.label, f"protected machine (PROTECTED_MACHINES entry {rule!r})")
+            return None
+        return machine
 
     def _find(self, host: HostEntity) -> tuple[Machine | None, str]:
         """The one machine the entity names, or None and why not."""
@@ -168,7 +179,7 @@ class MachineResponse:
     def _act(self, run: ResponseRun, verb: Verb, machine: Machine, comment: str,
              isolation_type: str | None) -> MachineAction | None:
         """Bring one machine to the wanted state; the pending action to follow, if any."""
-        current = isolation_state(self.mde.machine_actions(machine.id, (verb.action_type, verb.undo_type)))
+        current = self._isolation(machine.id)
         data = {"machineId": machine.id, "computerDnsName": machine.computer_dns_name}
         if current is not None and current.type == verb.action_type:
             if current.active:
@@ -182,7 +193,7 @@ class MachineResponse:
         if current is None and verb is RELEASE:
             run.add(machine.label, "already", verb.done_state, **data)
             return None
-        if run.dry_run:
+        if run.read_only:
             run.add(machine.label, "would", f"{verb.action_type}" + (f" ({isolation_type})" if isolation_type
                                                                       else ""), **data)
             return None
@@ -207,6 +218,15 @@ class MachineResponse:
                 + (f", {isolation_type}" if isolation_type else ""), [action.id], **data)
         return action
 
+    def _isolation(self, machine_id: str) -> MachineAction | None:
+        """The machine's newest Isolate / Unisolate that took or may take effect (None: never isolated).
+        Unisolate actions matter only after an isolation, so they are read only when there is one."""
+        isolations = self.mde.machine_actions(machine_id, (ISOLATE.action_type,))
+        if isolation_state(isolations) is None:
+            return None
+        releases = self.mde.machine_actions(machine_id, (RELEASE.action_type,))
+        return isolation_state(sorted(isolations + releases, key=lambda a: a.created, reverse=True))
+
     @staticmethod
     def _comment(case: Case, verb: Verb) -> str:
         """The Defender action comment: names the incident, so the device timeline says why."""
@@ -219,33 +239,36 @@ class MachineResponse:
         return text[:1000]
 
     # -- the asynchronous operation -----------------------------------------------------------
-    def _operation(self, case: Case, verb: Verb, actions: list[MachineAction]) -> str:
+    def _operation(self, run: ResponseRun, verb: Verb, actions: list[MachineAction]) -> str:
+        """Name the pending actions' operation; its row is written when the run gives its leases back."""
         ids = sorted(a.id for a in actions)
         op = hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]
-        self.ctx.state.insert_if_absent(OPS_TABLE, {
-            "PartitionKey": OPS_PARTITION, "RowKey": op, "verb": verb.name, "incident_id": case.incident_id or "",
-            "case_label": case.label, "created_at": time.time(), "final": "",
+        run.release_also.append(op_merge({  # merge: a retry naming the same actions keeps the row's final state
+            "PartitionKey": STATE_PARTITION, "RowKey": OP_PREFIX + op, "verb": verb.name,
+            "incident_id": run.case.incident_id or "", "case_label": run.case.label, "created_at": time.time(),
             "actions": json.dumps([{"id": a.id, "machineId": a.machine_id, "computerDnsName": a.computer_dns_name}
                                    for a in actions]),
-        })
+        }))
         return op
 
     def status(self, reference: str) -> tuple[int, dict]:
         """State of an operation (or of one machine action id): 202 while pending, 200 when final."""
-        row = self.ctx.state.get(OPS_TABLE, OPS_PARTITION, reference) if _OP.match(reference) else None
+        row = self.ctx.state.get(STATE_TABLE, STATE_PARTITION, OP_PREFIX + reference) if _OP.match(reference) \
+            else None
         if row is None and not GUID.match(reference):
             raise NotFound(f"no machine action or operation {reference[:40]!r}")
         wanted = json.loads(row["actions"]) if row else [{"id": reference}]
         actions: list[dict[str, Any]] = []
-        for item in wanted:
-            action = self.mde.get_action(item["id"])
+        for outcome in run_bounded(lambda item: self.mde.get_action(item["id"]), wanted,
+                                   int(self.ctx.settings["RESPONSE_POOL_SIZE"])):
+            action = outcome.get()
             if action is None and row is None:
                 raise NotFound(f"Defender for Endpoint has no machine action {reference}")
             if action is None:
                 # Defender gave us this id when it accepted the action: "not found" now is its hiccup, not a
                 # final state. Answering Failed would end the playbook's wait on a guess; poll again instead.
-                raise DownstreamError(f"Defender for Endpoint did not find machine action {item['id']} of this "
-                                      "operation; polling again", code="DefenderActionNotFound",
+                raise DownstreamError(f"Defender for Endpoint did not find machine action {outcome.item['id']} of "
+                                      "this operation; polling again", code="DefenderActionNotFound",
                                       retry_after=POLL_SECONDS)
             actions.append(action.to_dict())
         statuses = [a["status"] for a in actions]
@@ -266,13 +289,13 @@ class MachineResponse:
                               f"{a.get('type') or verb.action_type} {a['status']}", (str(a["id"]),))
                    for a in actions]
         incident = row.get("incident_id") or None
-        action, key_parts = f"mde-{verb.name}", ("final", row["RowKey"])
+        action, key_parts = f"mde-{verb.name}", ("final", row["RowKey"].removeprefix(OP_PREFIX))
         if row.get("final") != overall:
             AuditTrail(self.ctx.sentinel).record_followup(incident, str(row.get("case_label", "")), action,
                                                           f"{verb.title}: {overall}", entries, key_parts)
             updated = {k: v for k, v in row.items() if not k.startswith("_")} | {"final": overall}
-            self.ctx.state.replace_if_unchanged(OPS_TABLE, updated, row["_etag"])
+            self.ctx.state.replace_if_unchanged(STATE_TABLE, updated, row["_etag"])
         return AuditTrail.followup_key(incident, action, key_parts)
 
 
-__all__ = ["ISOLATE", "OPS_TABLE", "POLL_SECONDS", "RELEASE", "MachineResponse", "isolation_state"]
+__all__ = ["ISOLATE", "OP_PREFIX", "POLL_SECONDS", "RELEASE", "MachineResponse", "isolation_state"]

@@ -14,7 +14,11 @@ for Endpoint API reference):
 - ``GET /api/machineactions/{id}``; ``GET /api/machineactions?$filter=machineId eq '...' and type eq '...'``
   (filterable: id, status, machineId, type, requestor, creationDateTimeUtc);
 - ``GET /api/indicators?$filter=indicatorValue eq '...'``; ``POST /api/indicators`` (submit *or update*,
-  200); ``DELETE /api/indicators/{id}`` (204). With ``Ti.ReadWrite`` the app sees only its own indicators;
+  200); ``POST /api/indicators/import`` ``{"Indicators": [...]}`` (submit or update up to 500 in one call,
+  200 with ``{"value": [{"id", "indicator", "isFailed", "failureReason"}]}``; its own rate limit, 30 calls a
+  minute); ``DELETE /api/indicators/{id}`` (204). "If the application has Ti.ReadWrite.All permission, it
+  will be exposed to all Indicators. Otherwise, it will be exposed only to the Indicators it created" (List
+  Indicators API): the pack needs ``Ti.ReadWrite.All`` to see the SOC's own allow indicators;
 - errors are ``{"error": {"code", "message", "target"}}``; 429 carries Retry-After (100 calls/minute,
   1,500/hour per API).
 """
@@ -38,6 +42,7 @@ ACTIVE = frozenset({"Pending", "InProgress"})
 FAILED = ("Failed", "TimeOut", "Cancelled")  # final states that changed nothing, worst first
 ISOLATION_TYPES = ("Full", "Selective")
 ALREADY_IN_PROGRESS = "ActiveRequestAlreadyExists"
+IMPORT_BATCH = 500  # Import Indicators API: "Maximum batch size for one API call is 500"
 # What may appear inside an OData string literal we build: DNS names, ids, addresses. Anything else is
 # refused before it reaches a filter, so a crafted entity cannot widen the query.
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
@@ -140,7 +145,7 @@ class DefenderClient:
                                   code="DefenderUnauthorized")
         if response.status_code == 403:
             raise Forbidden(f"Defender for Endpoint refused the function's identity ({code}: {message}); grant it "
-                            "Machine.Read.All, Machine.Isolate and Ti.ReadWrite (docs/permissions.md)",
+                            "Machine.Read.All, Machine.Isolate and Ti.ReadWrite.All (docs/permissions.md)",
                             code="DefenderAccessDenied")
         if response.status_code == 400 and code == ALREADY_IN_PROGRESS:
             raise ActionInProgress(message)
@@ -209,6 +214,18 @@ class DefenderClient:
         response = self._request("POST", "/api/indicators", body=indicator)
         assert response is not None
         return self._json(response)
+
+    def import_indicators(self, indicators: list[dict]) -> dict[str, dict]:
+        """Submit or update several indicators in one call (Import Indicators API, at most 500); the result per
+        indicator value (lower-case): ``{"id", "indicator", "isFailed", "failureReason"}``."""
+        if not indicators:
+            return {}
+        if len(indicators) > IMPORT_BATCH:
+            raise BadRequest(f"at most {IMPORT_BATCH} indicators per import, got {len(indicators)}")
+        response = self._request("POST", "/api/indicators/import", body={"Indicators": indicators})
+        assert response is not None
+        results = [r for r in self._json(response).get("value") or [] if isinstance(r, dict)]
+        return {str(r.get("indicator", "")).lower(): r for r in results}
 
     def delete_indicator(self, indicator_id: str) -> bool:
         """Delete; False when it was already gone (404)."""

@@ -1,4 +1,4 @@
-"""Entra ID user actions on the incident's accounts: confirm compromised, revoke sessions, disable.
+"""Entra ID user actions on the incident's accounts: confirm compromised, revoke sessions, disable, enable.
 
 Resolution of an Account entity to one Entra user: its ``aadUserId`` (object id) when present, else the
 UPN built from ``accountName@upnSuffix``; an account with neither (an on-premises ``DOMAIN\\name``) is
@@ -9,11 +9,14 @@ Idempotency, by the state of the target:
 - confirm compromised: a user whose ``riskState`` is already ``confirmedCompromised`` is reported, not
   confirmed again; without an Entra ID P2 licence Identity Protection refuses: every user is reported
   ``unavailable`` with that reason and the call still succeeds, so the playbook goes on;
-- disable: a user already disabled is reported (``already``), not an error;
+- disable: a user already disabled is reported (``already``), not an error; enable (the undo of disable, with
+  the same guardrails, blast-radius budget and audit) mirrors it;
 - revoke sessions: Graph keeps no trace a retry could check, so the pack does: table ``responseledger``
   (PartitionKey = the case, RowKey = ``revoke|<user id>``) is written after the revocation, and a retry
   of the same case finds it. An entity run outside any incident or alert has no case to key on: each
   such call revokes again, which is harmless (the user signs in once more).
+
+Users are resolved and acted on side by side (``RESPONSE_POOL_SIZE``) through the process's Graph client.
 
 Every Graph write is also noted *before* it is sent (``WriteLedger``): when Graph's answer is lost (a
 timeout after the request went out) the retry tells from the user's state whether the write happened
@@ -33,8 +36,8 @@ from datetime import UTC, datetime
 from core.case import AccountEntity, Case
 from core.context import Context
 from core.errors import PackError
-from core.state import key_safe
-from response.graph import EntraClient, EntraUser, GraphDenied, LicenceRequired
+from core.state import key_safe, op_merge
+from response.graph import EntraClient, EntraUser, GraphDenied, LicenceRequired, shared_client
 from response.run import GUID, ResponseRun
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class UserAction:
 CONFIRM = UserAction("entra-confirm-compromised", "Entra ID: confirm users compromised (Identity Protection)")
 REVOKE = UserAction("entra-revoke-sessions", "Entra ID: revoke sign-in sessions")
 DISABLE = UserAction("entra-disable-user", "Entra ID: disable user accounts")
+ENABLE = UserAction("entra-enable-user", "Entra ID: enable user accounts (undo of disable)")
 
 
 def _identifier(account: AccountEntity) -> tuple[str | None, str]:
@@ -74,10 +78,7 @@ class UserResponse:
         self.ctx = ctx
 
     def _graph(self) -> EntraClient:
-        settings = self.ctx.settings
-        return EntraClient(self.ctx.tokens, str(settings["GRAPH_ENDPOINT"]),
-                           timeout=float(settings["HTTP_TIMEOUT_SECONDS"]), retries=int(settings["HTTP_MAX_RETRIES"]),
-                           max_retry_after=float(settings["HTTP_MAX_RETRY_AFTER_SECONDS"]))
+        return shared_client(self.ctx.tokens, self.ctx.settings)
 
     def confirm_compromised(self, case: Case, *, dry_run: bool = False) -> dict:
         return self._run(case, CONFIRM, dry_run)
@@ -88,6 +89,9 @@ class UserResponse:
     def disable(self, case: Case, *, dry_run: bool = False) -> dict:
         return self._run(case, DISABLE, dry_run)
 
+    def enable(self, case: Case, *, dry_run: bool = False) -> dict:
+        return self._run(case, ENABLE, dry_run)
+
     # -- one call -----------------------------------------------------------------------------
     def _run(self, case: Case, action: UserAction, dry_run: bool) -> dict:
         run = ResponseRun(self.ctx, case, action=action.name, title=action.title, dry_run_requested=dry_run)
@@ -96,60 +100,70 @@ class UserResponse:
         run.require("Account")
         error: PackError | None = None
         try:
-            # Locked by the entities' identifiers, so the user's state is read inside the lock.
-            with self._graph() as graph, run.locked("user", [a.key for a in accounts]):
-                users = self._resolve(run, graph, accounts)
-                run.limit([u.label for u in users], "users")
-                if action is CONFIRM:
-                    self._confirm(run, graph, users)
-                elif action is REVOKE:
-                    self._revoke(run, graph, users)
-                else:
-                    self._disable(run, graph, users)
+            graph = self._graph()
+            # Leased by the entities' identifiers, so the user's state is read inside the lease; the budget is
+            # spent on the Entra users they resolve to (an object id and a UPN of one user count once).
+            run.take("user", [a.key for a in accounts], what="users", counted=[])
+            users = self._resolve(run, graph, accounts)
+            run.count([u.id for u in users], "users")
+            if action is CONFIRM:
+                self._confirm(run, graph, users)
+            elif action is REVOKE:
+                run.each(users, lambda user: self._revoke(run, graph, user))
+            else:
+                run.each(users, lambda user: self._set_enabled(run, graph, user, action is ENABLE))
         except PackError as exc:
             error = exc
         return run.close(error)
 
     def _resolve(self, run: ResponseRun, graph: EntraClient, accounts: tuple[AccountEntity, ...]) -> list[EntraUser]:
+        """The Entra users the accounts name, read side by side; refusals audited in the accounts' order."""
         users: dict[str, EntraUser] = {}
-        for account in accounts:
-            label = account.upn or account.aad_user_id or account.name or "?"
-            rule = run.guard.account_rule(account.upn, account.aad_user_id, account.name)
-            if rule:
-                run.refuse(label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
-                continue
-            ident, why = _identifier(account)
-            if ident is None:
-                run.refuse(label, why)
-                continue
-            user = graph.get_user(ident)
-            if user is None:
-                run.refuse(label, f"no Entra ID user {ident!r}")
-                continue
-            rule = run.guard.account_rule(user.user_principal_name, user.id)
-            if rule:
-                run.refuse(user.label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
-                continue
-            users.setdefault(user.id.lower(), user)
+        for user in run.each(accounts, lambda account: self._resolve_one(run, graph, account)):
+            if user is not None:
+                users.setdefault(user.id.lower(), user)
         return list(users.values())
+
+    @staticmethod
+    def _resolve_one(run: ResponseRun, graph: EntraClient, account: AccountEntity) -> EntraUser | None:
+        label = account.upn or account.aad_user_id or account.name or "?"
+        rule = run.guard.account_rule(account.upn, account.aad_user_id, account.name)
+        if rule:
+            run.refuse(label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
+            return None
+        ident, why = _identifier(account)
+        if ident is None:
+            run.refuse(label, why)
+            return None
+        user = graph.get_user(ident)
+        if user is None:
+            run.refuse(label, f"no Entra ID user {ident!r}")
+            return None
+        rule = run.guard.account_rule(user.user_principal_name, user.id)
+        if rule:
+            run.refuse(user.label, f"protected account (PROTECTED_ACCOUNTS entry {rule!r})")
+            return None
+        return user
 
     # -- the actions --------------------------------------------------------------------------
     def _confirm(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
         writes = WriteLedger(self.ctx, run.case, "confirm")
         to_confirm: list[EntraUser] = []
-        for user in users:
-            try:
-                state = graph.risk_state(user.id)
-            except LicenceRequired as exc:
-                for each in users:
-                    run.add(each.label, "unavailable", exc.message, [each.id])
-                return
-            if state == "confirmedCompromised" and writes.outcome(user) == "lost":
+        try:
+            states = run.each(users, lambda user: graph.risk_state(user.id))
+        except LicenceRequired as exc:
+            for each in users:
+                run.add(each.label, "unavailable", exc.message, [each.id])
+            return
+        for user, state in zip(users, states, strict=True):
+            if state == "confirmedCompromised" and run.observing and writes.outcome(user) == "lost":
+                run.add(user.label, "would", "another run is confirming this user", [user.id])
+            elif state == "confirmedCompromised" and writes.outcome(user) == "lost":
                 writes.done(user)
                 run.add(user.label, "done", f"confirmed compromised: user risk set to high ({LOST})", [user.id])
             elif state == "confirmedCompromised":
                 run.add(user.label, "already", "already confirmed compromised in Identity Protection", [user.id])
-            elif run.dry_run:
+            elif run.read_only:
                 run.add(user.label, "would", f"confirm compromised (risk state {state or 'none'})", [user.id])
             else:
                 to_confirm.append(user)
@@ -170,52 +184,53 @@ class UserResponse:
         for user in to_confirm:
             run.add(user.label, "done", "confirmed compromised: user risk set to high", [user.id])
 
-    def _revoke(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
-        writes = WriteLedger(self.ctx, run.case, "revoke")
-        for user in users:
-            outcome = writes.outcome(user, took_effect=_revoked_since)
-            if outcome == "done":
-                run.add(user.label, "already", "sign-in sessions already revoked for this "
-                        f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
-                continue
-            if outcome == "lost":
-                writes.done(user)
-                run.add(user.label, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})",
-                        [user.id])
-                continue
-            if run.dry_run:
-                run.add(user.label, "would", "revoke all refresh tokens and session cookies", [user.id])
-                continue
-            try:
-                writes.requested(user)
-                graph.revoke_sessions(user.id)
-            except GraphDenied as exc:
-                run.failed(user.label, exc, userId=user.id)
-                continue
+    @staticmethod
+    def _revoke(run: ResponseRun, graph: EntraClient, user: EntraUser) -> None:
+        writes = WriteLedger(run.ctx, run.case, "revoke")
+        outcome = writes.outcome(user, took_effect=_revoked_since)
+        if outcome == "done":
+            run.add(user.label, "already", "sign-in sessions already revoked for this "
+                    f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
+            return
+        if outcome == "lost" and not run.observing:
             writes.done(user)
-            run.add(user.label, "done", "sign-in sessions revoked: the user must sign in again", [user.id])
+            run.add(user.label, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})", [user.id])
+            return
+        if run.read_only:
+            run.add(user.label, "would", "revoke all refresh tokens and session cookies", [user.id])
+            return
+        try:
+            writes.requested(user)
+            graph.revoke_sessions(user.id)
+        except GraphDenied as exc:
+            run.failed(user.label, exc, userId=user.id)
+            return
+        writes.done(user)
+        run.add(user.label, "done", "sign-in sessions revoked: the user must sign in again", [user.id])
 
-    def _disable(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
-        writes = WriteLedger(self.ctx, run.case, "disable")
-        for user in users:
-            if user.account_enabled is False and writes.outcome(user) == "lost":
-                writes.done(user)
-                run.add(user.label, "done", f"account disabled (accountEnabled false; {LOST})", [user.id])
-                continue
-            if user.account_enabled is False:
-                run.add(user.label, "already", "account already disabled", [user.id])
-                continue
-            if run.dry_run:
-                run.add(user.label, "would", "disable the account (accountEnabled false)", [user.id])
-                continue
-            try:
-                writes.requested(user)
-                graph.disable(user.id)
-            except GraphDenied as exc:  # e.g. a privileged admin: out of the identity's reach by design
-                run.failed(user.label, exc, userId=user.id)
-                continue
+    @staticmethod
+    def _set_enabled(run: ResponseRun, graph: EntraClient, user: EntraUser, enabled: bool) -> None:
+        """Disable (``enabled`` False) or enable one account; its state was read inside the lease."""
+        verb, state = ("enable", "enabled") if enabled else ("disable", "disabled")
+        writes = WriteLedger(run.ctx, run.case, verb)
+        if user.account_enabled is enabled and not run.observing and writes.outcome(user) == "lost":
             writes.done(user)
-            run.add(user.label, "done", "account disabled (accountEnabled false)", [user.id])
+            run.add(user.label, "done", f"account {state} (accountEnabled {str(enabled).lower()}; {LOST})", [user.id])
+            return
+        if user.account_enabled is enabled:
+            run.add(user.label, "already", f"account already {state}", [user.id])
+            return
+        if run.read_only:
+            run.add(user.label, "would", f"{verb} the account (accountEnabled {str(enabled).lower()})", [user.id])
+            return
+        try:
+            writes.requested(user)
+            graph.set_enabled(user.id, enabled)
+        except GraphDenied as exc:  # e.g. a privileged admin: out of the identity's reach by design
+            run.failed(user.label, exc, userId=user.id)
+            return
+        writes.done(user)
+        run.add(user.label, "done", f"account {state} (accountEnabled {str(enabled).lower()})", [user.id])
 
 
 LOST = "by this case's earlier call, whose answer from Graph was lost"
@@ -255,11 +270,15 @@ class WriteLedger:
         return self.store.get(LEDGER_TABLE, self.partition, f"{self.verb}|{user.id.lower()}")
 
     def _mark(self, state: str, users: tuple[EntraUser, ...]) -> None:
-        if self.partition is None:
+        """One request for the users' rows (they share the case's partition)."""
+        if self.partition is None or not users:
             return
-        for user in users:
-            self.store.upsert(LEDGER_TABLE, {"PartitionKey": self.partition, "RowKey": f"{self.verb}|{user.id.lower()}",
-                                             "action": self.verb, "state": state, "at": time.time()})
+        rows = [{"PartitionKey": self.partition, "RowKey": f"{self.verb}|{user.id.lower()}", "action": self.verb,
+                 "state": state, "at": time.time()} for user in users]
+        if len(rows) == 1:
+            self.store.upsert(LEDGER_TABLE, rows[0])
+        else:
+            self.store.transaction(LEDGER_TABLE, [op_merge(row) for row in rows])
 
     def requested(self, *users: EntraUser) -> None:
         self._mark("requested", users)
@@ -281,4 +300,4 @@ class WriteLedger:
         return None
 
 
-__all__ = ["CONFIRM", "DISABLE", "LEDGER_TABLE", "REVOKE", "UserResponse"]
+__all__ = ["CONFIRM", "DISABLE", "ENABLE", "LEDGER_TABLE", "REVOKE", "UserResponse"]

@@ -24,7 +24,7 @@ GRAPH_ROLES="User.Read.All User.EnableDisableAccount.All User.RevokeSessions.All
 if [ "${GRANT_MAIL_SEND:-false}" = "true" ]; then
   GRAPH_ROLES="$GRAPH_ROLES Mail.Send"
 fi
-MDE_ROLES="Machine.Read.All Machine.Isolate Ti.ReadWrite"
+MDE_ROLES="Machine.Read.All Machine.Isolate Ti.ReadWrite.All"
 
 missing=""
 

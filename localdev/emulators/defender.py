@@ -16,7 +16,18 @@ The contract (Defender for Endpoint API reference, "Handling REST API errors"):
   Cancelled; ``hold`` keeps actions pending). A succeeded Isolate isolates the machine, a succeeded
   Unisolate releases it;
 - ``POST /api/indicators`` submits *or updates* (same value and type -> same indicator), 200;
-  ``DELETE /api/indicators/{id}`` 204, 404 when unknown.
+  ``POST /api/indicators/import`` ``{"Indicators": [...]}`` submits or updates up to 500 at once, 200 with
+  ``{"value": [{"id", "indicator", "isFailed", "failureReason"}]}`` (an invalid indicator fails alone; more
+  than 500 or no list is 400) (Import Indicators API); ``DELETE /api/indicators/{id}`` 204, 404 when unknown;
+- indicators belong to the application that created them (``createdBy`` = its client id): "If the
+  application has Ti.ReadWrite.All permission, it will be exposed to all Indicators. Otherwise, it will be
+  exposed only to the Indicators it created" (List Indicators API). The token's application and roles come
+  from the Entra emulator (``authority.caller``);
+- application permissions per API (each API's "Permissions" section): machines and machine actions need
+  Machine.Read.All or Machine.ReadWrite.All, isolate / unisolate Machine.Isolate, indicators Ti.ReadWrite or
+  Ti.ReadWrite.All; without one: 403 ``Forbidden`` "The application does not have any of the required
+  application permissions (...) to access the resource." (the service's wording, as reported in
+  MicrosoftDocs/microsoft-365-docs issues #6053 and #6062).
 Errors are ``{"error": {"code", "message", "target"}}``.
 """
 
@@ -33,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from localdev.emulators.base import Emulator, Request, Response
-from localdev.emulators.entra import MDE_AUDIENCE
+from localdev.emulators.entra import DEPLOYED_ROLES, MANAGED_IDENTITY, MDE_AUDIENCE, Caller
 
 CONTEXT = "https://api.securitycenter.microsoft.com/api/$metadata#"
 ACTION_TYPES = ("Isolate", "Unisolate")
@@ -54,6 +65,9 @@ _CLAUSE = re.compile(
     r"^\s*(?:(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'"
     r"|startswith\(\s*(?P<sfield>\w+)\s*,\s*'(?P<prefix>(?:[^']|'')*)'\s*\))\s*$")
 APP = "sentinel-playbooks"  # requestor of what the function app does (its identity's display name)
+IMPORT_BATCH = 500  # Import Indicators API: "Maximum batch size for one API call is 500"
+MACHINE_READ = ("Machine.Read.All", "Machine.ReadWrite.All")
+TI = ("Ti.ReadWrite", "Ti.ReadWrite.All")
 # The machines of the sample incidents (tests/fixtures): their MdatpDeviceId, seeded with their FQDN.
 WS_FIN_0042 = "7d3c9b2a1f0e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"
 SRV_APP_07 = "2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e1b3d5f7a9c"
@@ -97,18 +111,19 @@ class DefenderEmulator(Emulator):
         self._actions: dict[str, _Action] = {}
         self._indicators: dict[str, dict] = {}
         self._indicator_ids = itertools.count(1001)
-        for method, pattern, handler in (
-            ("GET", r"/api/machines", self._list_machines),
-            ("GET", r"/api/machines/(?P<id>[^/]+)", self._get_machine),
-            ("POST", r"/api/machines/(?P<id>[^/]+)/isolate", self._isolate),
-            ("POST", r"/api/machines/(?P<id>[^/]+)/unisolate", self._unisolate),
-            ("GET", r"/api/machineactions", self._list_actions),
-            ("GET", r"/api/machineactions/(?P<id>[^/]+)", self._get_action),
-            ("GET", r"/api/indicators", self._list_indicators),
-            ("POST", r"/api/indicators", self._submit_indicator),
-            ("DELETE", r"/api/indicators/(?P<id>[^/]+)", self._delete_indicator),
+        for method, pattern, handler, roles in (
+            ("GET", r"/api/machines", self._list_machines, MACHINE_READ),
+            ("GET", r"/api/machines/(?P<id>[^/]+)", self._get_machine, MACHINE_READ),
+            ("POST", r"/api/machines/(?P<id>[^/]+)/isolate", self._isolate, ("Machine.Isolate",)),
+            ("POST", r"/api/machines/(?P<id>[^/]+)/unisolate", self._unisolate, ("Machine.Isolate",)),
+            ("GET", r"/api/machineactions", self._list_actions, MACHINE_READ),
+            ("GET", r"/api/machineactions/(?P<id>[^/]+)", self._get_action, MACHINE_READ),
+            ("GET", r"/api/indicators", self._list_indicators, TI),
+            ("POST", r"/api/indicators", self._submit_indicator, TI),
+            ("POST", r"/api/indicators/import", self._import_indicators, TI),
+            ("DELETE", r"/api/indicators/(?P<id>[^/]+)", self._delete_indicator, TI),
         ):
-            self.route(method, pattern, self._guarded(handler))
+            self.route(method, pattern, self._guarded(handler, roles))
         self._seed()
 
     # -- state and test controls --------------------------------------------------------------
@@ -179,8 +194,17 @@ class DefenderEmulator(Emulator):
             self._set_status(action, status)
 
     def indicators(self) -> list[dict]:
+        """Every indicator of the tenant, whoever created it."""
         with self._state:
             return [dict(i) for i in self._indicators.values()]
+
+    def add_indicator(self, value: str, action: str, *, app_id: str, title: str = "Added in the portal",
+                      indicator_type: str = "IpAddress", expiration: str | None = None) -> dict:
+        """An indicator another application created (the SOC's portal session, a TI connector)."""
+        body = {"indicatorValue": value, "indicatorType": indicator_type, "action": action, "title": title,
+                "description": title, "expirationTime": expiration}
+        with self._state:
+            return dict(self._upsert_indicator(body, Caller(app_id, frozenset(TI))))
 
     # -- plumbing -----------------------------------------------------------------------------
     def error_body(self, status: int, message: str | None = None) -> Any:
@@ -188,12 +212,25 @@ class DefenderEmulator(Emulator):
                 500: "InternalServerError"}.get(status, f"HTTP{status}")
         return {"error": {"code": code, "message": message or f"injected HTTP {status}", "target": str(uuid.uuid4())}}
 
-    def _guarded(self, handler):
+    def _guarded(self, handler, roles: tuple[str, ...]):
         def guarded(req: Request) -> Response:
             if self.authority is not None and (denied := self.authority.check(req, MDE_AUDIENCE)):
                 return denied
+            caller = self._caller(req)
+            if not caller.roles & set(roles):
+                return _error(403, "Forbidden", "The application does not have any of the required application "
+                                                f"permissions ({', '.join(roles)}) to access the resource.")
             return handler(req)
         return guarded
+
+    def _caller(self, req: Request) -> Caller:
+        """The token's application; without an authority (standalone tests), the function app's identity."""
+        caller = self.authority.caller(req) if self.authority is not None else None
+        return caller or Caller(MANAGED_IDENTITY, DEPLOYED_ROLES)
+
+    @staticmethod
+    def _visible(caller: Caller, indicator: dict) -> bool:
+        return "Ti.ReadWrite.All" in caller.roles or indicator.get("createdBy") == caller.app_id
 
     @staticmethod
     def _filter(collection: str, req: Request) -> list[tuple[str, str, bool]] | Response:
@@ -316,41 +353,79 @@ class DefenderEmulator(Emulator):
 
     # -- indicators ---------------------------------------------------------------------------
     def _list_indicators(self, req: Request) -> Response:
+        caller = self._caller(req)
         with self._state:
-            return self._collection("indicators", list(self._indicators.values()), req, "Indicators")
+            visible = [i for i in self._indicators.values() if self._visible(caller, i)]
+            return self._collection("indicators", visible, req, "Indicators")
+
+    @staticmethod
+    def _invalid_indicator(body: dict) -> tuple[str, str] | None:
+        """(code, message) of what the service refuses in one indicator, or None."""
+        for name in ("indicatorValue", "indicatorType", "action", "title", "description"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                return "MissingRequiredParameter", f"Parameter {name} is missing."
+        if body["indicatorType"] not in INDICATOR_TYPES:
+            return "InvalidInput", f"Invalid input indicatorType: {body['indicatorType']}"
+        if body["action"] not in INDICATOR_ACTIONS:
+            return "InvalidInput", f"Invalid input action: {body['action']}"
+        if body.get("severity") is not None and body["severity"] not in SEVERITIES:
+            return "InvalidInput", f"Invalid input severity: {body['severity']}"
+        if body["indicatorType"] == "IpAddress":
+            try:
+                ipaddress.ip_address(body["indicatorValue"])
+            except ValueError:  # CIDR notation is not supported either
+                return "InvalidIpAddress", f"IP address {body['indicatorValue']} is invalid."
+        return None
+
+    def _upsert_indicator(self, body: dict, caller: Caller) -> dict:
+        """Submit or update by value and type (hold ``_state``); the creator stays the first application."""
+        existing = next((i for i in self._indicators.values()
+                         if i["indicatorValue"].lower() == body["indicatorValue"].lower()
+                         and i["indicatorType"] == body["indicatorType"]), None)
+        name = APP if caller.app_id == MANAGED_IDENTITY else caller.app_id
+        indicator = existing or {"id": str(next(self._indicator_ids)), "creationTimeDateTimeUtc": _now(),
+                                 "createdBy": caller.app_id, "createdByDisplayName": name,
+                                 "createdBySource": "PublicApi", "sourceType": "AadApp"}
+        indicator.update({k: body.get(k) for k in ("indicatorValue", "indicatorType", "action", "title",
+                                                   "description", "expirationTime", "severity",
+                                                   "recommendedActions", "generateAlert", "application")})
+        indicator.update({"lastUpdateTime": _now(), "lastUpdatedBy": name,
+                          "rbacGroupNames": body.get("rbacGroupNames") or []})
+        self._indicators[indicator["id"]] = indicator
+        return indicator
 
     def _submit_indicator(self, req: Request) -> Response:
         body = _json_body(req)
         if isinstance(body, Response):
             return body
-        for name in ("indicatorValue", "indicatorType", "action", "title", "description"):
-            if not isinstance(body.get(name), str) or not body[name].strip():
-                return _error(400, "MissingRequiredParameter", f"Parameter {name} is missing.")
-        if body["indicatorType"] not in INDICATOR_TYPES:
-            return _error(400, "InvalidInput", f"Invalid input indicatorType: {body['indicatorType']}")
-        if body["action"] not in INDICATOR_ACTIONS:
-            return _error(400, "InvalidInput", f"Invalid input action: {body['action']}")
-        if body.get("severity") is not None and body["severity"] not in SEVERITIES:
-            return _error(400, "InvalidInput", f"Invalid input severity: {body['severity']}")
-        if body["indicatorType"] == "IpAddress":
-            try:
-                ipaddress.ip_address(body["indicatorValue"])
-            except ValueError:  # CIDR notation is not supported either
-                return _error(400, "InvalidIpAddress", f"IP address {body['indicatorValue']} is invalid.")
+        invalid = self._invalid_indicator(body)
+        if invalid:
+            return _error(400, *invalid)
         with self._state:
-            existing = next((i for i in self._indicators.values()
-                             if i["indicatorValue"].lower() == body["indicatorValue"].lower()
-                             and i["indicatorType"] == body["indicatorType"]), None)
-            indicator = existing or {"id": str(next(self._indicator_ids)), "creationTimeDateTimeUtc": _now(),
-                                     "createdBy": APP, "createdByDisplayName": APP, "createdBySource": "PublicApi",
-                                     "sourceType": "AadApp"}
-            indicator.update({k: body.get(k) for k in ("indicatorValue", "indicatorType", "action", "title",
-                                                       "description", "expirationTime", "severity",
-                                                       "recommendedActions", "generateAlert", "application")})
-            indicator.update({"lastUpdateTime": _now(), "lastUpdatedBy": APP,
-                              "rbacGroupNames": body.get("rbacGroupNames") or []})
-            self._indicators[indicator["id"]] = indicator
+            indicator = self._upsert_indicator(body, self._caller(req))
             return Response(200, {"@odata.context": CONTEXT + "Indicators/$entity", **indicator})
+
+    def _import_indicators(self, req: Request) -> Response:
+        body = _json_body(req)
+        if isinstance(body, Response):
+            return body
+        items = body.get("Indicators")
+        if not isinstance(items, list) or not items:
+            return _error(400, "MissingRequiredParameter", "Parameter Indicators is missing.")
+        if len(items) > IMPORT_BATCH:
+            return _error(400, "InvalidInput", f"Maximum batch size for one API call is {IMPORT_BATCH}.")
+        caller, results = self._caller(req), []
+        with self._state:
+            for item in items:
+                invalid = self._invalid_indicator(item) if isinstance(item, dict) else ("InvalidInput", "not an object")
+                value = item.get("indicatorValue") if isinstance(item, dict) else None
+                if invalid:
+                    results.append({"id": None, "indicator": value, "isFailed": True, "failureReason": invalid[1]})
+                    continue
+                indicator = self._upsert_indicator(item, caller)
+                results.append({"id": indicator["id"], "indicator": indicator["indicatorValue"], "isFailed": False,
+                                "failureReason": None})
+        return Response(200, {"value": results})
 
     def _delete_indicator(self, req: Request) -> Response:
         with self._state:

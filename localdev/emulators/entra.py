@@ -7,6 +7,14 @@ azure-identity's ManagedIdentityCredential calls ``GET {IDENTITY_ENDPOINT}?api-v
 The emulator issues opaque tokens and is also the authority the other emulators ask to
 validate a bearer token for their audience (401 when it is missing, unknown, expired or for
 another API), so a token for ARM does not open Graph.
+
+Applications are told apart: every token remembers the application it was issued to (its client id: the
+``client_id`` of a user-assigned managed identity, else the function app's system-assigned identity,
+``MANAGED_IDENTITY``) and the application permissions (app roles) that application held when it was issued,
+as a real token's ``appid`` and ``roles`` claims do. ``caller(req)`` gives them to an emulator that models
+per-application behaviour (Defender lists only the indicators the caller created unless it holds
+Ti.ReadWrite.All). The managed identity holds ``DEPLOYED_ROLES``, what infra/hooks/postprovision.sh grants;
+``grant`` and ``issue(..., app_id=...)`` give other applications (a SOC portal app, a TI connector) their own.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,6 +34,29 @@ from localdev.emulators.base import Emulator, Request, Response
 ARM_AUDIENCE = "https://management.azure.com"
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 MDE_AUDIENCE = "https://api.securitycenter.microsoft.com"
+MANAGED_IDENTITY = "3f0c7a3e-5b1d-4c2a-9e7f-1a2b3c4d5e6f"  # client id of the function app's managed identity
+# The application permissions infra grants the managed identity (infra/hooks/postprovision.sh GRAPH_ROLES and
+# MDE_ROLES; tests/response/test_permissions.py keeps the two lists equal).
+DEPLOYED_ROLES = frozenset({
+    "User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "IdentityRiskyUser.ReadWrite.All",
+    "Machine.Read.All", "Machine.Isolate", "Ti.ReadWrite.All",
+})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who presented a valid token: the application's client id and its app roles."""
+
+    app_id: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Issued:
+    audience: str
+    expires: float
+    app_id: str
+    roles: frozenset[str]
 
 
 def _audience(resource: str) -> str:
@@ -33,11 +66,15 @@ def _audience(resource: str) -> str:
 class EntraEmulator(Emulator):
     name = "entra"
 
-    def __init__(self, identity_header: str | None = None, lifetime: int = 3600, **kw) -> None:
+    def __init__(self, identity_header: str | None = None, lifetime: int = 3600,
+                 roles: dict[str, Iterable[str]] | None = None, **kw) -> None:
         super().__init__(**kw)
         self.identity_header = identity_header or secrets.token_hex(16)
         self.lifetime = lifetime
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self.app_roles: dict[str, frozenset[str]] = {MANAGED_IDENTITY: DEPLOYED_ROLES}
+        for app_id, granted in (roles or {}).items():
+            self.grant(app_id, *granted)
+        self._tokens: dict[str, _Issued] = {}
         self._tokens_lock = threading.Lock()
         self.route("GET", r"/msi/token", self._token)
         self.sign_in = SignIn(self)
@@ -55,10 +92,17 @@ class EntraEmulator(Emulator):
         with self._tokens_lock:
             self._tokens.clear()
 
-    def issue(self, audience: str) -> str:
+    def grant(self, app_id: str, *roles: str) -> None:
+        """The application permissions ``app_id`` holds (replacing earlier ones); tokens issued later carry them."""
+        with self._tokens_lock:
+            self.app_roles[app_id] = frozenset(roles)
+
+    def issue(self, audience: str, app_id: str = MANAGED_IDENTITY, roles: Iterable[str] | None = None) -> str:
+        """A token for ``audience`` issued to ``app_id``, with ``roles`` (default: what the app was granted)."""
         token = "emu-" + secrets.token_urlsafe(24)
         with self._tokens_lock:
-            self._tokens[token] = (_audience(audience), time.time() + self.lifetime)
+            held = frozenset(roles) if roles is not None else self.app_roles.get(app_id, frozenset())
+            self._tokens[token] = _Issued(_audience(audience), time.time() + self.lifetime, app_id, held)
         return token
 
     def _token(self, req: Request) -> Response:
@@ -69,13 +113,14 @@ class EntraEmulator(Emulator):
         resource = req.query.get("resource")
         if not resource:
             return Response(400, {"statusCode": 400, "message": "resource is required"})
-        token = self.issue(resource)
+        app_id = req.query.get("client_id") or MANAGED_IDENTITY
+        token = self.issue(resource, app_id)
         return Response(200, {
             "access_token": token,
             "expires_on": str(int(time.time()) + self.lifetime),
             "resource": _audience(resource),
             "token_type": "Bearer",
-            "client_id": req.query.get("client_id", "00000000-0000-0000-0000-000000000000"),
+            "client_id": app_id,
         })
 
     def check(self, req: Request, audience: str) -> Response | None:
@@ -86,14 +131,20 @@ class EntraEmulator(Emulator):
             return Response(401, {"error": {"code": "AuthenticationFailed", "message": message}})
         with self._tokens_lock:
             entry = self._tokens.get(header[7:])
-        if entry is None or entry[1] < time.time():
+        if entry is None or entry.expires < time.time():
             return Response(401, {"error": {"code": "InvalidAuthenticationToken",
                                              "message": "The access token is invalid or expired."}})
-        if entry[0] != _audience(audience):
+        if entry.audience != _audience(audience):
             return Response(401, {"error": {"code": "InvalidAuthenticationTokenAudience",
                                              "message": "The access token has an invalid audience."}})
         return None
 
+    def caller(self, req: Request) -> Caller | None:
+        """The application and roles of the request's token (None without a known token: ``check`` first)."""
+        header = req.headers.get("Authorization", "")
+        with self._tokens_lock:
+            entry = self._tokens.get(header[7:]) if header.startswith("Bearer ") else None
+        return Caller(entry.app_id, entry.roles) if entry is not None else None
 
 # -- sign-in (OpenID Connect, the part App Service Authentication uses) --------------------------------------
 # Modelled on the Microsoft identity platform (learn.microsoft.com/entra/identity-platform/v2-protocols-oidc):

@@ -14,7 +14,9 @@ The contract (Graph v1.0 reference):
 - ``GET /v1.0/identityProtection/riskyUsers/{id}`` -> the risky user (404 when the user has no risk record);
   ``POST /v1.0/identityProtection/riskyUsers/confirmCompromised`` ``{"userIds": [...]}`` -> 204, sets
   ``riskState`` confirmedCompromised and ``riskLevel`` high. Without an Entra ID P2 licence
-  (``licensed=False``) both are 403 ``Forbidden`` "Your tenant is not licensed for this feature.";
+  (``licensed=False``) both are 403, in one of the forms Graph uses (``LICENCE_ERRORS``, taken in turn): ``Forbidden``
+  "Your tenant is not licensed for this feature." or ``Authentication_RequestFromNonPremiumTenantOrB2CTenant``
+  "Neither tenant is B2C or tenant doesn't have premium license" (microsoftgraph/microsoft-graph-docs #11986, #14118);
 - ``POST /v1.0/users/{mailbox}/sendMail`` (``localdev.emulators.mail``), so one emulator serves
   ``GRAPH_ENDPOINT``;
 - the directory the approvals and the user's own confirmation need: ``POST /v1.0/users/{id}/checkMemberGroups``
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import hmac
+import itertools
 import json
 import re
 import threading
@@ -49,6 +52,9 @@ V1 = "https://graph.microsoft.com/v1.0/$metadata#"
 USER_PROPERTIES = {"accountEnabled", "displayName", "givenName", "surname", "jobTitle", "department",
                    "mail", "mobilePhone", "officeLocation", "usageLocation", "userPrincipalName", "mailNickname"}
 NOT_LICENSED = "Your tenant is not licensed for this feature."
+LICENCE_ERRORS = (("Forbidden", NOT_LICENSED),
+                  ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                   "Neither tenant is B2C or tenant doesn't have premium license"))
 ADELE = "b1a2c3d4-e5f6-4789-8abc-def012345678"  # the Account entity of the sample incidents
 LOCAL_PASSWORD = "Local-only-passw0rd"  # every seeded person's password (a loopback emulator, no real account)
 MFA_CODE = "246810"  # the seeded people's authenticator code
@@ -92,6 +98,7 @@ class GraphEmulator(Emulator):
         self._risky: dict[str, dict] = {}
         self._secrets: dict[str, tuple[str, str]] = {}  # user id -> (password, authenticator code)
         self._groups: dict[str, dict] = {}  # group id -> {"id", "displayName", "members": [object ids]}
+        self._licence_forms = itertools.cycle(LICENCE_ERRORS)
         for method, pattern, handler in (
             ("GET", r"/v1\.0/users/(?P<user>[^/]+)", self._get_user),
             ("PATCH", r"/v1\.0/users/(?P<user>[^/]+)", self._patch_user),
@@ -120,6 +127,7 @@ class GraphEmulator(Emulator):
         self.outbox.clear()
         with self._state:
             self.licensed = self._licensed_default
+            self._licence_forms = itertools.cycle(LICENCE_ERRORS)
             self._users.clear()
             self._privileged.clear()
             self._risky.clear()
@@ -280,9 +288,14 @@ class GraphEmulator(Emulator):
             return Response(200, {"@odata.context": V1 + "Edm.Boolean", "value": True})
 
     # -- Identity Protection ------------------------------------------------------------------
+    def _unlicensed(self, req: Request) -> Response:
+        with self._state:
+            code, message = next(self._licence_forms)
+        return _error(req, 403, code, message)
+
     def _get_risky(self, req: Request) -> Response:
         if not self.licensed:
-            return _error(req, 403, "Forbidden", NOT_LICENSED)
+            return self._unlicensed(req)
         with self._state:
             risky = self._risky.get(req.params["user"].lower())
             if risky is None:
@@ -299,7 +312,7 @@ class GraphEmulator(Emulator):
     def _set_risks(self, req: Request, state: str, level: str, detail: str) -> Response:
         """confirmCompromised and dismiss: the same body (``userIds``), licence check and errors."""
         if not self.licensed:
-            return _error(req, 403, "Forbidden", NOT_LICENSED)
+            return self._unlicensed(req)
         body = self._body(req)
         ids = body.get("userIds") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):

@@ -7,6 +7,7 @@ import pytest
 from core.errors import DownstreamError, Throttled
 from core.http import build_session, call
 from localdev.emulators.base import Emulator, Response
+from tests.core.concurrent import pool_full_warnings
 
 
 class Echo(Emulator):
@@ -71,3 +72,17 @@ def test_dropped_connections_and_refused_ports(echo):
 
 def test_client_errors_are_returned_for_the_caller(echo):
     assert call(session(), "GET", echo.url + "/missing", service="Echo").status_code == 404
+
+
+def test_the_pool_size_is_a_setting_and_one_session_keeps_that_many_connections(echo, caplog):
+    from core.http import session_from_settings
+    from core.settings import Settings
+
+    echo.latency = 0.05  # the calls overlap, as an action's fanned-out calls do
+    try:
+        roomy = session_from_settings(Settings.from_env({"HTTP_POOL_SIZE": "64"}))
+        assert pool_full_warnings(caplog, 48, lambda _: roomy.get(echo.url + "/ok", timeout=10)) == 0
+        tight = session_from_settings(Settings.from_env({"HTTP_POOL_SIZE": "4"}))
+        assert pool_full_warnings(caplog, 48, lambda _: tight.get(echo.url + "/ok", timeout=10)) > 0
+    finally:
+        echo.latency = 0.0

@@ -53,6 +53,12 @@ NOT_SET_IN_AZURE = {
     "ASK_USER_MFA_MAX_AGE_MINUTES": "tuned default in core/settings.py",
     "ASK_USER_REVOKE_ON_NO": "off by default (confirming compromise always happens)",
     "ASK_USER_DISMISS_RISK_ON_YES": "off by default, as issue 13 asks",
+    "RESPONSE_RADIUS_WINDOW_HOURS": "tuned default in core/settings.py (blast radius per incident within a day)",
+    "DISABLED_ACTIONS": "empty by default: an operator's kill switch, set by hand when an action must stop",
+    "RESPONSE_STATUS_LINK_HOURS": "tuned default in core/settings.py",
+    "RESPONSE_POOL_SIZE": "tuned default in core/settings.py",
+    "HTTP_POOL_SIZE": "tuned default in core/settings.py",
+    "STATE_POOL_SIZE": "tuned default in core/settings.py",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

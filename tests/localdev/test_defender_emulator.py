@@ -187,3 +187,68 @@ def test_reset_restores_the_seed(mde, http):
     mde.reset()
     assert mde.actions() == [] and get(http, mde, "/api/machines/" + "c" * 40).status_code == 404
     assert get(http, mde, f"/api/machines/{WS}").status_code == 200
+
+
+# -- indicators belong to the application that created them (List Indicators API) ------------------
+SOC_PORTAL = "9e1d2c3b-0000-4000-8000-00000000a11f"  # another application: the SOC's own tooling
+BLOCK_BODY = {"indicatorValue": "203.0.113.66", "indicatorType": "IpAddress", "action": "AlertAndBlock",
+              "title": "t", "description": "d"}
+
+
+def as_app(entra, app_id: str, *roles: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {entra.issue(MDE_AUDIENCE, app_id=app_id, roles=roles)}"
+    return session
+
+
+def values(session, mde, **params) -> list[str]:
+    answer = session.get(f"{mde.url}/api/indicators", params=params, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return [i["indicatorValue"] for i in answer.json()["value"]]
+
+
+def test_ti_readwrite_sees_only_its_own_indicators_ti_readwrite_all_sees_all(mde, entra):
+    soc = as_app(entra, SOC_PORTAL, "Ti.ReadWrite")
+    allow = {**BLOCK_BODY, "indicatorValue": "203.0.113.77", "action": "Allowed", "title": "SOC exclusion"}
+    created = soc.post(f"{mde.url}/api/indicators", json=allow, timeout=5).json()
+    assert created["createdBy"] == SOC_PORTAL
+    mine = as_app(entra, "0a1b2c3d-0000-4000-8000-0000000000b1", "Ti.ReadWrite")
+    assert mine.post(f"{mde.url}/api/indicators", json=BLOCK_BODY, timeout=5).status_code == 200
+    assert values(mine, mde) == ["203.0.113.66"]  # the SOC's exclusion is invisible
+    assert values(mine, mde, **{"$filter": "indicatorValue eq '203.0.113.77'"}) == []
+    assert values(soc, mde) == ["203.0.113.77"]
+    everything = as_app(entra, "0a1b2c3d-0000-4000-8000-0000000000b1", "Ti.ReadWrite.All")
+    assert sorted(values(everything, mde)) == ["203.0.113.66", "203.0.113.77"]
+    # The function app's managed identity holds what the deployment grants, Ti.ReadWrite.All among it.
+    identity = requests.Session()
+    identity.headers["Authorization"] = f"Bearer {entra.issue(MDE_AUDIENCE)}"
+    assert sorted(values(identity, mde)) == ["203.0.113.66", "203.0.113.77"]
+
+
+def test_each_api_needs_its_application_permission(mde, entra):
+    reader = as_app(entra, SOC_PORTAL, "Machine.Read.All")
+    assert get(reader, mde, "/api/machines").status_code == 200
+    denied = isolate(reader, mde)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "Forbidden"
+    assert "required application permissions (Machine.Isolate)" in denied.json()["error"]["message"]
+    assert get(reader, mde, "/api/indicators").status_code == 403
+    nothing = as_app(entra, SOC_PORTAL)
+    assert get(nothing, mde, "/api/machineactions").status_code == 403
+    assert mde.actions() == []  # the refused isolate created nothing
+
+
+def test_import_submits_or_updates_a_batch_and_fails_items_alone(mde, http):
+    batch = [BLOCK_BODY, {**BLOCK_BODY, "indicatorValue": "198.51.100.0/24"},
+             {**BLOCK_BODY, "indicatorValue": "2001:db8::66", "severity": "High"}]
+    answer = http.post(f"{mde.url}/api/indicators/import", json={"Indicators": batch}, timeout=5)
+    assert answer.status_code == 200
+    results = answer.json()["value"]
+    assert [(r["indicator"], r["isFailed"]) for r in results] == [("203.0.113.66", False), ("198.51.100.0/24", True),
+                                                                 ("2001:db8::66", False)]
+    assert "invalid" in results[1]["failureReason"] and results[1]["id"] is None
+    again = http.post(f"{mde.url}/api/indicators/import", json={"Indicators": [BLOCK_BODY]}, timeout=5)
+    assert again.json()["value"][0]["id"] == results[0]["id"]  # same value and type: updated, not duplicated
+    assert len(mde.indicators()) == 2
+    too_many = http.post(f"{mde.url}/api/indicators/import", json={"Indicators": [BLOCK_BODY] * 501}, timeout=5)
+    assert too_many.status_code == 400
+    assert http.post(f"{mde.url}/api/indicators/import", json={"indicators": []}, timeout=5).status_code == 400

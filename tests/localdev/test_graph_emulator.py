@@ -93,6 +93,11 @@ def test_without_p2_identity_protection_is_refused(graph, http):
                          json={"userIds": [ADELE]}, timeout=5)
     assert response.status_code == 403 and "not licensed" in response.json()["error"]["message"]
     assert http.post(f"{graph.url}{V1}/users/{ADELE}/revokeSignInSessions", timeout=5).status_code == 200
+    # Graph words the same refusal more than one way: the emulator takes each form in turn.
+    other = http.get(f"{graph.url}{V1}/identityProtection/riskyUsers/{ADELE}", timeout=5)
+    assert other.status_code == 403
+    assert other.json()["error"]["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+    assert "doesn't have premium license" in other.json()["error"]["message"]
     graph.reset()
     assert graph.licensed is True
 

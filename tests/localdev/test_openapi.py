@@ -93,7 +93,8 @@ def test_every_http_function_is_documented_with_its_methods_and_auth_level_and_n
                   for (method, route), operation in operations(document).items()}
     assert documented == app
     assert {route for _, route, anonymous in app if anonymous} == {"health", "orchestration/approvals/{id}/{decision}",
-                                                                   "response/entra/ask-user/{id}"}
+                                                                   "response/entra/ask-user/{id}",
+                                                                   "response/mde/actions/{id}"}
 
 
 def test_every_operation_documents_its_errors_and_every_json_error_uses_the_error_model(document):

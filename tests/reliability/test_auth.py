@@ -31,6 +31,9 @@ ANONYMOUS = {
                                                "valid signature)",
     "response/entra/ask-user/{id}": "the user holds no function key: the HMAC-signed link and that user's Entra ID "
                                     "sign-in are the credentials (403 without a valid signature)",
+    "response/mde/actions/{id}": "Logic Apps poll a 202 Location without the action's headers: the URL's HMAC "
+                                 "signature, bound to the operation and its expiry, is the credential (403 without "
+                                 "it; tests/reliability/test_attacks_response.py)",
 }
 WRONG_KEY = "fk-" + "0" * 16
 

@@ -185,7 +185,7 @@ class Action(ABC):
 
 
 def poll(location: str) -> requests.Response:
-    """Follow an asynchronous 202 as a Logic App does: GET the Location (its code= is the key) until done."""
+    """Follow an asynchronous 202 as a Logic App does: GET the Location (signed, no key) until done."""
     for _ in range(POLL_LIMIT):
         answer = requests.get(location, timeout=30)
         if answer.status_code != 202:
@@ -208,9 +208,9 @@ class MdeIsolate(Action):
     def state(self, stack, store: StateStore, case: Case, faulted: set[int]) -> dict:
         actions = [{k: a[k] for k in ("type", "machineId", "scope", "status", "requestor", "requestorComment")}
                    for a in stack.mde.actions(WS_FIN_0042)]
-        operations = [{"verb": row["verb"], "final": row["final"], "actions": len(json.loads(row["actions"]))}
-                      for row in store.query("responseops", "PartitionKey eq 'mde' and incident_id eq @i",
-                                             {"i": case.incident_id})]
+        operations = [{"verb": row["verb"], "final": row.get("final", ""), "actions": len(json.loads(row["actions"]))}
+                      for row in store.query("responsestate", "PartitionKey eq 'response' and incident_id eq @i",
+                                             {"i": case.incident_id}) if row["RowKey"].startswith("op|")]
         return {"actions": scrub(actions, case), "isolation": stack.mde.isolation(WS_FIN_0042),
                 "operations": operations}
 

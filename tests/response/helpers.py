@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tests.fixtures import sample
@@ -64,3 +67,30 @@ def comments(stack, body: dict) -> list[dict]:
 
 def outcomes(summary: dict) -> dict[str, str]:
     return {item["target"]: item["outcome"] for item in summary["results"]}
+
+
+# The Logic App HTTP action's Default retry policy: "up to 4 retries at exponentially increasing intervals ...
+# scale by 7.5 seconds but are capped between 5 and 45 seconds", on 408, 429 and 5xx (Azure Logic Apps, "Handle
+# errors and exceptions"); the Exponential Interval type "waits a random interval, which is selected from an
+# exponentially growing range". Observed (phvbaars.wordpress.com/tag/retry): the first retry at once, then after
+# 6, 11 and 27 s. Modelled as ranges, the first one immediate (the hardest case for a lease still held).
+# Tests and the bench compress the waits (``speed``) so they do not sleep through them.
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+RETRY_WAITS = ((0.0, 0.0), (5.0, 7.5), (7.5, 15.0), (15.0, 30.0))
+
+
+def policy_wait(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds the Default policy waits before retry ``attempt`` (1-based), uncompressed, jitter included."""
+    low, high = RETRY_WAITS[attempt - 1]
+    return (rng or random).uniform(low, high)
+
+
+def with_retry_policy(send: Callable[[], Any], speed: float = 0.05) -> tuple[Any, int]:
+    """Call ``send`` as a Logic App action with the Default retry policy; the last answer and the retries made."""
+    answer = send()
+    for attempt in range(1, len(RETRY_WAITS) + 1):
+        if answer.status_code not in RETRY_STATUSES:
+            return answer, attempt - 1
+        time.sleep(policy_wait(attempt) * speed)
+        answer = send()
+    return answer, len(RETRY_WAITS)

@@ -8,15 +8,33 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from localdev.emulators.entra import DEPLOYED_ROLES, MANAGED_IDENTITY, MDE_AUDIENCE
+from tests.conftest import HostClient
 from tests.fixtures import INCIDENT_4711, sample
-from tests.response.helpers import comments, fresh_ips, incident, ip_entity, outcomes
+from tests.response.helpers import comments, fresh_ips, incident, ip_entity, outcomes, with_retry_policy
 
 BLOCK, UNBLOCK, FEED = "response/block-ip", "response/unblock-ip", "response/blocklist"
 pytestmark = pytest.mark.e2e
 
 
 def indicator_posts(stack) -> list:
-    return stack.mde.requests_to("POST", r"/api/indicators$")
+    """Every indicator written: one per submit, one per entry of an import."""
+    submits = stack.mde.requests_to("POST", r"/api/indicators$")
+    imports = stack.mde.requests_to("POST", r"/api/indicators/import$")
+    imported = [item for request in imports for item in request.json["Indicators"]]
+    return submits + imported
+
+
+def test_several_addresses_are_written_in_one_import_one_address_in_one_submit(clean_stack, host):
+    stack = clean_stack
+    ips = fresh_ips(3)
+    assert host.post(BLOCK, incident(stack, *(ip_entity(ip) for ip in ips))).status_code == 200
+    (batch,) = stack.mde.requests_to("POST", r"/api/indicators/import$")
+    assert sorted(i["indicatorValue"] for i in batch.json["Indicators"]) == sorted(ips)
+    assert stack.mde.requests_to("POST", r"/api/indicators$") == []
+    (single,) = fresh_ips(1)
+    assert host.post(BLOCK, incident(stack, ip_entity(single))).status_code == 200
+    assert [r.json["indicatorValue"] for r in stack.mde.requests_to("POST", r"/api/indicators$")] == [single]
 
 
 def feed(host) -> list[str]:
@@ -79,16 +97,46 @@ def test_sample_incident_and_entity_trigger(clean_stack, host):
     host.post(UNBLOCK, sample("alert-trigger.json"))  # leave the shared addresses unblocked for other tests
 
 
-def test_an_allowed_indicator_wins(clean_stack, host):
+SOC_PORTAL = "9e1d2c3b-0000-4000-8000-00000000a11f"  # the SOC's own application (portal, TI connector)
+
+
+def soc_exclusion(stack, ip: str) -> dict:
+    """An Allowed indicator created by *another* application than the pack's, as the SOC makes them."""
+    token = stack.entra.issue(MDE_AUDIENCE, app_id=SOC_PORTAL, roles=["Ti.ReadWrite"])
+    allowed = requests.post(f"{stack.mde.url}/api/indicators", headers={"Authorization": f"Bearer {token}"},
+                            timeout=5, json={"indicatorValue": ip, "indicatorType": "IpAddress", "action": "Allowed",
+                                             "title": "partner VPN", "description": "exclusion"}).json()
+    assert allowed["createdBy"] == SOC_PORTAL
+    return allowed
+
+
+def test_an_allowed_indicator_of_another_application_wins(clean_stack, host):
     stack = clean_stack
     ip = fresh_ips(1)[0]
-    headers = {"Authorization": f"Bearer {stack.entra.issue('https://api.securitycenter.microsoft.com')}"}
-    allowed = requests.post(f"{stack.mde.url}/api/indicators", headers=headers, timeout=5, json={
-        "indicatorValue": ip, "indicatorType": "IpAddress", "action": "Allowed", "title": "partner VPN",
-        "description": "exclusion"}).json()
+    allowed = soc_exclusion(stack, ip)
     response = host.post(BLOCK, incident(stack, ip_entity(ip)))
     assert response.status_code == 409 and allowed["id"] in response.json()["error"]["message"]
     assert stack.mde.indicators()[0]["action"] == "Allowed" and ip not in feed(host)
+
+
+def test_without_ti_readwrite_all_the_exclusion_is_invisible_which_is_why_the_pack_needs_it(clean_stack):
+    """With Ti.ReadWrite only, Defender lists the pack's own indicators: the SOC's exclusion is not seen and the
+    submit (an upsert by value) turns it into a block. The deployment grants Ti.ReadWrite.All for that reason
+    (tests/response/test_permissions.py keeps infra to it)."""
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    soc_exclusion(stack, ip)
+    stack.entra.grant(MANAGED_IDENTITY, *(DEPLOYED_ROLES - {"Ti.ReadWrite.All"} | {"Ti.ReadWrite"}))
+    process = None
+    try:
+        process = stack.host()  # a fresh process: its first token carries the narrower roles
+        response = HostClient(process).post(BLOCK, incident(stack, ip_entity(ip)))
+    finally:
+        stack.entra.grant(MANAGED_IDENTITY, *DEPLOYED_ROLES)
+        if process is not None:
+            process.stop()
+    assert response.status_code == 200 and outcomes(response.json()) == {ip: "done"}
+    assert stack.mde.indicators()[0]["action"] == "AlertAndBlock"  # the hazard Ti.ReadWrite.All prevents
 
 
 def test_blast_radius_and_dry_run(clean_stack, host):
@@ -132,7 +180,8 @@ def test_concurrent_blocks_create_one_indicator_and_one_entry(clean_stack, host)
     stack = clean_stack
     ip = fresh_ips(1)[0]
     body = incident(stack, ip_entity(ip))
-    with ThreadPoolExecutor(4) as pool:
-        statuses = [r.status_code for r in pool.map(lambda _: host.post(BLOCK, body), range(4))]
+    with ThreadPoolExecutor(4) as pool:  # each copy under the Logic App's retry policy: a busy target is a 429
+        statuses = [r.status_code for r, _ in pool.map(lambda _: with_retry_policy(lambda: host.post(BLOCK, body)),
+                                                       range(4))]
     assert statuses == [200] * 4
     assert len(stack.mde.indicators()) == 1 and feed(host).count(ip) == 1 and len(comments(stack, body)) == 1

@@ -53,9 +53,12 @@ def test_actions(client, graph):
 def test_licence_and_privilege_refusals(client, graph):
     graph.licensed = False
     with pytest.raises(LicenceRequired, match="P2"):
-        client.risk_state(ADELE)
-    with pytest.raises(LicenceRequired):
-        client.confirm_compromised([ADELE])
+        client.risk_state(ADELE)  # "Your tenant is not licensed for this feature."
+    with pytest.raises(LicenceRequired, match="premium license"):
+        client.confirm_compromised([ADELE])  # Authentication_RequestFromNonPremiumTenantOrB2CTenant
+    for _ in range(2):  # every form, whichever comes
+        with pytest.raises(LicenceRequired):
+            client.risk_state(ADELE)
     graph.add_user("c0ffee00-0000-4000-8000-00000000ad01", "admin@contoso.com", privileged=True)
     with pytest.raises(GraphDenied) as denied:
         client.disable("c0ffee00-0000-4000-8000-00000000ad01")
@@ -80,6 +83,35 @@ def test_unreachable_graph_is_a_downstream_error(tokens):
     with EntraClient(tokens, "http://127.0.0.1:9", timeout=2, retries=0) as client, \
             pytest.raises(DownstreamError, match="could not be reached"):
         client.get_user(ADELE)
+
+
+def test_the_sdk_is_used_without_its_models(tokens, graph):
+    """The first Entra action in a fresh process must not materialise whole Graph models (issue #16.5: the first
+    User deserialisation imported ~1,700 modules, seconds of a cold request): raw JSON through the adapter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        f"os.environ.update({graph_env(tokens)!r})\n"
+        "from azure.identity import ManagedIdentityCredential\n"
+        "from core.credentials import TokenProvider\n"
+        "from response.graph import EntraClient\n"
+        "before = len(sys.modules)\n"
+        f"with EntraClient(TokenProvider(ManagedIdentityCredential()), {graph.url!r}) as client:\n"
+        f"    user = client.get_user({ADELE!r}); client.disable(user.id); client.risk_state(user.id)\n"
+        "models = [m for m in sys.modules if m.startswith(('msgraph.generated.models', 'msgraph.generated.users'))]\n"
+        "print(len(models), len(sys.modules) - before)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
+    models, loaded = map(int, out.stdout.split())
+    assert models == 0, f"{models} generated Graph models and request builders imported"
+    assert loaded < 700, f"{loaded} modules imported by the first calls"
+
+
+def graph_env(tokens) -> dict[str, str]:
+    import os
+
+    return {name: os.environ[name] for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
 
 
 def test_import_of_the_module_does_not_load_the_sdk():
