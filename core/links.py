@@ -16,17 +16,14 @@ with its purpose (``mde-status``, ...), so a signature made for one kind of link
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from urllib.parse import urlsplit
 
 from core.errors import ConfigurationError
 from core.settings import Settings
+from core.signing import Signer
 
 KEY_SETTING = "APPROVAL_SIGNING_KEY"
-MIN_KEY_LENGTH = 32
 
 
 def base_url(settings: Settings, origin: str | None = None) -> str:
@@ -42,12 +39,10 @@ def base_url(settings: Settings, origin: str | None = None) -> str:
 
 
 class LinkSigner:
-    """Signs and checks ``(purpose, resource..., expiry)``; the key is never shown."""
+    """Signs and checks ``(purpose, resource..., expiry)`` with the pack's one HMAC signer (core/signing.py)."""
 
     def __init__(self, key: str) -> None:
-        if len(key) < MIN_KEY_LENGTH:
-            raise ConfigurationError(f"setting {KEY_SETTING} must be at least {MIN_KEY_LENGTH} characters")
-        self._key = key.encode()
+        self._signer = Signer(key, KEY_SETTING)
 
     def __repr__(self) -> str:
         return "LinkSigner(***)"
@@ -58,9 +53,7 @@ class LinkSigner:
         return cls(str(settings[KEY_SETTING]))
 
     def sign(self, purpose: str, *parts: str, expires: int) -> str:
-        text = "\n".join(("link-v1", purpose, *parts, str(int(expires))))
-        mac = hmac.new(self._key, text.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        return self._signer.sign("link-v1", purpose, *parts, int(expires))
 
     def valid(self, purpose: str, *parts: str, expires: str | int | None, signature: str | None,
               now: float | None = None) -> bool:
@@ -71,8 +64,7 @@ class LinkSigner:
             return False
         if not signature or moment < (time.time() if now is None else now):
             return False
-        expected = self.sign(purpose, *parts, expires=moment)
-        return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+        return self._signer.valid(signature, "link-v1", purpose, *parts, moment)
 
 
 __all__ = ["LinkSigner", "base_url"]

@@ -39,8 +39,9 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from core.case import Case, ci_get, normalise
-from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
+from core.errors import BadRequest, DownstreamError, NotFound, PackError
 from core.http import call
+from core.links import base_url
 from core.sentinel import comment_id
 from core.signing import Signer
 from core.telemetry import bind_incident
@@ -111,15 +112,8 @@ def check_callback_url(url: Any, allowed_hosts: frozenset[str], local_mode: bool
 
 
 def public_base_url(settings, origin: str) -> str:
-    """Where links point. Outside LOCAL_MODE only ``PUBLIC_BASE_URL``: a request's Host header is the caller's to
-    choose, so links built from it would mail an attacker's host to approvers."""
-    configured = settings["PUBLIC_BASE_URL"]
-    if configured:
-        return str(configured).rstrip("/")
-    if settings["LOCAL_MODE"]:
-        return origin.rstrip("/")
-    raise ConfigurationError("setting PUBLIC_BASE_URL is required outside LOCAL_MODE: links are never built from "
-                             "the request's Host header (set it to https://<app>.azurewebsites.net)")
+    """Where links point: ``core.links.base_url`` (``PUBLIC_BASE_URL``; the caller's origin only in LOCAL_MODE)."""
+    return base_url(settings, origin)
 
 
 # -- the record ---------------------------------------------------------------------------------------

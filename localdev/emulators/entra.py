@@ -39,6 +39,7 @@ MANAGED_IDENTITY = "3f0c7a3e-5b1d-4c2a-9e7f-1a2b3c4d5e6f"  # client id of the fu
 # MDE_ROLES; tests/response/test_permissions.py keeps the two lists equal).
 DEPLOYED_ROLES = frozenset({
     "User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "IdentityRiskyUser.ReadWrite.All",
+    "GroupMember.Read.All",
     "Machine.Read.All", "Machine.Isolate", "Ti.ReadWrite.All",
 })
 
