@@ -36,6 +36,7 @@ from core.directory import Person
 from core.errors import BadRequest, ConfigurationError, DownstreamError
 from core.pages import Refused, deadline_text
 from core.principal import Principal, easy_auth_enabled
+from core.radius import BlastRadius
 from core.telemetry import bind_incident
 from core.webhook import Wait, WebhookWaits, iso, public_base_url
 from orchestration.approvers import Approvers, matches
@@ -133,8 +134,10 @@ class Approvals(WebhookWaits[Approval]):
         if stored is None:
             case = self.ctx.with_entities(case)
             people = self.approvers.people(entries)
+            radius = BlastRadius(self.ctx.state, self.settings)
             targets = compute(case, self.ctx.state, self.settings["BLOCK_IP_VERDICTS"] or frozenset(),  # type: ignore[arg-type]
-                              isolate=_flag(ci_get(body, "isolateHosts")))
+                              isolate=_flag(ci_get(body, "isolateHosts")),
+                              remaining=lambda action: radius.remaining(str(case.incident_id), action))
             approval = Approval(
                 id=approval_id, incident_id=case.incident_id, case_label=case.label,
                 title=(case.title or case.label)[:300], callback_url=callback, base_url=base,

@@ -8,12 +8,15 @@ response routes. So what the approver saw is what is acted on, and nothing else.
 IPs are proposed for blocking only when their latest VirusTotal verdict (core/verdicts.py, the enrichment's
 cache) is one of ``BLOCK_IP_VERDICTS`` (default malicious, suspicious); every other IP is listed as
 "not blocked" with the reason (its verdict, or none: the enrichment skips private addresses). Hosts are proposed only
-when the playbook isolates machines. The response routes still apply their guardrails (protected accounts
-and machines, the blast-radius cap, DRY_RUN) when they act.
+when the playbook isolates machines. No kind offers more targets than the incident's blast-radius budget still
+allows (``core.radius``: ``RESPONSE_MAX_TARGETS`` distinct targets per action and incident, across calls); the
+rest are listed as not touched, with that reason. The response routes still apply their guardrails (protected
+accounts and machines, the blast-radius cap, DRY_RUN) when they act.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +78,45 @@ def _host_entity(host: HostEntity) -> dict[str, Any]:
     return entity
 
 
-def compute(case: Case, store, block_verdicts: frozenset[str], *, isolate: bool) -> Targets:
-    """The targets of Block for ``case`` (its entities read already), verdicts from the cache in ``store``."""
+# The response actions the Block branch runs per kind (core.radius action names): a kind offers no more targets
+# than the tightest of its actions' budgets.
+BUDGETED_ACTIONS = {
+    "users": ("entra-confirm-compromised", "entra-revoke-sessions", "entra-disable-user"),
+    "hosts": ("mde-isolate",),
+    "ips": ("block-ip",),
+}
+
+
+def compute(case: Case, store, block_verdicts: frozenset[str], *, isolate: bool,
+            remaining: Callable[[str], int] | None = None) -> Targets:
+    """The targets of Block for ``case`` (its entities read already), verdicts from the cache in ``store``;
+    ``remaining(action)`` is the incident's blast-radius budget left for a response action (None: no budget)."""
     targets = Targets()
+    _propose(case, store, block_verdicts, isolate, targets)
+    if remaining is not None:
+        _within_budget(targets, remaining)
+    return targets
+
+
+def _within_budget(targets: Targets, remaining: Callable[[str], int]) -> None:
+    """Keep the first ``budget`` targets of each kind; list the others as not touched, saying why."""
+    for kind, actions in BUDGETED_ACTIONS.items():
+        shown: list[dict[str, str]] = getattr(targets, kind)
+        if not shown:
+            continue
+        budget = min(remaining(action) for action in actions)
+        if len(shown) <= budget:
+            continue
+        for item in shown[budget:]:
+            name = item.get("label") or item.get("address") or "?"
+            targets.not_touched.append({"target": name, "reason": (
+                f"blast-radius cap: this incident may reach {budget} more {kind} (RESPONSE_MAX_TARGETS per "
+                "incident and action); decide on the rest in a later approval")})
+        del shown[budget:]
+        del targets.entities[kind][budget:]
+
+
+def _propose(case: Case, store, block_verdicts: frozenset[str], isolate: bool, targets: Targets) -> None:
     for account in case.accounts:
         label = account.upn or account.name or account.aad_user_id or "?"
         if not (account.aad_user_id or account.upn):
@@ -109,7 +148,6 @@ def compute(case: Case, store, block_verdicts: frozenset[str], *, isolate: bool)
                 "blocked (BLOCK_IP_VERDICTS)")})
     for raw in case.invalid_ips:
         targets.not_blocked.append({"address": raw, "verdict": "", "reason": "not an IP address"})
-    return targets
 
 
 __all__ = ["Targets", "compute"]

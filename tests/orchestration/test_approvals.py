@@ -332,3 +332,23 @@ def test_sign_in_off_falls_back_to_the_links_holder_and_says_so(clean_stack, hos
     assert callback["decidedBy"] == "bob@contoso.com"
     assert "sign-in is OFF" in comments_text(clean_stack, incident)
     assert requests.get(review_link(json.dumps(clean_stack.teams.cards[0])), timeout=30).status_code == 403
+
+
+def test_an_approval_offers_no_more_targets_than_the_incidents_blast_radius_budget(clean_stack, host_with, callbacks):
+    """Issue 14.8: the cap counts per incident across calls, and applies when targets are proposed: with a cap of 2
+    and one address of this incident already blocked, Block is offered one more address; the others are listed
+    as not touched, naming the cap."""
+    host = host_with(RESPONSE_MAX_TARGETS="2")
+    addresses = ["203.0.113.211", "203.0.113.212", "203.0.113.213"]
+    for address in addresses:
+        clean_stack.vt.set_report(address, malicious=9, harmless=60, undetected=25)
+    incident = incident_with(4243, addresses, name=str(uuid.uuid4()))
+    clean_stack.arm.seed_from_trigger(incident)
+    assert host.post("enrichment/ip-reputation", incident).status_code == 200
+    first = {"incidentArmId": incident["object"]["id"], "Entities": [{"Type": "ip", "Address": addresses[0]}]}
+    assert host.post("response/block-ip", first).status_code == 200, "one address of the incident blocked already"
+    _, approval = subscribe(host, callbacks, incident)
+    targets = approval["targets"]
+    assert len(targets["ips"]) == 1 and len(targets["entities"]["ips"]) == 1
+    capped = [t for t in targets["notTouched"] if "blast-radius cap" in t["reason"]]
+    assert len(capped) == 2 and all("RESPONSE_MAX_TARGETS" in t["reason"] for t in capped)
