@@ -31,6 +31,11 @@ ANONYMOUS = {
                                                "valid signature)",
     "response/entra/ask-user/{id}": "the user holds no function key: the HMAC-signed link and that user's Entra ID "
                                     "sign-in are the credentials (403 without a valid signature)",
+    "auth/login": "whoever is not signed in yet starts the in-app sign-in here; it only redirects to Entra ID and "
+                  "back to one of the app's own /api/ paths (tests/core/test_signin.py)",
+    "auth/callback": "Entra ID sends the browser back here: the state must match the signed flow cookie of the "
+                     "browser that started, once; the code is redeemed with PKCE and the ID token verified",
+    "auth/logout": "only clears the caller's own session cookie",
 }
 WRONG_KEY = "fk-" + "0" * 16
 
