@@ -96,7 +96,8 @@ def _callback(req: func.HttpRequest) -> func.HttpResponse:
         page = Page(refused.status, "Not signed in", f"The sign-in did not complete: {refused.message}. Nothing was "
                                                      "recorded.", tone="error")
         response = page.response()
-        response.headers.add("Set-Cookie", clear_flow)
+        if refused.code not in ("StateMissing", "StateMismatch"):  # a stray answer must not end a sign-in under way
+            response.headers.add("Set-Cookie", clear_flow)
         return response
     cookie = set_cookie(SESSION_COOKIE, session, path="/api", max_age=int(ctx.settings["SIGN_IN_SESSION_MINUTES"]) * 60,
                         secure=secure)

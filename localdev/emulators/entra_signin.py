@@ -104,6 +104,15 @@ class Grant:
     used: bool = False
 
 
+@dataclass
+class Tamper:
+    """A test control: the next ID tokens of the token endpoint are changed (claims) or signed with another key."""
+
+    claims: dict[str, Any]
+    foreign_key: bool
+    times: int
+
+
 class SignInError(Exception):
     """An OAuth error answer of the token endpoint (JSON), or of the authorize endpoint (an error page)."""
 
@@ -139,6 +148,8 @@ class SignIn:
         self.kid = secrets.token_hex(8)
         self._grants: dict[str, Grant] = {}
         self._sessions: dict[str, SsoSession] = {}
+        self._tampers: list[Tamper] = []
+        self.code_seconds = CODE_SECONDS
         self._lock = threading.Lock()
         base = rf"/{re.escape(tenant)}"
         emulator.route("GET", base + r"/discovery/v2\.0/keys", self._keys)
@@ -183,10 +194,18 @@ class SignIn:
         """Publish a Conditional Access authentication context (``c1``) with its policy."""
         self.contexts[context_id.lower()] = AuthContext(mfa, every_time)
 
+    def tamper_id_tokens(self, *, times: int = 1, foreign_key: bool = False, **claims: Any) -> None:
+        """Test control, like ``fail``: the next ``times`` v2.0 ID tokens carry ``claims`` (``nonce="x"``,
+        ``aud=...``, ``iss=...``, ``exp=...``) or are signed with a key the JWKS does not publish (same ``kid``)."""
+        with self._lock:
+            self._tampers.append(Tamper(dict(claims), foreign_key, times))
+
     def reset(self) -> None:
         with self._lock:
             self._grants.clear()
             self._sessions.clear()
+            self._tampers.clear()
+        self.code_seconds = CODE_SECONDS
         self.signins.clear()
         self.redemptions.clear()
 
@@ -274,7 +293,9 @@ class SignIn:
         headers = {"Set-Cookie": f"{SSO_COOKIE}=; Path=/{self.tenant}/; Secure; HttpOnly; SameSite=None; Max-Age=0"}
         if target:
             return Response(302, "", {**headers, "Location": target})
-        return _page(200, "You signed out of your account", "<p>It's a good idea to close all browser windows.</p>")
+        page = _page(200, "You signed out of your account", "<p>It's a good idea to close all browser windows.</p>")
+        page.headers.update(headers)
+        return page
 
     # -- the authorize request ------------------------------------------------------------------
     def _check_request(self, params: dict[str, str]) -> None:
@@ -387,7 +408,7 @@ class SignIn:
                 raise SignInError("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please "
                                                           "retry with a new valid code or use an existing refresh "
                                                           "token.")
-            if time.time() - grant.issued > CODE_SECONDS:
+            if time.time() - grant.issued > self.code_seconds:
                 raise SignInError("invalid_grant", 70008, "The provided authorization code or refresh token has "
                                                           "expired due to inactivity.")
             if form["redirect_uri"] != grant.redirect_uri:
@@ -477,7 +498,20 @@ class SignIn:
             claims["auth_time"] = grant.auth_time
         if grant.acrs:
             claims["acrs"] = list(grant.acrs)
-        return self.sign(claims)
+        with self._lock:
+            tamper = next((t for t in self._tampers if t.times > 0), None)
+            if tamper is not None:
+                tamper.times -= 1
+        if tamper is None:
+            return self.sign(claims)
+        claims.update(tamper.claims)
+        if not tamper.foreign_key:
+            return self.sign(claims)
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return jwt.encode(claims, other, algorithm="RS256", headers={"kid": self.kid})
 
     def sign(self, claims: dict[str, Any]) -> str:
         import jwt
