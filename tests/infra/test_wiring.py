@@ -53,6 +53,7 @@ NOT_SET_IN_AZURE = {
     "ASK_USER_MFA_MAX_AGE_MINUTES": "tuned default in core/settings.py",
     "ASK_USER_REVOKE_ON_NO": "off by default (confirming compromise always happens)",
     "ASK_USER_DISMISS_RISK_ON_YES": "off by default, as issue 13 asks",
+    "SIGN_IN_SESSION_MINUTES": "default 8 h, App Service Authentication's own session length",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}
