@@ -94,7 +94,7 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Application Insights; when set, traces and logs go there (OpenTelemetry, core/telemetry.py)"),
     # -- people who decide: sign-in, approval targets, the user's own confirmation (issue 13, 14.1/14.4) --
     SettingSpec("APPROVAL_REQUIRE_SIGN_IN", "true", "bool",
-                doc="Decision and answer pages need an Entra ID sign-in (App Service Authentication); off only for "
+                doc="Decision and answer pages need an Entra ID sign-in (SIGN_IN_MODE says whose); off only for "
                     "local tries (logged loudly and reported by health outside LOCAL_MODE)"),
     SettingSpec("BLOCK_IP_VERDICTS", "malicious,suspicious", "list",
                 doc="VirusTotal verdicts for which an approval proposes blocking an IP; other IPs are listed as "
