@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from localdev.emulators.base import LoopbackServer
+from localdev.emulators.base import Emulator, LoopbackServer
 
 HANDSHAKE_SECONDS = 30
 
@@ -157,18 +157,8 @@ class TlsFront:
         threading.Thread(target=self._server.serve_forever, name=f"{emulator.name}-tls", daemon=True).start()
         return self
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    # The emulator's own shutdown (same attributes): the listening socket, then the kept-alive connections.
+    stop = Emulator.stop
 
 
 __all__ = ["CertificateFiles", "TlsFront", "certificate_files"]
