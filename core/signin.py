@@ -232,7 +232,9 @@ class Entra:
         if fresh_mfa:
             claims = json.dumps({"id_token": {"acrs": {"essential": True, "value": self.cfg.mfa_context},
                                               "auth_time": {"essential": True}}})
-        return self.msal.initiate_auth_code_flow(["email"], redirect_uri=redirect_uri, claims_challenge=claims,
+        # No scope of our own: MSAL asks for openid profile offline_access; mail and UPN come as optional claims of
+        # the registration, so nobody is asked to consent to more than signing in.
+        return self.msal.initiate_auth_code_flow([], redirect_uri=redirect_uri, claims_challenge=claims,
                                                  prompt="login" if fresh_mfa else None, response_mode="query")
 
     def finish(self, flow: dict[str, Any], response: dict[str, str]) -> dict[str, Any]:

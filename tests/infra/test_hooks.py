@@ -54,7 +54,7 @@ printf '%s\n' "curl $*" >> "$FAKE_STATE/calls"
 for arg in "$@"; do url="$arg"; done
 case "$url" in
   */.auth/me) printf '%s' "${FAKE_AUTH_STATUS:-404}" ;;
-  */api/auth/login*) printf '%s' "${FAKE_LOGIN:-302 https://login.microsoftonline.com/t/oauth2/v2.0/authorize?client_id=x}" ;;
+  */api/auth/login*) printf '%s' "${FAKE_LOGIN:-302 https://login.microsoftonline.com/t/oauth2/v2.0/authorize?x}" ;;
   */api/health) printf '%s' 200 ;;
   *) printf '%s' 404 ;;
 esac
