@@ -57,6 +57,8 @@ _STYLE = (
     "button{font:inherit;font-weight:600;min-height:44px;padding:.6rem 1.2rem;border-radius:6px;border:1px solid #444;"
     "background:#fff;color:#1b1b1b;cursor:pointer}button.primary{background:#0f6cbd;border-color:#0f6cbd;color:#fff}"
     "button.danger{background:#c50f1f;border-color:#c50f1f;color:#fff}"
+    "a.button{display:inline-block;font-weight:600;min-height:44px;padding:.6rem 1.2rem;border-radius:6px;"
+    "background:#0f6cbd;color:#fff;text-decoration:none}"
     "@media (max-width:480px){main{padding:.5rem}.card{padding:1rem}dl{grid-template-columns:1fr}dt{margin-top:.4rem}"
     "button{width:100%}}"
 )
@@ -117,6 +119,7 @@ class Page:
     note: str = ""
     form: Form | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    link: tuple[str, str] | None = None  # (label, one of the app's own paths): a next step, e.g. sign in again
 
     def body(self) -> str:
         e = html.escape
@@ -135,6 +138,8 @@ class Page:
             buttons = "".join(f'<button type="submit" name="{e(form.field_name)}" value="{e(b.value)}" '
                               f'class="{e(b.style)}">{e(b.label)}</button>' for b in form.buttons)
             parts.append(f'<form method="post" action="{e(form.action)}">{hidden}{buttons}</form>')
+        if self.link is not None and self.link[1].startswith("/") and not self.link[1].startswith("//"):
+            parts.append(f'<p><a class="button" href="{e(self.link[1])}">{e(self.link[0])}</a></p>')
         if self.note:
             parts.append(f'<p class="muted">{e(self.note)}</p>')
         return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -148,10 +153,13 @@ class Page:
                                  mimetype="text/html", charset="utf-8")
 
 
-def redirect(location: str) -> func.HttpResponse:
-    """302 to a same-origin path (the sign-in); nothing else in the answer."""
-    return func.HttpResponse("", status_code=302, headers={**PAGE_HEADERS, "Location": location}, mimetype="text/html",
-                             charset="utf-8")
+def redirect(location: str, cookies: Sequence[str] = ()) -> func.HttpResponse:
+    """302 to the sign-in, back to a page, or to Entra; ``cookies`` are Set-Cookie values. Nothing else."""
+    response = func.HttpResponse("", status_code=302, headers={**PAGE_HEADERS, "Location": location},
+                                 mimetype="text/html", charset="utf-8")
+    for cookie in cookies:
+        response.headers.add("Set-Cookie", cookie)  # one header per cookie (RFC 6265: never folded)
+    return response
 
 
 # -- cross-site checks -----------------------------------------------------------------------------
@@ -226,11 +234,12 @@ class Refused(PackError):
     HEADINGS: ClassVar[dict[int, str]] = {401: "Sign in first", 403: "Not allowed", 404: "Not found",
                                           409: "Already decided", 410: "Link expired"}
 
-    def __init__(self, status: int, message: str, code: str, *, sections: Sequence[tuple[str, Sequence[str]]] = ()
-                 ) -> None:
+    def __init__(self, status: int, message: str, code: str, *, sections: Sequence[tuple[str, Sequence[str]]] = (),
+                 link: tuple[str, str] | None = None) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.sections = sections
+        self.link = link
 
 
 def serve_page(work: Callable[[], func.HttpResponse], name: str) -> func.HttpResponse:
@@ -240,7 +249,8 @@ def serve_page(work: Callable[[], func.HttpResponse], name: str) -> func.HttpRes
     except Refused as refused:
         log.info("%s refused: %s (%s)", name, refused.code, refused.status)
         return Page(refused.status, Refused.HEADINGS.get(refused.status, "Refused"), refused.message,
-                    sections=refused.sections, tone="error" if refused.status in (403, 404) else "warn").response()
+                    sections=refused.sections, tone="error" if refused.status in (403, 404) else "warn",
+                    link=refused.link).response()
     except Unauthorized as error:
         log.warning("%s: %s", name, error.message)
         return Page(401, "Sign in again", f"Your sign-in could not be read ({error.message}). Sign in again; nothing "

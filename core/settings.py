@@ -94,7 +94,7 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Application Insights; when set, traces and logs go there (OpenTelemetry, core/telemetry.py)"),
     # -- people who decide: sign-in, approval targets, the user's own confirmation (issue 13, 14.1/14.4) --
     SettingSpec("APPROVAL_REQUIRE_SIGN_IN", "true", "bool",
-                doc="Decision and answer pages need an Entra ID sign-in (App Service Authentication); off only for "
+                doc="Decision and answer pages need an Entra ID sign-in (SIGN_IN_MODE says whose); off only for "
                     "local tries (logged loudly and reported by health outside LOCAL_MODE)"),
     SettingSpec("BLOCK_IP_VERDICTS", "malicious,suspicious", "list",
                 doc="VirusTotal verdicts for which an approval proposes blocking an IP; other IPs are listed as "
@@ -125,6 +125,19 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Connections kept per host by the process's HTTP clients (requests session, Graph client)"),
     SettingSpec("STATE_POOL_SIZE", "200", "int",
                 doc="Connections kept to Table and Queue Storage by the process (concurrent calls past it reconnect)"),
+    # -- who signs people in for the decision pages (issue 13 on Flex Consumption; core/principal.py, core/signin.py) --
+    SettingSpec("SIGN_IN_MODE", "app",
+                doc="app: the app signs people in (OpenID Connect with MSAL; what Flex Consumption needs, the Easy "
+                    "Auth header is never read); easyauth: App Service Authentication in front (other plans)"),
+    SettingSpec("SIGN_IN_CLIENT_ID", None, doc="Client id of the Entra app registration the in-app sign-in uses"),
+    SettingSpec("SIGN_IN_AUTHORITY", None, "url",
+                doc="Entra authority with the tenant, https://login.microsoftonline.com/<tenant id> (token endpoint "
+                    "and signing keys come from its discovery document)"),
+    SettingSpec("SIGN_IN_SESSION_MINUTES", "480", "int",
+                doc="Lifetime of the in-app sign-in session cookie (App Service Authentication's default is 8 h)"),
+    SettingSpec("SIGN_IN_MFA_AUTH_CONTEXT", "",
+                doc="Conditional Access authentication context id (c1..c99) whose policy requires MFA every time; "
+                    "\"Yes, it was me\" asks for it in app mode (empty: Yes cannot count there)"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -250,6 +263,14 @@ def _cross_checks(env: Mapping[str, str], values: dict[str, object], problems: d
                                                 "decides as the approver it names")
         log.error("SECURITY: APPROVAL_REQUIRE_SIGN_IN is off outside LOCAL_MODE: approval links decide without a "
                   "signed-in identity; turn it back on")
+    mode = str(values.get("SIGN_IN_MODE") or "").strip().lower()
+    if mode not in ("app", "easyauth"):
+        values["SIGN_IN_MODE"] = None
+        problems["SIGN_IN_MODE"] = "setting SIGN_IN_MODE must be app or easyauth"
+    elif mode == "app" and not values.get("SIGN_IN_MFA_AUTH_CONTEXT") and values.get("APPROVAL_REQUIRE_SIGN_IN") \
+            and not values.get("LOCAL_MODE"):
+        warnings["SIGN_IN_MFA_AUTH_CONTEXT"] = ("no authentication context for a fresh multi-factor sign-in: "
+                                                "\"Yes, it was me\" cannot be counted (docs/deploy.md, sign-in)")
     return warnings
 
 

@@ -5,7 +5,7 @@
 //     st...         storage (Entra-only): AzureWebJobsStorage, deployment package, state tables/queues
 //     kv-...        Key Vault (RBAC): VirusTotal key, ServiceNow credentials, webhooks, approval key
 //     log-/appi-... Log Analytics + Application Insights (the pack's telemetry, not Sentinel's)
-//     plan-/func-.. Flex Consumption function app (Python 3.11), App Service Authentication (Entra ID)
+//     plan-/func-.. Flex Consumption function app (Python 3.11), signing people in itself (Entra ID, MSAL)
 //     con-...       Microsoft Sentinel API connection (managed identity)
 //     logic-...     one Consumption Logic App per entry of `playbooks` below
 //     ag-...        action group + alert rules, when ALERT_EMAIL is set
@@ -100,8 +100,15 @@ param publicBaseUrl string = ''
 @description('Decisions (approvals, the user\'s own answer) need an Entra ID sign-in. Turning it off is logged loudly and shown by health.')
 param approvalRequireSignIn bool = true
 
-@description('Create the Entra app registration and App Service Authentication (needs the right to register applications); false = no sign-in set-up by the deployment.')
+@description('Create the Entra app registration people sign in with (needs the right to register applications); false = no sign-in set-up by the deployment.')
 param enableSignIn bool = true
+
+@description('app (default, what Flex Consumption needs): the app signs people in itself; easyauth: App Service Authentication in front (only on plans where Microsoft supports it). docs/deploy.md, "Sign-in".')
+@allowed(['app', 'easyauth'])
+param signInMode string = 'app'
+
+@description('Conditional Access authentication context id (c1..c99) whose policy requires MFA with sign-in frequency every time; "Yes, it was me" asks for it. Empty = Yes cannot count (docs/deploy.md).')
+param signInMfaAuthContext string = ''
 
 @description('Client id of an existing app registration to sign in with instead of creating one (bring your own); empty = create it.')
 param authClientId string = ''
@@ -287,14 +294,19 @@ module keyVault 'app/keyvault.bicep' = {
   }
 }
 
-// The app registration App Service Authentication signs people in with (Microsoft Graph Bicep extension).
+// Without a trailing slash: the sign-in redirect URI is <baseUrl>/api/auth/callback, exactly as the app builds it.
+var trimmedBaseUrl = endsWith(publicBaseUrl, '/') ? substring(publicBaseUrl, 0, length(publicBaseUrl) - 1) : publicBaseUrl
+var baseUrl = empty(publicBaseUrl) ? 'https://${functionHostName}' : trimmedBaseUrl
+
+// The app registration people sign in with (Microsoft Graph Bicep extension).
 module auth 'app/auth.bicep' = if (enableSignIn && empty(authClientId)) {
   name: 'auth'
   scope: rg
   params: {
     uniqueName: 'sentinel-playbooks-${resourceToken}'
     displayName: 'sentinel-playbooks sign-in (${environmentName})'
-    hostName: functionHostName
+    baseUrl: baseUrl
+    signInMode: signInMode
     identityPrincipalId: identity.outputs.principalId
   }
 }
@@ -333,10 +345,12 @@ module api 'app/api.bicep' = {
     mdeIsolationType: mdeIsolationType
     responseMaxTargets: responseMaxTargets
     blockIpExpiryHours: blockIpExpiryHours
-    publicBaseUrl: !empty(publicBaseUrl) ? publicBaseUrl : 'https://${functionHostName}'
+    publicBaseUrl: baseUrl
     sentinelWorkspaces: join(filter([sentinelWorkspaceResourceId, additionalSentinelWorkspaces], id => !empty(id)), ',')
     approvalRequireSignIn: approvalRequireSignIn
     authClientId: signInClientId
+    signInMode: signInMode
+    signInMfaAuthContext: signInMfaAuthContext
     extraAppSettings: empty(extraAppSettings) ? {} : json(extraAppSettings)
   }
   // The app starts with its storage, Key Vault and telemetry roles in place (no failed first start).
@@ -436,6 +450,9 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_NAME string = api.outputs.name
 output AZURE_FUNCTION_URL string = api.outputs.url
 output AZURE_FUNCTION_PRINCIPAL_ID string = identity.outputs.principalId
+// For the postdeploy hook's sign-in check (docs/deploy.md, "Sign-in"); a client id is no secret.
+output SIGN_IN_CLIENT_ID string = signInClientId
+output SIGN_IN_MODE string = signInMode
 output AZURE_KEYVAULT_NAME string = keyVault.outputs.name
 output SENTINEL_WORKSPACE_NAME string = sentinelEnabled ? sentinelWorkspaceName : ''
 output PLAYBOOKS_DEPLOYED bool = deployPlaybooks

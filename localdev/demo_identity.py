@@ -1,10 +1,10 @@
 """The user's own confirmation in ``make demo``: "Was this you?" asked by mail, answered both ways.
 
 ``run(stack, host, say)`` is called by ``localdev/demo.py``. It runs ``infra/playbooks/response-ask-user.json``
-twice in the local playbook runner: Adele (the incident's account) signs in through the host's App Service
-Authentication emulation and answers "No, it wasn't me" (she is confirmed compromised; the SOC is told), then,
-on a second incident, "Yes, it was me" -- first refused without a fresh multi-factor sign-in, then counted with
-one. Another person opening her link is refused.
+twice in the local playbook runner: Adele (the incident's account) signs in through the app's own sign-in and
+answers "No, it wasn't me" (she is confirmed compromised; the SOC is told), then, on a second incident, "Yes, it
+was me" -- first refused after a password-only sign-in, then counted after the step-up (a new sign-in with her
+authenticator: prompt=login and the MFA authentication context). Another person opening her link is refused.
 """
 
 from __future__ import annotations
@@ -67,10 +67,11 @@ def _play(stack, host, say: Callable[..., None], number: int, answer: str) -> No
             refused = press(adele, link, "answer", "Yes")
             say(f"Adele answers 'Yes, it was me' after a password-only sign-in: HTTP {refused.status_code} (Yes needs "
                 "a fresh multi-factor sign-in)", 1)
-            adele = requests.Session()
-            Stack.sign_in(adele, host.url, ADELE_UPN, mfa=True)
+            Stack.sign_in(adele, host.url, ADELE_UPN, mfa=True)  # the page's "Sign in again" link: the step-up
             recorded = press(adele, link, "answer", "Yes")
-            say(f"Adele signs in again with her authenticator and answers 'Yes': HTTP {recorded.status_code}", 1)
+            acrs = stack.entra.sign_in.redemptions[-1]["acrs"]
+            say(f"Adele signs in again with her authenticator (prompt=login, authentication context {acrs}) and "
+                f"answers 'Yes': HTTP {recorded.status_code}", 1)
         thread.join(60)
     finally:
         runner.close()

@@ -4,7 +4,7 @@ decision, the outcome.
 ``run(stack, host, say)`` is called by ``localdev/demo.py`` with a started ``Stack``, its ``HostProcess``
 and the demo's timeline printer. It runs ``infra/playbooks/orchestration-compromised-user.json`` in the
 local playbook runner; a channel member who is no approver is refused; the approver signs in through the
-host's App Service Authentication emulation (the Entra emulator's sign-in page), opens the mailed link
+app's own sign-in (the Entra emulator's sign-in page), opens the mailed link
 (the page lists the targets) and confirms; it prints what happened on every side. Block is played when the
 response area is in the tree; Ignore always.
 """
@@ -99,8 +99,8 @@ def _play(stack, host, say: Callable[..., None], number: int, approver: str, cho
             f"{scanner.headers.get('Location', '')[:40]}…, nothing decided", 1)
         browser = requests.Session()
         Stack.sign_in(browser, host.url, approver)
-        say(f"{approver} signs in at Entra ID (password + authenticator): Easy Auth session, principal header "
-            "injected by the host", 1)
+        say(f"{approver} signs in: /api/auth/login -> Entra ID (MSAL, PKCE; the code redeemed with the function "
+            "identity's token, no secret) -> the app's signed session cookie", 1)
         page = browser.get(link, timeout=30)
         targets = re.sub(r"<[^>]+>", " ", page.text.split("<h2>", 1)[-1].split("<form", 1)[0])
         say(f"the page (HTTP {page.status_code}) lists the targets: {' '.join(targets.split())[:150]}", 1)

@@ -224,6 +224,31 @@ def sign_in(http, host_url: str, upn: str, password: str, *, mfa_code: str | Non
     return http.post(_unescape({"a": action[1]})["a"], data=_unescape(fields), allow_redirects=True, timeout=30)
 
 
+def sign_in_app(http, host_url: str, upn: str, password: str, *, mfa_code: str | None = None,
+                fresh_mfa: bool = False, next_path: str = "/api/health") -> Any:
+    """Walk the app's own sign-in (``SIGN_IN_MODE=app``) as a browser does: ``/api/auth/login`` -> the Entra
+    sign-in page (https; the session trusts the loopback authority) -> back to ``/api/auth/callback`` -> the page
+    ``next_path``. ``fresh_mfa`` asks for a new multi-factor sign-in (the step-up "Yes, it was me" needs). Returns
+    the last response; the requests Session keeps the cookies (the app's session, Entra's single sign-on)."""
+    import html
+    import re
+
+    from localdev.emulators.tls import certificate_files
+
+    # Per request: a REQUESTS_CA_BUNDLE in the environment would win over a Session's own ``verify``.
+    verify = str(certificate_files().bundle_file)
+    params = {"redirect": next_path, **({"mfa": "1"} if fresh_mfa else {})}
+    start = http.get(f"{host_url}/api/auth/login", params=params, allow_redirects=True, timeout=30, verify=verify)
+    if "/oauth2/v2.0/authorize" not in start.url:
+        return start  # single sign-on answered without a prompt, or the app refused (its page says why)
+    form = {**hidden_fields(start.text), "login": upn, "password": password, "otp": mfa_code or ""}
+    landed = http.post(start.url, data=form, allow_redirects=True, timeout=30, verify=verify)
+    if "/oauth2/v2.0/authorize" in landed.url:
+        why = re.search(r'class="error">([^<]+)<', landed.text) or re.search(r"<p>([^<]+)</p>", landed.text)
+        raise PermissionError(f"sign-in as {upn} failed: {html.unescape(why[1]) if why else landed.status_code}")
+    return landed
+
+
 def hidden_fields(page_html: str) -> dict[str, str]:
     """The hidden inputs of a page's form (the anti-CSRF token), unescaped."""
     import re
@@ -250,4 +275,4 @@ def _unescape(values: dict[str, str]) -> dict[str, str]:
     return {k: html.unescape(v) for k, v in values.items()}
 
 
-__all__ = ["EasyAuth", "hidden_fields", "press", "principal_header", "sign_in"]
+__all__ = ["EasyAuth", "hidden_fields", "press", "principal_header", "sign_in", "sign_in_app"]

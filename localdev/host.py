@@ -426,15 +426,18 @@ def _write_response(h: BaseHTTPRequestHandler, response: Any) -> None:
     if not isinstance(response, func.HttpResponse):
         log.error("an HTTP function returned %s, not an HttpResponse", type(response).__name__)
         return _write(h, 500)
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
-    if not any(k.lower() == "content-type" for k in headers):
-        headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
+    # A list, not a dict: several Set-Cookie headers each go out on their own line, as the worker sends them
+    # (azure-functions-python-library PR 115, "multiple Set-Cookie response headers").
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding")]
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", f"{response.mimetype}; charset={response.charset}"))
     _write(h, response.status_code, response.get_body() or b"", headers=headers)
 
 
-def _write(h: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+def _write(h: BaseHTTPRequestHandler, status: int, body: bytes = b"",
+           headers: dict[str, str] | list[tuple[str, str]] | None = None) -> None:
     h.send_response(status)
-    for name, value in (headers or {}).items():
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
         h.send_header(name, value)
     h.send_header("Content-Length", str(len(body)))
     h.end_headers()

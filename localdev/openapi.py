@@ -364,7 +364,8 @@ STATUS_TEXT: dict[int, str] = {
     200: "Done: the summary later steps branch on",
     201: "Created",
     202: "Accepted: poll the Location URL after Retry-After seconds",
-    302: "Not signed in: redirected to /.auth/login/aad (App Service Authentication) and back",
+    302: "Not signed in: redirected to the sign-in (/api/auth/login, or /.auth/login/aad with SIGN_IN_MODE=easyauth) "
+         "and back",
     400: "The payload is malformed or unusable; the message names the problem (do not retry)",
     401: "Missing or wrong function key",
     403: "The function's identity lacks a role on a downstream API (the message names it)",
@@ -392,6 +393,16 @@ QUERY: dict[str, Schema] = {
                 "description": "Expiry of the link (Unix time), covered by the signature"},
     "sig": {"name": "sig", "in": "query", "type": "string", "required": True,
             "description": "HMAC-SHA256 signature of the link"},
+    "redirect": {"name": "redirect", "in": "query", "type": "string", "required": False,
+                 "description": "Where to go afterwards: one of the app's own paths (/api/...), nothing else"},
+    "mfa": {"name": "mfa", "in": "query", "type": "string", "enum": ["1"], "required": False,
+            "description": "1: a new multi-factor sign-in (prompt=login and SIGN_IN_MFA_AUTH_CONTEXT)"},
+    "code": {"name": "code", "in": "query", "type": "string", "required": False,
+             "description": "The authorization code Entra ID sends back"},
+    "state": {"name": "state", "in": "query", "type": "string", "required": False,
+              "description": "The state of the sign-in this answer belongs to"},
+    "error": {"name": "error", "in": "query", "type": "string", "required": False,
+              "description": "Entra ID's error code when it did not sign the person in"},
 }
 HEADERS: dict[str, Schema] = {
     "X-ServiceNow-Signature": {"name": "X-ServiceNow-Signature", "in": "header", "type": "string", "required": True,
@@ -451,12 +462,12 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("orchestration_approval_link", "GET"): Action(
         "ShowApprovalLink", "Approval link: the page with the targets",
         "What an approver's link (or the channel's review link) opens: the targets and the buttons, for the "
-        "signed-in approver. Not signed in: 302 to /.auth/login/aad. A GET decides and changes nothing, so mail "
+        "signed-in approver. Not signed in: 302 to the sign-in. A GET decides and changes nothing, so mail "
         "scanners and link previews are harmless. No function key: the signature and the sign-in are the "
         "credentials.",
         ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("approver", "expires", "sig"),
         errors=(302, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
-        notes={302: "Not signed in: to /.auth/login/aad and back", 401: "The sign-in cannot be read",
+        notes={302: "Not signed in: to the sign-in and back", 401: "The sign-in cannot be read",
                403: "The link is altered or not for this approval, or the signed-in person may not decide it",
                404: "No such approval", 409: "Already decided", 410: "The approval expired"}),
     ("orchestration_approval_link", "POST"): Action(
@@ -485,7 +496,7 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("entra_ask_user_answer", "GET"): Action(
         "ShowAskUser", "The user's answer page",
         "What the mailed link opens, for the signed-in user it was mailed to: the activity and two buttons. Not "
-        "signed in: 302 to /.auth/login/aad. A GET records and changes nothing.",
+        "signed in: 302 to the sign-in. A GET records and changes nothing.",
         ok={200: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("user", "expires", "sig"),
         errors=(302, 401, 403, 404, 409, 410, 429, 500, 502, 503), visibility="internal",
         notes={302: "Not signed in", 403: "The link is altered, or the signed-in person is not that user",
@@ -561,6 +572,37 @@ ACTIONS: dict[tuple[str, str], Action] = {
         notes={401: "Missing or wrong function key, or the body's signature does not match",
                404: "The ticket is not linked to an incident"}),
 }
+# The in-app sign-in (core/signin_routes.py): browsers only, never a connector action.
+SIGN_IN_ERRORS = (400, 401, 403, 404, 409, 500, 502, 503)
+ACTIONS.update({
+    ("sign_in_start", "GET"): Action(
+        "SignIn", "Sign in (the app's own sign-in)",
+        "Sends the browser to Microsoft Entra ID (OpenID Connect authorization code flow with PKCE) and back to "
+        "redirect. With SIGN_IN_MODE=easyauth: to /.auth/login/aad.",
+        ok={302: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("redirect", "mfa"), errors=(400, 500),
+        visibility="internal", notes={302: "To Entra ID (a short-lived signed flow cookie is set)",
+                                      400: "redirect is not one of the app's own paths",
+                                      500: "The sign-in is not configured (the page names the setting)"}),
+    ("sign_in_callback", "GET"): Action(
+        "SignInCallback", "Entra ID's answer to the sign-in",
+        "Checks the state against the browser's flow cookie (once), redeems the code with PKCE and the function "
+        "identity's client assertion, verifies the ID token and opens the session.",
+        ok={302: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("code", "state", "error"),
+        errors=SIGN_IN_ERRORS, visibility="internal",
+        notes={302: "Signed in: back to the page (session cookie set)", 401: "State, code or ID token refused",
+               403: "A multi-factor sign-in was asked for and the token does not show one",
+               404: "SIGN_IN_MODE=easyauth", 409: "This answer was already used"}),
+    ("sign_in_callback", "POST"): Action(
+        "SignInCallbackPost", "Entra ID's answer to the sign-in (form_post)",
+        "The same answer posted as a form.", ok={302: "HtmlPage"}, produces=(HTML,), error_schema=None,
+        form={"code": "The authorization code", "state": "The state of the sign-in"}, errors=SIGN_IN_ERRORS,
+        visibility="internal", notes={401: "State, code or ID token refused", 409: "This answer was already used"}),
+    ("sign_out", "GET"): Action(
+        "SignOut", "Sign out of the app",
+        "Clears the session cookie; back to redirect when it is one of the app's own paths.",
+        ok={200: "HtmlPage", 302: "HtmlPage"}, produces=(HTML,), error_schema=None, query=("redirect",),
+        errors=(500,), visibility="internal"),
+})
 TEXT_DEFINITIONS = {"HtmlPage": string("An HTML page for the approver"),
                     "PlainText": string("One IP address per line")}
 

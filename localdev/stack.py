@@ -14,7 +14,7 @@ from typing import Any
 
 from localdev.azurite import Azurite
 from localdev.emulators.defender import DefenderEmulator
-from localdev.emulators.entra import EntraEmulator
+from localdev.emulators.entra import USER_ASSIGNED_CLIENT_ID, USER_ASSIGNED_PRINCIPAL_ID, EntraEmulator
 from localdev.emulators.graph import LOCAL_PASSWORD, MFA_CODE, GraphEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
 from localdev.emulators.servicenow import ServiceNowEmulator
@@ -31,6 +31,8 @@ SNOW_USER = "svc_sentinel_sync"  # the integration user of the sample tickets
 SNOW_PASSWORD = "snow-local-" + secrets.token_hex(6)
 SNOW_WEBHOOK_SECRET = "snow-hook-" + secrets.token_hex(8)
 EASYAUTH_CLIENT_ID = "e45a0000-0000-4000-8000-00000000ea01"  # the app registration Easy Auth signs people in for
+SIGN_IN_CLIENT_ID = "e45a0000-0000-4000-8000-00000000a991"  # the app registration of the app's own sign-in
+MFA_AUTH_CONTEXT = "c1"  # the Conditional Access authentication context: MFA, sign-in frequency every time
 # Functions with their own key (issue 14.3): the ServiceNow push and the firewall block list.
 OWN_KEY_FUNCTIONS = ("servicenow_inbound", "ip_blocklist")
 
@@ -64,9 +66,17 @@ class Stack:
             self.graph = self._exit.enter_context(GraphEmulator(authority=self.entra, mailboxes=(APPROVAL_MAILBOX,)))
             self.mail = self.graph
             self.outbox = self.graph.outbox
-            # Entra signs people in from the Graph emulator's directory, for the Easy Auth emulation of the host.
-            self.entra.sign_in.directory = self.graph
-            self.entra.sign_in.register_app(EASYAUTH_CLIENT_ID, "http://127.0.0.1/.auth/login/aad/callback")
+            # Entra signs people in from the Graph emulator's directory: for the app's own sign-in (the default,
+            # SIGN_IN_MODE=app) and for the host's Easy Auth emulation (SIGN_IN_MODE=easyauth, ``easyauth_env``).
+            # The app's registration is the one infra/app/auth.bicep creates: its redirect URI, no implicit ID
+            # tokens, the optional claims auth_time/upn/email, and the function identity as federated credential.
+            sign_in = self.entra.sign_in
+            sign_in.directory = self.graph
+            sign_in.register_app(EASYAUTH_CLIENT_ID, "http://127.0.0.1/.auth/login/aad/callback")
+            sign_in.register_app(SIGN_IN_CLIENT_ID, "http://127.0.0.1/api/auth/callback",
+                                 federated=((sign_in.issuer_v2, USER_ASSIGNED_PRINCIPAL_ID),),
+                                 implicit_id_tokens=False, optional_claims=("auth_time", "upn", "email"))
+            sign_in.define_context(MFA_AUTH_CONTEXT, mfa=True, every_time=True)
             self.mde = self._exit.enter_context(DefenderEmulator(authority=self.entra))
             if self.latency is not None:
                 self.set_latency(self.latency)
@@ -121,20 +131,37 @@ class Stack:
             "APPROVAL_SIGNING_KEY": APPROVAL_SIGNING_KEY,
             "LOCAL_MODE": "true",  # approval callbacks may go to the playbook runner's loopback server
             "LOCAL_FUNCTION_KEYS": json.dumps(self.function_keys),
-            # App Service Authentication in front of the host, signing people in at the Entra emulator.
-            "LOCAL_EASYAUTH_AUTHORITY": self.entra.sign_in.authority,
-            "LOCAL_EASYAUTH_CLIENT_ID": EASYAUTH_CLIENT_ID,
-            "LOCAL_EASYAUTH_ISSUER": self.entra.sign_in.issuer,
+            # The app's own sign-in (what Flex Consumption needs) at the Entra emulator's https authority: MSAL,
+            # the function identity's token as client assertion (AZURE_CLIENT_ID: the user-assigned identity), and a
+            # CA bundle that trusts the loopback certificate (requests reads REQUESTS_CA_BUNDLE).
+            "SIGN_IN_MODE": "app",
+            "SIGN_IN_CLIENT_ID": SIGN_IN_CLIENT_ID,
+            "SIGN_IN_AUTHORITY": self.entra.sign_in.https_authority,
+            "SIGN_IN_MFA_AUTH_CONTEXT": MFA_AUTH_CONTEXT,
+            "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
+            "REQUESTS_CA_BUNDLE": self.entra.sign_in.ca_bundle,
         }
         env.update(overrides)
         return env
 
-    @staticmethod
-    def sign_in(http, host_url: str, upn: str, *, mfa: bool = True, next_path: str = "/") -> object:
-        """Sign ``upn`` in through the host's Easy Auth with a requests Session (it keeps the cookie)."""
-        from localdev.easyauth import sign_in
+    def easyauth_env(self) -> dict[str, str]:
+        """Overrides for a host with App Service Authentication in front (``SIGN_IN_MODE=easyauth``), emulated by the
+        local host and signing people in at the Entra emulator."""
+        return {"SIGN_IN_MODE": "easyauth", "LOCAL_EASYAUTH_AUTHORITY": self.entra.sign_in.authority,
+                "LOCAL_EASYAUTH_CLIENT_ID": EASYAUTH_CLIENT_ID, "LOCAL_EASYAUTH_ISSUER": self.entra.sign_in.issuer}
 
-        return sign_in(http, host_url, upn, LOCAL_PASSWORD, mfa_code=MFA_CODE if mfa else None, next_path=next_path)
+    @staticmethod
+    def sign_in(http, host_url: str, upn: str, *, mfa: bool = True, next_path: str | None = None,
+                mode: str = "app") -> object:
+        """Sign ``upn`` in with a requests Session (it keeps the cookies), as a browser does: the app's own sign-in
+        (``mfa``: a fresh multi-factor sign-in, the step-up), or the host's Easy Auth with ``mode="easyauth"``."""
+        from localdev.easyauth import sign_in, sign_in_app
+
+        code = MFA_CODE if mfa else None
+        if mode == "easyauth":
+            return sign_in(http, host_url, upn, LOCAL_PASSWORD, mfa_code=code, next_path=next_path or "/")
+        return sign_in_app(http, host_url, upn, LOCAL_PASSWORD, mfa_code=code, fresh_mfa=mfa,
+                           next_path=next_path or "/api/health")
 
     def host(self, **overrides: str) -> HostProcess:
         """A started function host process with this stack's settings (stop it when done)."""

@@ -10,10 +10,11 @@ The first valid decision is commented on the incident (naming the signed-in pers
 callback with the target list; nobody deciding in time gives ``TimedOut`` (the sweep, never a page view).
 
 Who decides. With ``APPROVAL_REQUIRE_SIGN_IN`` (default) the page and its POST need an Entra ID sign-in
-(App Service Authentication; core/principal.py). A decision counts only when the signed-in person is an
-approver now (orchestration/approvers.py: object id, UPN or group membership), and through a personal
-link only when they are the person the link was mailed to. Turning sign-in off (local tries only; loud
-outside LOCAL_MODE) falls back to "the link's holder decides as the approver it names".
+(the app's own, or App Service Authentication: ``SIGN_IN_MODE``, core/principal.py). A decision counts
+only when the signed-in person is an approver now (orchestration/approvers.py: object id, UPN or group
+membership), and through a personal link only when they are the person the link was mailed to. Turning
+sign-in off (local tries only; loud outside LOCAL_MODE) falls back to "the link's holder decides as the
+approver it names".
 
 Links: ``{PUBLIC_BASE_URL}/api/orchestration/approvals/{id}/{choice|review}?[approver=]&expires=&sig=`` with
 ``sig = HMAC(APPROVAL_SIGNING_KEY, "v1\\n{id}\\n{choice|review}\\n{approver|''}\\n{expires}")``: signed (any
@@ -33,9 +34,9 @@ from urllib.parse import quote
 
 from core.case import Case, ci_get
 from core.directory import Person
-from core.errors import BadRequest, ConfigurationError, DownstreamError
+from core.errors import BadRequest, DownstreamError
 from core.pages import Refused, deadline_text
-from core.principal import Principal, easy_auth_enabled
+from core.principal import Principal, sign_in_ready
 from core.radius import BlastRadius
 from core.telemetry import bind_incident
 from core.webhook import Wait, WebhookWaits, iso, public_base_url
@@ -110,11 +111,9 @@ class Approvals(WebhookWaits[Approval]):
         self.require_sign_in = bool(self.settings["APPROVAL_REQUIRE_SIGN_IN"])
 
     def sign_in_ready(self) -> None:
-        """Approvals that need a person refuse to run where nobody can sign in (the header would be forgeable)."""
-        if self.require_sign_in and not easy_auth_enabled():
-            raise ConfigurationError("approvals need App Service Authentication (Easy Auth) in front of the app: "
-                                     "WEBSITE_AUTH_ENABLED is not True (see docs/deploy.md, sign-in); "
-                                     "APPROVAL_REQUIRE_SIGN_IN=false is for local tries only")
+        """Approvals that need a person refuse to run where nobody can sign in (core/principal.py says why)."""
+        if self.require_sign_in:
+            sign_in_ready()
 
     # -- subscribe ------------------------------------------------------------------------------
     def subscribe(self, body: Any, origin: str) -> tuple[int, dict[str, Any]]:

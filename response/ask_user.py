@@ -30,7 +30,7 @@ import azure.functions as func
 
 from core.case import Case, ci_get, normalise
 from core.directory import Directory, Person
-from core.errors import BadRequest, ConfigurationError, DownstreamError, PackError
+from core.errors import BadRequest, DownstreamError, PackError
 from core.http import call, error_code_of
 from core.pages import (
     CROSS_SITE,
@@ -47,7 +47,7 @@ from core.pages import (
     serve_page,
     sign_in_gate,
 )
-from core.principal import Principal, easy_auth_enabled
+from core.principal import Principal, login_url, sign_in_ready
 from core.telemetry import bind_incident
 from core.webhook import Wait, WebhookWaits, iso, public_base_url
 from response.guardrails import Guardrails
@@ -87,9 +87,7 @@ class AskUser(WebhookWaits[Question]):
         if not isinstance(body, dict):
             raise BadRequest("the ask-user request must be a JSON object")
         callback = self.callback_of(body)
-        if not easy_auth_enabled():
-            raise ConfigurationError("asking users needs App Service Authentication (Easy Auth) in front of the "
-                                     "app: WEBSITE_AUTH_ENABLED is not True (see docs/deploy.md, sign-in)")
+        sign_in_ready()  # the user's answer needs their sign-in (core/principal.py)
         self.settings.require("APPROVAL_MAILBOX")
         case = self.incident_case(body)
         base = public_base_url(self.settings, origin)
@@ -211,10 +209,10 @@ class AskUser(WebhookWaits[Question]):
             user = question.user(object_id)
             assert user is not None
             self.check_open(question, user)
-            fresh = principal.fresh_mfa(mfa_window, self.clock())
+            fresh = principal.fresh_mfa(mfa_window, self.clock(), str(self.settings["SIGN_IN_MFA_AUTH_CONTEXT"] or ""))
             if answer == YES and not fresh:
-                raise Refused(403, "\"Yes, it was me\" needs a recent multi-factor sign-in. Sign out, sign in again "
-                                   "with your authenticator, and answer once more.", "FreshMfaRequired")
+                raise Refused(403, "\"Yes, it was me\" needs a recent multi-factor sign-in. Sign in again with your "
+                                   "authenticator, and answer once more.", "FreshMfaRequired")
             user.update(answer=answer, answered_at=self.clock(), mfa=fresh)
             answers = [u["answer"] for u in question.users]
             if answer == NO or all(a == YES for a in answers):
@@ -334,8 +332,7 @@ def page(req: func.HttpRequest, ctx) -> func.HttpResponse:
 def _page(req: func.HttpRequest, ctx) -> func.HttpResponse:
     service = AskUser(ctx)
     question, user = service.check_link(req.route_params.get("id", ""), dict(req.params.items()))
-    if not easy_auth_enabled():
-        raise ConfigurationError("App Service Authentication is not enabled (WEBSITE_AUTH_ENABLED)")
+    sign_in_ready()
     gate = sign_in_gate(req)
     if not isinstance(gate, Principal):
         return gate
@@ -361,7 +358,14 @@ def _page(req: func.HttpRequest, ctx) -> func.HttpResponse:
     answer = form.get("answer", "")
     if answer not in (YES, NO):
         return Page(400, "Not answered", "Press one of the two buttons.", tone="warn").response()
-    service.answer(question.id, user["id"], answer, principal)
+    try:
+        service.answer(question.id, user["id"], answer, principal)
+    except Refused as refused:
+        if refused.code != "FreshMfaRequired":
+            raise
+        # The way out: a new sign-in with the authenticator, back to this page (the app's step-up, or Easy Auth's).
+        raise Refused(refused.status, refused.message, refused.code,
+                      link=("Sign in again with your authenticator", login_url(here_of(req), fresh_mfa=True))) from None
     text = ("Thank you. We are securing your account now; the security team will contact you." if answer == NO
             else "Thank you for confirming. The security team has your answer.")
     return Page(200, "Answer recorded", text, tone="ok").response()

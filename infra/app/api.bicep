@@ -52,8 +52,15 @@ param sentinelWorkspaces string = ''
 @description('Decisions need an Entra ID sign-in (App Service Authentication in front of the approval pages).')
 param approvalRequireSignIn bool = true
 
-@description('Client id of the Entra app registration App Service Authentication signs people in with; empty = no authsettingsV2.')
+@description('Client id of the Entra app registration people sign in with; empty = no sign-in set up.')
 param authClientId string = ''
+
+@description('app: the app signs people in itself (what Flex Consumption needs: no authsettingsV2, so the platform never sets a principal header the app might be asked to trust); easyauth: App Service Authentication in front (plans where it is supported).')
+@allowed(['app', 'easyauth'])
+param signInMode string = 'app'
+
+@description('Conditional Access authentication context (c1..c99) whose policy requires MFA every time; "Yes, it was me" asks for it. Empty: Yes cannot count in app mode.')
+param signInMfaAuthContext string = ''
 
 @description('Further app settings (name -> value) for settings added to core/settings.py before they get their own parameter.')
 param extraAppSettings object = {}
@@ -131,11 +138,19 @@ var appSettings = {
   PUBLIC_BASE_URL: publicBaseUrl
   SENTINEL_WORKSPACES: sentinelWorkspaces
   APPROVAL_REQUIRE_SIGN_IN: approvalRequireSignIn ? 'true' : 'false'
+  // Who signs people in (core/principal.py, core/signin.py). The authority's discovery document gives the token
+  // endpoint and the signing keys; no secret: MSAL's client assertion is this app's identity token (AZURE_CLIENT_ID).
+  SIGN_IN_MODE: signInMode
+  SIGN_IN_CLIENT_ID: authClientId
+  SIGN_IN_AUTHORITY: '${environment().authentication.loginEndpoint}${tenant().tenantId}'
+  SIGN_IN_MFA_AUTH_CONTEXT: signInMfaAuthContext
 }
+
+var easyAuth = !empty(authClientId) && signInMode == 'easyauth'
 
 // App Service Authentication redeems sign-in codes with the function identity's token instead of a client
 // secret: this setting names the identity (the app registration trusts it as a federated credential).
-var authSettings = empty(authClientId) ? {} : {
+var authSettings = !easyAuth ? {} : {
   OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
   WEBSITE_AUTH_AAD_ALLOWED_TENANTS: tenant().tenantId
 }
@@ -208,12 +223,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     properties: union(appSettings, authSettings, extraAppSettings)
   }
 
-  // App Service Authentication (Easy Auth v2) with the Entra ID provider. Unauthenticated requests pass through
-  // (Logic Apps call with function keys; health is anonymous); the approval and ask-user pages read the
-  // signed-in person from X-MS-CLIENT-PRINCIPAL and send everyone else to /.auth/login/aad. No token store:
-  // the principal header comes from the session cookie, and the pack never calls an API as the user.
-  // Flex Consumption support: docs/deploy.md ("Sign-in") says what the docs state and what postdeploy checks.
-  resource authentication 'config' = if (!empty(authClientId)) {
+  // App Service Authentication (Easy Auth v2), only with signInMode 'easyauth' (plans where it is supported; on
+  // Flex Consumption the app signs people in itself, and no authsettingsV2 exists, so the platform never sets
+  // WEBSITE_AUTH_ENABLED or a principal header). Unauthenticated requests pass through (Logic Apps call with
+  // function keys; health is anonymous); the pages read X-MS-CLIENT-PRINCIPAL and send everyone else to
+  // /.auth/login/aad. No token store: the pack never calls an API as the user. docs/deploy.md, "Sign-in".
+  resource authentication 'config' = if (easyAuth) {
     name: 'authsettingsV2'
     properties: {
       platform: {
@@ -237,7 +252,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           registration: {
             clientId: authClientId
             clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
-            openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+            // v1 issuer: its ID tokens carry amr, which the fresh multi-factor answer reads in this mode.
+            openIdIssuer: 'https://sts.windows.net/${tenant().tenantId}/'
           }
           validation: {
             allowedAudiences: [

@@ -3,8 +3,9 @@
 # deploy the playbooks. Every step says what it does; none starts another azd command.
 #
 # 1. GET /api/health (anonymous: {"status": "ok" | "degraded"}), until the new code answers.
-# 2. App Service Authentication: GET /.auth/me answers 401 when sign-in is live in front of the app (404 when
-#    it is not); the approval pages need it (docs/deploy.md, "Sign-in").
+# 2. The sign-in the approval pages need (docs/deploy.md, "Sign-in"). SIGN_IN_MODE=app (the default): GET
+#    /api/auth/login answers 302 to Entra ID's authorize endpoint, and App Service Authentication is off
+#    (/.auth/me 404). SIGN_IN_MODE=easyauth: GET /.auth/me answers 401 (200 when signed in), 404 when it is not.
 # 3. The host's keys: a Flex Consumption host serves keys only once it runs with code.
 # 4. Function-level keys (issue 14.3): `servicenow` for sync/servicenow/inbound (ServiceNow's business rule)
 #    and `firewall` for response/blocklist (firewalls polling the block list). On Flex Consumption a
@@ -47,14 +48,29 @@ case "$status" in
        exit 0 ;;
 esac
 
-# 2. Sign-in in front of the app.
+# 2. The sign-in.
 if [ -n "${SIGN_IN_CLIENT_ID:-}" ]; then
   auth=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$url/.auth/me" || true)
-  case "$auth" in
-    401|200) say "postdeploy: App Service Authentication answers at $url/.auth/me (HTTP $auth)" ;;
-    *) say "postdeploy: WARNING: $url/.auth/me answered HTTP $auth: App Service Authentication is not in front of"
-       say "  the app, so approval and ask-user pages refuse to decide (APPROVAL_REQUIRE_SIGN_IN). See docs/deploy.md, Sign-in." ;;
-  esac
+  if [ "${SIGN_IN_MODE:-app}" = "easyauth" ]; then
+    case "$auth" in
+      401|200) say "postdeploy: App Service Authentication answers at $url/.auth/me (HTTP $auth)" ;;
+      *) say "postdeploy: WARNING: $url/.auth/me answered HTTP $auth: App Service Authentication is not in front of"
+         say "  the app, so approval and ask-user pages refuse to decide (APPROVAL_REQUIRE_SIGN_IN). See docs/deploy.md, Sign-in." ;;
+    esac
+  else
+    login=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --max-time 20 \
+      "$url/api/auth/login?redirect=%2Fapi%2Fhealth" || true)
+    case "$login" in
+      "302 https://"*"/oauth2/v2.0/authorize?"*) say "postdeploy: the app's own sign-in sends browsers to Entra ID ($url/api/auth/login)" ;;
+      *) say "postdeploy: WARNING: $url/api/auth/login answered '${login%% *}', not a redirect to Entra ID: approval and"
+         say "  ask-user pages cannot sign anyone in. Check SIGN_IN_CLIENT_ID and SIGN_IN_AUTHORITY (docs/deploy.md, Sign-in)." ;;
+    esac
+    case "$auth" in
+      404|000|'') ;;
+      *) say "postdeploy: note: App Service Authentication answers too ($url/.auth/me: HTTP $auth). The app ignores its"
+         say "  header with SIGN_IN_MODE=app; turn it off: az webapp auth update -g $group -n $app --enabled false" ;;
+    esac
+  fi
 fi
 
 # 3. The host serves keys (checked without printing one).

@@ -53,7 +53,8 @@ CURL = r'''#!/bin/sh
 printf '%s\n' "curl $*" >> "$FAKE_STATE/calls"
 for arg in "$@"; do url="$arg"; done
 case "$url" in
-  */.auth/me) printf '%s' "${FAKE_AUTH_STATUS:-401}" ;;
+  */.auth/me) printf '%s' "${FAKE_AUTH_STATUS:-404}" ;;
+  */api/auth/login*) printf '%s' "${FAKE_LOGIN:-302 https://login.microsoftonline.com/t/oauth2/v2.0/authorize?x}" ;;
   */api/health) printf '%s' 200 ;;
   *) printf '%s' 404 ;;
 esac
@@ -124,15 +125,24 @@ def test_postdeploy_creates_the_function_keys_once_and_keeps_them_in_key_vault(f
         assert f"generated-{key}-value" not in log, "a key value appeared on a command line"
     assert azd_env(fake.state)["DEPLOY_PLAYBOOKS"] == "true"
     assert "azd provision" not in log, "postdeploy must not start a nested azd provision"
-    assert "App Service Authentication answers" in result.stdout
+    assert "the app's own sign-in sends browsers to Entra ID" in result.stdout and "WARNING" not in result.stdout
     # A second run reuses the keys (no rotation by accident) and still syncs Key Vault.
     fake("postdeploy.sh", **{**POSTDEPLOY_ENV, "DEPLOY_PLAYBOOKS": "true"})
     assert calls(fake.state).count("keys set") == 2
 
 
 def test_postdeploy_warns_when_sign_in_is_not_in_front_of_the_app(fake):
-    result = fake("postdeploy.sh", FAKE_AUTH_STATUS="404", **POSTDEPLOY_ENV)
+    easy = {**POSTDEPLOY_ENV, "SIGN_IN_MODE": "easyauth"}
+    result = fake("postdeploy.sh", FAKE_AUTH_STATUS="404", **easy)
     assert result.returncode == 0 and "WARNING" in result.stdout and "not in front of" in result.stdout
+    assert "App Service Authentication answers" in fake("postdeploy.sh", FAKE_AUTH_STATUS="401", **easy).stdout
+
+
+def test_postdeploy_checks_the_apps_own_sign_in(fake):
+    broken = fake("postdeploy.sh", FAKE_LOGIN="500 ", **POSTDEPLOY_ENV)
+    assert broken.returncode == 0 and "WARNING" in broken.stdout and "answered '500'" in broken.stdout
+    both = fake("postdeploy.sh", FAKE_AUTH_STATUS="401", **POSTDEPLOY_ENV)
+    assert "App Service Authentication answers too" in both.stdout and "--enabled false" in both.stdout
 
 
 def test_predown_resets_deploy_playbooks(fake):

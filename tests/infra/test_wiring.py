@@ -59,6 +59,7 @@ NOT_SET_IN_AZURE = {
     "RESPONSE_POOL_SIZE": "tuned default in core/settings.py",
     "HTTP_POOL_SIZE": "tuned default in core/settings.py",
     "STATE_POOL_SIZE": "tuned default in core/settings.py",
+    "SIGN_IN_SESSION_MINUTES": "default 8 h, App Service Authentication's own session length",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

@@ -82,7 +82,7 @@ def test_the_page_needs_a_sign_in_and_only_its_own_form_decides(clean_stack, hos
         anonymous = requests.get(block, timeout=30, allow_redirects=False)
         assert anonymous.status_code == 302
         location = anonymous.headers["Location"]
-        assert location.startswith("/.auth/login/aad?post_login_redirect_uri=")
+        assert location.startswith("/api/auth/login?redirect=")  # the app's own sign-in (SIGN_IN_MODE=app)
         assert unquote(location.split("=", 1)[1]) == block[len(origin_of(block)):]
     assert requests.post(block, data={"confirm": "Block"}, timeout=30).status_code == 401
 
@@ -316,15 +316,18 @@ def test_approvers_by_object_id_and_group_and_guest_mail(clean_stack, host_with,
     assert callback["decidedById"] == CAROL and approval["approvers"] == sorted(approval["approvers"])
 
 
-def test_approvals_refuse_to_run_without_app_service_authentication(clean_stack, host_with, callbacks, incident):
-    host = host_with(LOCAL_EASYAUTH_AUTHORITY="")
-    response = host.post(ROUTE, {"callbackUrl": callbacks.new_url(), "incident": incident})
-    assert response.status_code == 500 and "WEBSITE_AUTH_ENABLED" in response.json()["error"]["message"]
+def test_approvals_refuse_to_run_where_nobody_can_sign_in(clean_stack, host_with, callbacks, incident):
+    # The app's own sign-in without its app registration; App Service Authentication chosen but not in front.
+    for overrides, named in (({"SIGN_IN_CLIENT_ID": ""}, "SIGN_IN_CLIENT_ID"),
+                             ({"SIGN_IN_MODE": "easyauth"}, "WEBSITE_AUTH_ENABLED")):
+        host = host_with(**overrides)
+        response = host.post(ROUTE, {"callbackUrl": callbacks.new_url(), "incident": incident})
+        assert response.status_code == 500 and named in response.json()["error"]["message"]
     assert clean_stack.outbox.sent == []
 
 
 def test_sign_in_off_falls_back_to_the_links_holder_and_says_so(clean_stack, host_with, callbacks, incident):
-    host = host_with(APPROVAL_REQUIRE_SIGN_IN="false", LOCAL_EASYAUTH_AUTHORITY="")
+    host = host_with(APPROVAL_REQUIRE_SIGN_IN="false", SIGN_IN_CLIENT_ID="")
     url, _ = subscribe(host, callbacks, incident)
     assert press(requests.Session(), link_for(mail_links(clean_stack, "bob@contoso.com"), "Ignore"),
                  "Ignore").status_code == 200

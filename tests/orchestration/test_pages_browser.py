@@ -1,6 +1,7 @@
 """The approval pages in a real browser: headless Chromium (Debian ``chromium`` + ``chromium-driver``) driven by
-selenium, signing in through the local host's Easy Auth at the Entra emulator's sign-in page, on a 390 px phone
-and a 1200 px desktop.
+selenium, signing in through the app's own sign-in (``/api/auth/login`` -> the Entra emulator's https sign-in page ->
+``/api/auth/callback``, cookies and redirects as the browser handles them), on a 390 px phone and a 1200 px desktop.
+The emulator's certificate comes from a throw-away loopback authority the browser is told to accept.
 
 ``make test`` installs Chromium when it is missing (Makefile, ``chromium`` target). Without it these tests fail
 in CI (``CI=true``) and are skipped, saying why, on a developer machine.
@@ -25,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage")
+         "--disable-dev-shm-usage", "--ignore-certificate-errors")  # the Entra emulator's loopback certificate
 pytestmark = pytest.mark.e2e
 
 
@@ -74,14 +75,16 @@ def browsers():
     return open_browser
 
 
-def sign_in(driver, upn: str) -> None:
-    """On the Entra sign-in page the host redirected to: name, password, authenticator code, Sign in."""
+def sign_in(driver, upn: str, *, mfa: bool = True) -> None:
+    """On the Entra sign-in page the app redirected to: name, password, authenticator code (``mfa``), Sign in."""
     from selenium.webdriver.common.by import By
 
     wait_for(lambda: driver.find_elements(By.NAME, "login"), timeout=30)
+    assert driver.current_url.startswith("https://") and "/oauth2/v2.0/authorize?" in driver.current_url
     driver.find_element(By.NAME, "login").send_keys(upn)
     driver.find_element(By.NAME, "password").send_keys(LOCAL_PASSWORD)
-    driver.find_element(By.NAME, "otp").send_keys(MFA_CODE)
+    if mfa:
+        driver.find_element(By.NAME, "otp").send_keys(MFA_CODE)
     driver.find_element(By.ID, "signin").click()
 
 
@@ -109,7 +112,7 @@ def test_an_approver_signs_in_reads_the_targets_and_decides(clean_stack, host, c
     url = subscribe(host, callbacks, incident)
     link = link_for(links_in(clean_stack.outbox.to("alice@contoso.com")[0]["body"]), "Block")
     with browsers(width, 844) as driver:
-        driver.get(link)  # not signed in: App Service Authentication sends the browser to Entra
+        driver.get(link)  # not signed in: the page sends the browser to the app's sign-in, and on to Entra
         sign_in(driver, "alice@contoso.com")
         wait_for(lambda: "Confirm: Block" in driver.title, timeout=30)
         page = layout(driver)
@@ -120,6 +123,8 @@ def test_an_approver_signs_in_reads_the_targets_and_decides(clean_stack, host, c
         text = driver.find_element(By.TAG_NAME, "body").text
         assert "Adele Vance (adele.vance@contoso.com)" in text and "IPs to block" in text
         assert "Alice Approver" in text and "UTC" in text
+        session = driver.get_cookie("SentinelPlaybooksSession")  # the app's own session, as the browser keeps it
+        assert session["httpOnly"] and session["sameSite"] == "Lax" and session["path"] == "/api"
         driver.find_element(By.CSS_SELECTOR, "button[value=Block]").click()
         wait_for(lambda: "Recorded: Block" in driver.title, timeout=30)
         assert layout(driver)["scroll"] <= width
@@ -143,3 +148,30 @@ def test_a_signed_in_channel_member_who_is_not_an_approver_is_refused(clean_stac
         page = layout(driver)
         assert page["scroll"] <= page["inner"] == 390
     assert callbacks.bodies(url) == []
+
+
+def test_yes_it_was_me_steps_up_to_a_fresh_multi_factor_sign_in(clean_stack, host, callbacks, incident, browsers):
+    """The user's own answer on a phone: a sign-in without the authenticator cannot say Yes; the page's own link
+    asks Entra for a new sign-in with it (prompt=login, the MFA authentication context) and comes back."""
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    response = host.post("response/entra/ask-user", {"callbackUrl": callbacks.new_url(), "incident": incident})
+    assert response.status_code == 201, response.text
+    (mail,) = wait_for(lambda: clean_stack.outbox.to("adele.vance@contoso.com"))
+    (link,) = re.findall(r'href="([^"]+/api/response/entra/ask-user/[0-9a-f]{32}\?[^"]+)"', mail["body"])
+    with browsers(390, 844) as driver:
+        driver.get(link.replace("&amp;", "&"))
+        sign_in(driver, "adele.vance@contoso.com", mfa=False)
+        wait_for(lambda: "Was this you?" in driver.title, timeout=30)
+        driver.find_element(By.CSS_SELECTOR, "button[value=Yes]").click()
+        wait_for(lambda: "Not allowed" in driver.title, timeout=30)
+        assert "multi-factor" in driver.find_element(By.TAG_NAME, "body").text
+        assert layout(driver)["scroll"] <= 390
+        driver.find_element(By.LINK_TEXT, "Sign in again with your authenticator").click()
+        sign_in(driver, "adele.vance@contoso.com")  # Entra asks again (prompt=login), this time with the code
+        wait_for(lambda: "Was this you?" in driver.title, timeout=30)
+        driver.find_element(By.CSS_SELECTOR, "button[value=Yes]").click()
+        wait_for(lambda: "Answer recorded" in driver.title, timeout=30)
+    assert clean_stack.entra.sign_in.redemptions[-1]["acrs"] == ["c1"]

@@ -74,10 +74,15 @@ def test_the_principal_header_is_read_as_app_service_writes_it():
                                                                           "Alice Approver", ("pwd", "mfa"), 1000)
     assert who.fresh_mfa(600, 1500) and not who.fresh_mfa(600, 1700) and not who.fresh_mfa(600, 900)
     assert "object id " + ALICE in who.label
-    # Trusted only behind Easy Auth: the same header is ignored without WEBSITE_AUTH_ENABLED=True.
-    assert signed_in({"X-MS-CLIENT-PRINCIPAL": value}, {}) is None
-    assert signed_in({"x-ms-client-principal": value}, {"WEBSITE_AUTH_ENABLED": "True"}) == who
-    assert signed_in({}, {"WEBSITE_AUTH_ENABLED": "True"}) is None
+    # Trusted only in the easyauth mode, behind Easy Auth: ignored without WEBSITE_AUTH_ENABLED=True.
+    easy = {"SIGN_IN_MODE": "easyauth"}
+    assert signed_in({"X-MS-CLIENT-PRINCIPAL": value}, easy) is None
+    assert signed_in({"x-ms-client-principal": value}, {**easy, "WEBSITE_AUTH_ENABLED": "True"}) == who
+    assert signed_in({}, {**easy, "WEBSITE_AUTH_ENABLED": "True"}) is None
+    # The app's own sign-in (the default) never reads the header, even where the platform says Easy Auth is on
+    # (Flex Consumption: nothing documents that client copies are stripped there).
+    for env in ({}, {"WEBSITE_AUTH_ENABLED": "True"}, {"SIGN_IN_MODE": "app", "WEBSITE_AUTH_ENABLED": "True"}):
+        assert signed_in({"X-MS-CLIENT-PRINCIPAL": value}, env) is None
 
 
 @pytest.mark.parametrize("value", [
@@ -93,8 +98,26 @@ def test_a_garbled_principal_header_is_401(value):
 
 
 def test_login_url_keeps_the_way_back_relative():
-    assert login_url("/api/x?a=1&b=2") == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fx%3Fa%3D1%26b%3D2"
-    assert login_url("//evil.example/x").endswith("=%2F") and login_url("https://evil.example").endswith("=%2F")
+    easy = {"SIGN_IN_MODE": "easyauth"}
+    assert login_url("/api/x?a=1&b=2", easy) == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fx%3Fa%3D1%26b%3D2"
+    assert login_url("//evil.example/x", easy).endswith("=%2F") and login_url("https://evil.example",
+                                                                               easy).endswith("=%2F")
+    # The app's own sign-in: back to one of the app's /api/ paths only (anything else: a harmless page).
+    assert login_url("/api/x?a=1&b=2", {}) == "/api/auth/login?redirect=%2Fapi%2Fx%3Fa%3D1%26b%3D2"
+    assert login_url("/api/x", {}, fresh_mfa=True) == "/api/auth/login?redirect=%2Fapi%2Fx&mfa=1"
+    for hostile in ("//evil.example/x", "https://evil.example/api/x", "/api//evil.example", "/\\evil.example",
+                    "/api/\tx", "/other"):
+        assert login_url(hostile, {}) == "/api/auth/login?redirect=%2Fapi%2Fhealth"
+
+
+def test_a_fresh_multi_factor_sign_in_is_mfa_or_the_authentication_context_and_recent():
+    from core.principal import Principal
+
+    stepped_up = Principal(ALICE, "alice@contoso.com", "Alice", auth_time=1000, issued_at=1100, acrs=("c1",))
+    assert stepped_up.fresh_mfa(600, 1500, "C1") and not stepped_up.fresh_mfa(600, 1700, "c1")
+    assert not stepped_up.fresh_mfa(600, 1500, "c2") and not stepped_up.fresh_mfa(600, 1500, "")
+    assert not Principal(ALICE, "a", "A", auth_time=1000, acrs=()).fresh_mfa(600, 1500, "c1")  # a password sign-in
+    assert not Principal(ALICE, "a", "A", auth_time=1000, acrs=("c1",)).fresh_mfa(600, 900, "c1")  # from the future
 
 
 def test_same_origin_form_posts():

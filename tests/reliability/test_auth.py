@@ -34,6 +34,11 @@ ANONYMOUS = {
     "response/mde/actions/{id}": "Logic Apps poll a 202 Location without the action's headers: the URL's HMAC "
                                  "signature, bound to the operation and its expiry, is the credential (403 without "
                                  "it; tests/reliability/test_attacks_response.py)",
+    "auth/login": "whoever is not signed in yet starts the in-app sign-in here; it only redirects to Entra ID and "
+                  "back to one of the app's own /api/ paths (tests/core/test_signin.py)",
+    "auth/callback": "Entra ID sends the browser back here: the state must match the signed flow cookie of the "
+                     "browser that started, once; the code is redeemed with PKCE and the ID token verified",
+    "auth/logout": "only clears the caller's own session cookie",
 }
 WRONG_KEY = "fk-" + "0" * 16
 

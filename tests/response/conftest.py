@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.credentials import TokenProvider
-from localdev.emulators.entra import EntraEmulator
+from localdev.emulators.entra import USER_ASSIGNED_CLIENT_ID, EntraEmulator
 from tests.conftest import HostClient
 
 PROTECTED_MACHINES = "dc01.corp.contoso.com,srv-app-07,tag:tier0"
@@ -38,6 +38,6 @@ def tokens(entra):
     for name, value in entra.env().items():
         env.setenv(name, value)
     try:
-        yield TokenProvider(ManagedIdentityCredential())
+        yield TokenProvider(ManagedIdentityCredential(client_id=USER_ASSIGNED_CLIENT_ID))  # as AZURE_CLIENT_ID in Azure
     finally:
         env.undo()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import DownstreamError, Throttled
+from localdev.emulators.entra import USER_ASSIGNED_CLIENT_ID
 from localdev.emulators.graph import ADELE, GraphEmulator
 from response.graph import EntraClient, GraphDenied, LicenceRequired
 
@@ -98,7 +99,8 @@ def test_the_sdk_is_used_without_its_models(tokens, graph):
         "from core.credentials import TokenProvider\n"
         "from response.graph import EntraClient\n"
         "before = len(sys.modules)\n"
-        f"with EntraClient(TokenProvider(ManagedIdentityCredential()), {graph.url!r}) as client:\n"
+        f"with EntraClient(TokenProvider(ManagedIdentityCredential(client_id={USER_ASSIGNED_CLIENT_ID!r})), "
+        f"{graph.url!r}) as client:\n"
         f"    user = client.get_user({ADELE!r}); client.disable(user.id); client.risk_state(user.id)\n"
         "models = [m for m in sys.modules if m.startswith(('msgraph.generated.models', 'msgraph.generated.users'))]\n"
         "print(len(models), len(sys.modules) - before)\n")
