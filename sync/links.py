@@ -145,11 +145,16 @@ class LinkStore:
         row = self.store.get(TABLE, INCIDENT, key_safe(incident_key))
         return TicketLink.from_entity(row) if row else None
 
-    def claim(self, incident_key: str, incident_id: str, owner: str) -> TicketLink | None:
-        """Create the link, leased to ``owner``; None when it exists already (someone else created it)."""
+    def claim(self, incident_key: str, incident_id: str, owner: str, *, reload: bool = True) -> TicketLink | None:
+        """Create the link, leased to ``owner``; None when it exists already (someone else created it).
+        With ``reload=False`` its etag is left for ``refresh`` (which the caller may run beside other calls)."""
         link = TicketLink(incident_key, incident_id, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
         if not self.store.insert_if_absent(TABLE, link.entity()):
             return None
+        return self._reload(link) if reload else link
+
+    def refresh(self, link: TicketLink) -> TicketLink:
+        """Read the etag of a link this run wrote last (the state store's writes do not return it)."""
         return self._reload(link)
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.case import Case, Workspace
-from core.concurrency import run_bounded
+from core.concurrency import run_all, run_bounded
 from core.context import Context
 from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, Forbidden, NotFound, PackError
 from core.http import build_session, session_from_settings
@@ -96,6 +96,19 @@ def incident_key(case: Case) -> str:
     return key
 
 
+def ticket_defaults(settings: Settings) -> dict[str, str]:
+    """The fields every new ticket gets from the settings: sys_ids and a category word, nothing else."""
+    defaults: dict[str, str] = {}
+    for field, name in (("caller_id", "SERVICENOW_CALLER_ID"), ("assignment_group", "SERVICENOW_ASSIGNMENT_GROUP")):
+        if settings[name]:
+            if not query.SYS_ID.match(str(settings[name])):
+                raise ConfigurationError(f"setting {name} must be a sys_id (32 hexadecimal characters)")
+            defaults[field] = str(settings[name])
+    if settings["SERVICENOW_CATEGORY"]:
+        defaults["category"] = query.word(settings["SERVICENOW_CATEGORY"], "setting SERVICENOW_CATEGORY")
+    return defaults
+
+
 def now_stamp() -> str:
     """The current time as ServiceNow writes it (UTC, whole seconds)."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -134,16 +147,14 @@ class ServiceNowSync:
         self.page_size = max(1, int(settings["SERVICENOW_POLL_BATCH"]))  # type: ignore[arg-type]
         self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
         self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
-        self.defaults = {field: query.refuse_script(str(settings[name]), name) for field, name in (
-            ("caller_id", "SERVICENOW_CALLER_ID"), ("assignment_group", "SERVICENOW_ASSIGNMENT_GROUP"),
-            ("category", "SERVICENOW_CATEGORY")) if settings[name]}
+        self.defaults = ticket_defaults(settings)
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
         """Incident created or updated: create the ticket once, then bring both sides in step."""
         key, owner = incident_key(case), new_owner()
         bind_incident(case.incident_id)
-        link = self.links.claim(key, case.incident_id, owner)
+        link = self.links.claim(key, case.incident_id, owner, reload=False)  # its etag comes with the look-up
         if link is not None:
             return self._guarded(link, owner, lambda held: self._first_sync(case, held, owner))
         link = self.links.get(key)
@@ -196,7 +207,14 @@ class ServiceNowSync:
             props = self._trigger_properties(case) or dict(
                 self.sentinel.get_incident(link.incident_id).get("properties") or {})
         previous = [entry[0] for entry in link.previous]
-        ticket = self.snow.find_by_correlation(link.incident_key, self.mapping.source, exclude=previous)
+
+        def find() -> dict | None:
+            return self.snow.find_by_correlation(link.incident_key, self.mapping.source, exclude=previous)
+
+        if link.etag is None:  # just claimed: its etag and the look-up side by side
+            _, ticket = run_all(lambda: self.links.refresh(link), find)
+        else:
+            ticket = find()
         created = ticket is None
         if ticket is None:
             if not case.entities_included:
@@ -205,10 +223,12 @@ class ServiceNowSync:
             if follows is not None:
                 fields["parent_incident"] = follows.sys_id
                 fields["description"] = texts.description(case, props, follow_up_of=follows.number)
-            ticket = self.snow.create_ticket(fields)
+            try:
+                ticket = self.snow.create_ticket(fields)
+            except Forbidden as refused:
+                raise self._unknown_close_code(refused, fields) from None
             log.info("created ServiceNow %s for incident %s", ticket.get("number"), link.incident_key)
         link.sys_id, link.number = ticket["sys_id"], str(ticket.get("number") or "")
-        self.links.index_ticket(link.sys_id, link.incident_key, link.incident_id)
         self._start_cursor(str(ticket.get("sys_created_on") or ""))
         link.state = "linked"
         link.journal_since, link.journal_seen = str(ticket.get("sys_created_on") or ""), []
@@ -221,8 +241,10 @@ class ServiceNowSync:
         url = self.snow.ticket_url(link.sys_id)
         note = comment_id(link.incident_id, TICKET_COMMENT, *([link.sys_id] if follows else []))
         text = texts.link_comment(link.number, url, follows=follows.number if follows else "")
+        index = (link.sys_id, link.incident_key, link.incident_id)
         summary = self._reconcile(link, owner, ticket=ticket, journal=[] if created else None,
-                                  label=f"ServiceNow: {link.number}", notes=[(note, text)], list_comments="changed")
+                                  label=f"ServiceNow: {link.number}", notes=[(note, text)], list_comments="changed",
+                                  also=[lambda: self.links.index_ticket(*index)])
         return {"created": created, **summary}
 
     @staticmethod
@@ -355,7 +377,7 @@ class ServiceNowSync:
     def _reconcile(self, link: TicketLink, owner: str, *, ticket: dict | None = None,
                    journal: list[dict] | None = None, label: str | None = None,
                    notes: list[tuple[str, str]] = (), list_comments: str = "changed",
-                   held: list[TicketLink] | None = None) -> dict[str, Any]:
+                   held: list[TicketLink] | None = None, also: list = ()) -> dict[str, Any]:
         """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one)."""
         held = held if held is not None else [link]
         if ticket is None:
@@ -394,7 +416,8 @@ class ServiceNowSync:
 
         # 2. Comments the sync adds to the incident: its own notes and the new journal entries, side by side.
         copies = self._journal_comments(link, journal or [], known)
-        added = self._put_comments(link, [(name, text) for name, text in notes if name not in known] + copies, known)
+        added = self._put_comments(link, [(name, text) for name, text in notes if name not in known] + copies, known,
+                                   also=also)
         count = box["count"] if isinstance(box["count"], int) else None
 
         if read_only:
@@ -469,13 +492,25 @@ class ServiceNowSync:
             return self.snow.update_ticket(link.sys_id, payload)
         except Forbidden as refused:
             if refused.code != ACL_REFUSED:
-                raise
+                raise self._unknown_close_code(refused, payload) from None
             fresh = self.snow.get_ticket(link.sys_id)
             if not self.mapping.is_read_only(str(fresh.get("state") or "")):
                 raise
             link.known_comments = sorted(known)
             self.links.save(link, release=False)  # keep what was written before the refusal
             raise _Restart(fresh) from None
+
+    def _unknown_close_code(self, refused: Forbidden, payload: dict[str, str]) -> PackError:
+        """ServiceNow drops a close_code its choice list lacks, then refuses the resolve ("Resolution code" is
+        mandatory): name the mapping entry that holds the code, which is what has to change."""
+        code = payload.get("close_code")
+        if not code or "Resolution code" not in refused.message:
+            return refused
+        entry = self.mapping.written_values()["close_code"].get(code, "classification_to_close_code")
+        return ConfigurationError(f"ServiceNow has no close code {code!r} (it dropped it and then refused to resolve "
+                                  f"the ticket): change setting SERVICENOW_MAPPING {entry} to one of the instance's "
+                                  "incident close codes (GET /api/health/details lists the ones missing)",
+                                  code="ServiceNowUnknownCloseCode")
 
     def _save(self, link: TicketLink, owner: str) -> bool:
         """Save the link; True when a run without the lease found that another run saved first."""
@@ -553,14 +588,21 @@ class ServiceNowSync:
             link.journal_seen.append(sys_id)
         return out
 
-    def _put_comments(self, link: TicketLink, puts: list[tuple[str, str]], known: set[str]) -> int:
-        """PUT the comments side by side (deterministic ids: a retry rewrites the same comment); how many new."""
-        def put(item: tuple[str, str]) -> None:
-            self.sentinel.put_comment(link.incident_id, *item)
+    def _put_comments(self, link: TicketLink, puts: list[tuple[str, str]], known: set[str], *,
+                      also: list = ()) -> int:
+        """PUT the comments side by side (deterministic ids: a retry rewrites the same comment), and run ``also``
+        (other independent writes) beside them; how many comments are new."""
+        def put(item) -> None:
+            if callable(item):
+                item()
+            else:
+                self.sentinel.put_comment(link.incident_id, *item)
 
-        outcomes = run_bounded(put, puts, self.concurrency)
+        outcomes = run_bounded(put, [*also, *puts], self.concurrency)
+        for outcome in outcomes[:len(also)]:
+            outcome.get()
         added = 0
-        for outcome in outcomes:
+        for outcome in outcomes[len(also):]:
             name = outcome.item[0]
             if outcome.error is not None:
                 if isinstance(outcome.error, BadRequest):  # e.g. the incident holds 100 comments already
@@ -651,7 +693,8 @@ class ServiceNowSync:
                 answer = self.snow.update_ticket(held.sys_id, payload)
             except (Forbidden, NotFound) as refused:
                 if refused.code not in (ACL_REFUSED, "ServiceNowNotFound"):
-                    raise
+                    raise (self._unknown_close_code(refused, payload) if isinstance(refused, Forbidden)
+                           else refused) from None
                 self.links.release(held)  # closed or deleted meanwhile: the full sync knows what to do
                 return {"result": "synced", **self._ticket_result(self.outbound(case))}
             after = servicenow_view(answer, self.mapping)

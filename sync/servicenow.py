@@ -205,8 +205,10 @@ class ServiceNowClient:
     def changed_after(self, position: Position, source: str, *, limit: int, offset: int = 0) -> Page:
         """Tickets of ``source`` after ``position`` in (sys_updated_on, sys_id) order, oldest change first.
 
-        "After" is "a later second, or the same second and a sys_id at or after" (``^NQ``: ServiceNow's
-        encoded queries have no parentheses); the record at the position itself comes back and is dropped here.
+        "After" is "a later second, or the same second and a later sys_id" (``^NQ``: ServiceNow's encoded
+        queries have no parentheses). Should an instance ignore the ``sys_id`` condition, the rest of that second
+        comes back again: such rows are dropped here (and the poll skips any it has handled), so the order stays
+        right either way.
         """
         source = q.word(source, "SERVICENOW_MAPPING source")
         ours = q.condition("correlation_display", "=", source)
@@ -214,7 +216,7 @@ class ServiceNowClient:
         if position.sys_id:
             later = q.joined(ours, q.condition("sys_updated_on", ">", at))
             same = q.joined(ours, q.condition("sys_updated_on", ">=", at), q.condition("sys_updated_on", "<=", at),
-                            q.condition("sys_id", ">=", q.sys_id(position.sys_id)))
+                            q.condition("sys_id", ">", q.sys_id(position.sys_id)))
             where = q.new_query(later, same)
         else:
             where = q.joined(ours, q.condition("sys_updated_on", ">=", at))
