@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-_runs: dict[str, Any] = {"runs": 0, "finishedAt": None, "last": None}
+_runs: dict[str, Any] = {"runs": 0, "finishedAt": 0.0, "last": {}}
 _runs_lock = threading.Lock()
 
 

@@ -61,7 +61,7 @@ class Calls:
 
 
 def test_create_is_at_most_nine_calls(counted):
-    body, incident_id = fresh_incident(counted.stack)
+    body, _ = fresh_incident(counted.stack)
     with Calls(counted) as calls:
         assert counted.outbound(body).status_code == 200
     assert calls.total <= 9, calls
