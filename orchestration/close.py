@@ -66,6 +66,10 @@ class Closer:
             raise BadRequest("close-incident needs an incident: send the incident trigger body or "
                              "{\"incidentArmId\": ...}")
         classification, reason, comment = parse_close(body)
+        if self.ctx.settings.values.get("SERVICENOW_INSTANCE_URL") is not None:
+            from sync.service import incident_key
+
+            incident_key(case)  # refuse a body the ticket could not be closed for before closing anything
         closed_by = str(ci_get(body, "closedBy") or "").strip()[:200]
         text = comment or f"Closed by the playbook as {classification}" + (f" ({reason})" if reason else "") + "."
 

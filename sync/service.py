@@ -34,13 +34,12 @@ more is written to the ticket. Reopening the Sentinel incident opens a follow-up
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from core.case import Case, Workspace
-from core.concurrency import run_all, run_bounded
+from core.concurrency import run_all
 from core.context import Context
 from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, Forbidden, NotFound, PackError
 from core.http import build_session, session_from_settings
@@ -48,8 +47,9 @@ from core.sentinel import comment_id
 from core.settings import Settings
 from core.telemetry import bind_incident
 from sync import query, texts
+from sync.incident import IncidentWriter
 from sync.links import TABLE, LinkStore, TicketLink, new_owner
-from sync.mapping import SyncMapping, split_classification
+from sync.mapping import SyncMapping
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
 from sync.servicenow import ACL_REFUSED, ServiceNowClient, ref_value
 from sync.texts import MARKER
@@ -58,9 +58,7 @@ from sync.webhook import parse_push
 log = logging.getLogger(__name__)
 
 TICKET_COMMENT = "servicenow-ticket"
-JOURNAL_COMMENT = "servicenow-journal"
 CLOSED_COMMENT = "servicenow-closed"
-MARKER_RE = re.compile(re.escape(MARKER) + r" ([A-Za-z0-9._-]+)")
 RESTARTS = 3
 
 _clients: dict[tuple[str, str], ServiceNowClient] = {}
@@ -148,6 +146,7 @@ class ServiceNowSync:
         self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
         self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
         self.defaults = ticket_defaults(settings)
+        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency)
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
@@ -219,6 +218,7 @@ class ServiceNowSync:
         if ticket is None:
             if not case.entities_included:
                 case = case.with_entities(self.sentinel.list_entities(link.incident_id), self.max_entities)
+            self.links.renew(link)  # a slow instance: keep the pair through the create
             fields = self._ticket_fields(case, link, props)
             if follows is not None:
                 fields["parent_incident"] = follows.sys_id
@@ -380,6 +380,8 @@ class ServiceNowSync:
                    held: list[TicketLink] | None = None, also: list = ()) -> dict[str, Any]:
         """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one)."""
         held = held if held is not None else [link]
+        if link.lease_owner == owner:
+            self.links.renew(link)
         if ticket is None:
             ticket = self.snow.get_ticket(link.sys_id)
         read_only = self.mapping.is_read_only(str(ticket.get("state") or ""))
@@ -403,8 +405,8 @@ class ServiceNowSync:
             if read_only:
                 decided.to_servicenow.clear()
             box["plan"] = decided
-            box["applied"] = self._apply_to_sentinel(props, decided.to_sentinel, ticket)
-            labelled = bool(label) and self._add_label(props, label)  # type: ignore[arg-type]
+            box["applied"] = self.incident.apply(props, decided.to_sentinel, ticket)
+            labelled = bool(label) and self.incident.add_label(props, label)  # type: ignore[arg-type]
             return bool(box["applied"] or labelled)
 
         incident = self.sentinel.update_incident(link.incident_id, change)
@@ -415,9 +417,9 @@ class ServiceNowSync:
                      link.incident_key, conflict["sentinel"], conflict["servicenow"], conflict["winner"])
 
         # 2. Comments the sync adds to the incident: its own notes and the new journal entries, side by side.
-        copies = self._journal_comments(link, journal or [], known)
-        added = self._put_comments(link, [(name, text) for name, text in notes if name not in known] + copies, known,
-                                   also=also)
+        copies = self.incident.journal_comments(link, journal or [], known)
+        ours = [(name, text) for name, text in notes if name not in known]
+        added = self.incident.put_comments(link, ours + copies, known, also=also)
         count = box["count"] if isinstance(box["count"], int) else None
 
         if read_only:
@@ -537,7 +539,7 @@ class ServiceNowSync:
         """The ticket is closed (read-only): say so once on the incident, and write nothing more to it."""
         note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
         if note not in known:
-            added += self._put_comments(link, [(note, texts.closed_comment(link.number,
+            added += self.incident.put_comments(link, [(note, texts.closed_comment(link.number,
                                                                             self.snow.ticket_url(link.sys_id)))], known)
         link.state = "closed"
         link.base_sentinel = sentinel_view(props)
@@ -566,98 +568,6 @@ class ServiceNowSync:
         log.info("incident %s reopened: follow-up ServiceNow %s for closed %s", link.incident_key, link.number,
                  closed.number)
         return {**summary, "followUpOf": closed.number}
-
-    # -- Sentinel comments --------------------------------------------------------------------
-    def _journal_comments(self, link: TicketLink, journal: list[dict], known: set[str]) -> list[tuple[str, str]]:
-        """The journal entries not handled yet, as (comment id, text); moves the link's journal position."""
-        out: list[tuple[str, str]] = []
-        for entry in sorted(journal, key=lambda e: (str(e.get("sys_created_on") or ""), str(e.get("sys_id")))):
-            created, sys_id = str(entry.get("sys_created_on") or ""), str(entry.get("sys_id") or "")
-            if created < link.journal_since or (created == link.journal_since and sys_id in link.journal_seen):
-                continue  # handled by an earlier run
-            if entry.get("sys_created_by") == self.snow.username:
-                # The pack's own note. Its marker is the last one: a copied comment may quote marker text.
-                markers = MARKER_RE.findall(str(entry.get("value") or ""))
-                if markers:
-                    known.add(markers[-1])  # a Sentinel comment this pack copied: never copy it back
-            else:
-                out.append((comment_id(link.incident_id, JOURNAL_COMMENT, sys_id),
-                            texts.journal_comment(link.number, entry)))
-            if created > link.journal_since:
-                link.journal_since, link.journal_seen = created, []
-            link.journal_seen.append(sys_id)
-        return out
-
-    def _put_comments(self, link: TicketLink, puts: list[tuple[str, str]], known: set[str], *,
-                      also: list = ()) -> int:
-        """PUT the comments side by side (deterministic ids: a retry rewrites the same comment), and run ``also``
-        (other independent writes) beside them; how many comments are new."""
-        def put(item) -> None:
-            if callable(item):
-                item()
-            else:
-                self.sentinel.put_comment(link.incident_id, *item)
-
-        outcomes = run_bounded(put, [*also, *puts], self.concurrency)
-        for outcome in outcomes[:len(also)]:
-            outcome.get()
-        added = 0
-        for outcome in outcomes[len(also):]:
-            name = outcome.item[0]
-            if outcome.error is not None:
-                if isinstance(outcome.error, BadRequest):  # e.g. the incident holds 100 comments already
-                    log.warning("comment %s not written to incident %s: %s", name, link.incident_key,
-                                getattr(outcome.error, "message", outcome.error))
-                else:
-                    outcome.get()
-            added += name not in known
-            known.add(name)
-        return added
-
-    # -- fields -> Sentinel -------------------------------------------------------------------
-    def _apply_to_sentinel(self, properties: dict, values: dict[str, str], ticket: dict) -> dict[str, str]:
-        """Write ``values`` into ``properties`` (the incident as just read); what was applied."""
-        applied: dict[str, str] = {}
-        for name, value in values.items():
-            if name == "classification" and "status" in values:
-                continue  # written with the status below
-            if name == "status":
-                properties["status"] = value
-                if value == "Closed":
-                    self._classify(properties, values.get("classification") or self.mapping.default_classification,
-                                   ticket)
-                    applied["classification"] = values.get("classification", "")
-            elif name == "classification":
-                self._classify(properties, value, ticket)
-            elif name == "severity":
-                properties["severity"] = value
-            elif name == "owner":
-                properties["owner"] = self._owner(value)
-            applied[name] = value
-        return applied
-
-    @staticmethod
-    def _add_label(properties: dict, label: str) -> bool:
-        current = list(properties.get("labels") or [])
-        if any(str(item.get("labelName", "")).lower() == label.lower() for item in current):
-            return False
-        properties["labels"] = [*current, {"labelName": label, "labelType": "User"}]
-        return True
-
-    @staticmethod
-    def _classify(properties: dict, classification: str, ticket: dict) -> None:
-        name, reason = split_classification(classification)
-        properties["classification"] = name
-        properties["classificationReason"] = reason
-        properties["classificationComment"] = texts.classification_comment(ticket)
-
-    def _owner(self, upn: str) -> dict[str, Any]:
-        if not upn:
-            return {"objectId": None, "email": None, "assignedTo": None, "userPrincipalName": None}
-        owner: dict[str, Any] = {"email": upn, "userPrincipalName": upn, "assignedTo": upn, "ownerType": "User"}
-        if object_id := self.mapping.owner_object_id(upn):
-            owner["objectId"] = object_id
-        return owner
 
     # == close-incident ==========================================================================
     def close_ticket(self, case: Case, incident: dict, comment: tuple[str, str] | None = None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def test_close_incident_refuses_a_script_name_too(host):
     response = host.post("orchestration/close-incident", {**body, "classification": "FalsePositive"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "UnsafeQueryValue"
     assert stack.snow.received == []
+    assert stack.arm.requests_to("PUT") == []  # refused before anything was closed: nothing half-done
 
 
 @pytest.mark.parametrize(("setting", "value", "named"), [
