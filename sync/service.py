@@ -614,6 +614,8 @@ class ServiceNowSync:
                 held.mod_count += 1
             if note is not None:
                 held.known_comments = sorted({*held.known_comments, note[0]})
+                if held.comments_count >= 0:
+                    held.comments_count += 1  # the closing comment, written beside this call
             self.links.save(held)
             return {"result": "synced", "number": held.number, "state": str(answer.get("state") or "")}
 
