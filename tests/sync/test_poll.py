@@ -123,3 +123,25 @@ def test_an_idle_cycle_is_one_request_and_no_table_write(counted):
         assert summary["examined"] == 0
         assert len(stack.snow.received) - snow_before == 1
         assert counted.counter.counts(storage_before) == {"calls": 1, "writes": 0}  # the cursor read
+
+
+@pytest.mark.e2e
+def test_a_pages_tickets_are_reconciled_side_by_side(sync_host):
+    """issue 16.1: with Sentinel answering in a second, five changed tickets of one page are read at once, not
+    one after another (a sequential poll leaves at least a second between two incident reads)."""
+    stack = sync_host.stack
+    stack.reset()
+    pairs = link_pairs(sync_host, 5)
+    sync_host.poll()
+    stack.snow.advance(OVERLAP + 2)
+    sync_host.poll()
+    for _, ticket in pairs:
+        stack.snow.update_as(ticket["sys_id"], "megan.bowen", impact="3", urgency="3")
+    stack.arm.latency = 1.0
+    try:
+        mark = len(stack.arm.received)
+        assert sync_host.poll()["synced"] == 5
+    finally:
+        stack.arm.latency = 0.0
+    reads = sorted(r.at for r in stack.arm.received[mark:] if r.method == "GET" and "/comments" not in r.path)
+    assert len(reads) == 5 and reads[1] - reads[0] < 0.5, [round(t - reads[0], 2) for t in reads]
