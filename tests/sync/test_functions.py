@@ -161,6 +161,23 @@ def test_closing_in_sentinel_resolves_the_ticket_with_the_mapped_code(snow, sync
     assert after["close_notes"] == "Rule fires on our VPN egress." and after["resolved_at"]
 
 
+def test_a_close_code_the_instance_lacks_is_named_with_its_mapping_entry(snow, sync_host):
+    """ServiceNow drops an unknown close code without an error and then refuses the resolve: the answer names the
+    SERVICENOW_MAPPING entry to change instead of a bare 403."""
+    stack = sync_host.stack
+    body, incident_id, ticket = linked(sync_host, stack)
+    snow.set_choices("close_code", [("Solved (Permanently)", "Solved (Permanently)")])  # an instance of its own
+    stack.arm.touch(incident_id, status="Closed", classification="FalsePositive",
+                    classificationReason="IncorrectAlertLogic", classificationComment="VPN egress.")
+    answer = sync_host.outbound(body)
+    assert answer.status_code == 500, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "ServiceNowUnknownCloseCode"
+    assert "SERVICENOW_MAPPING classification_to_close_code.FalsePositive" in error["message"]
+    assert "No resolution provided" in error["message"]
+    assert snow.record(ticket["sys_id"])["state"] == "1"
+
+
 def test_closing_in_servicenow_closes_the_incident_by_poll(snow, sync_host):
     stack = sync_host.stack
     _, incident_id, ticket = linked(sync_host, stack)
