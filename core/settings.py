@@ -138,6 +138,15 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("SIGN_IN_MFA_AUTH_CONTEXT", "",
                 doc="Conditional Access authentication context id (c1..c99) whose policy requires MFA every time; "
                     "\"Yes, it was me\" asks for it in app mode (empty: Yes cannot count there)"),
+    # ServiceNow sync (issues 15, 16): how many tickets of a poll page are reconciled side by side, how far
+    # one poll run reads, and how long a change stamped in ServiceNow may take to commit (the poll reads
+    # that window again once it has caught up).
+    SettingSpec("SERVICENOW_SYNC_CONCURRENCY", "8", "int",
+                doc="Tickets of one ServiceNow poll page reconciled side by side (pool size)"),
+    SettingSpec("SERVICENOW_POLL_MAX_PAGES", "20", "int",
+                doc="Pages one poll run reads at most; the rest follows at the next run"),
+    SettingSpec("SERVICENOW_POLL_OVERLAP_SECONDS", "10", "int",
+                doc="How long a ServiceNow update may take to commit; the poll re-reads that window once"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

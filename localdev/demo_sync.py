@@ -44,20 +44,19 @@ def _sync(stack: Any, runner: PlaybookRunner, body: dict, what: str, say: Say) -
 
 
 def _poll(host: Any, say: Say) -> dict:
-    """Fire the timer through the admin API (202 at once) and wait for the run's record."""
-    from core.state import StateStore
-    from sync.links import LinkStore
+    """Fire the timer through the admin API (202 at once) and wait until the host counts the run finished."""
+    def status() -> dict:
+        return requests.get(f"{host.url}/api/sync/servicenow/status", headers={"x-functions-key": host.function_key},
+                            timeout=30).json()["poll"]
 
-    links = LinkStore(StateStore(connection_string=host.env["STATE_STORAGE_CONNECTION"],
-                                 prefix=host.env["STATE_TABLE_PREFIX"]))
-    before = (links.last_poll() or {}).get("runs", 0)
+    before = status()["runs"]
     requests.post(f"{host.url}/admin/functions/servicenow_poll", json={"input": ""},
                   headers={"x-functions-key": host.master_key}, timeout=30).raise_for_status()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        last = links.last_poll() or {}
-        if last.get("runs", 0) > before:
-            return last["summary"]
+        now = status()
+        if now["runs"] > before:
+            return now["last"]
         time.sleep(0.05)
     say("timer run did not finish within 60 s", 1)
     raise SystemExit(1)
@@ -97,10 +96,10 @@ def run(stack: Any, host: Any, say: Say) -> None:
 
         print()
         say(f"ServiceNow: megan.bowen adds a work note and resolves {ticket['number']} "
-            "(close code 'Solved (Permanently)')")
+            "(close code 'Solution provided')")
         note = "Called Adele: the 09:41 sign-in was not hers. Password reset, device isolated."
         stack.snow.update_as(ticket["sys_id"], "megan.bowen", work_notes=note)
-        stack.snow.update_as(ticket["sys_id"], "megan.bowen", state="6", close_code="Solved (Permanently)",
+        stack.snow.update_as(ticket["sys_id"], "megan.bowen", state="6", close_code="Solution provided",
                              close_notes="Phished credentials; password reset and sessions revoked.")
         record = stack.snow.record(ticket["sys_id"])
         push = json.dumps({"sys_id": record["sys_id"], "number": record["number"],
@@ -126,6 +125,22 @@ def run(stack: Any, host: Any, say: Say) -> None:
             f"examined {polled.get('examined')}, synced {polled.get('synced')}", 0)
         wrote = tuple(after - was for after, was in zip(_writes(stack), before, strict=True))
         say(f"no echo: writes since the resolution came back: ServiceNow {wrote[0]}, Sentinel {wrote[1]}", 1)
+
+        print()
+        say(f"ServiceNow: the auto-close job closes {ticket['number']} (state 7: read-only for the integration user)")
+        stack.snow.update_as(ticket["sys_id"], "system", state="7")
+        stack.snow.advance(30)
+        polled = _poll(host, say)
+        closed = [c for c in stack.arm.comments(incident_id) if "is closed" in c["properties"]["message"]]
+        say(f"timer servicenow_poll: synced {polled.get('synced')}; Sentinel: {len(closed)} note that the ticket is "
+            "closed and no longer written to", 1)
+        say("Sentinel: an analyst reopens incident 4711 (the attacker came back)")
+        stack.arm.touch(incident_id, status="Active")
+        reopened = _sync(stack, runner, {**load_updated(), "object": stack.arm.incident(incident_id)},
+                         "incident 4711 updated (reopened)", say)
+        follow_up = stack.snow.record(reopened["ticket"]["sysId"])
+        say(f"ServiceNow: follow-up {follow_up['number']} opened (parent_incident {ticket['number']}, state "
+            f"{follow_up['state']}); {ticket['number']} stays closed", 1)
 
 
 def load_updated() -> dict:

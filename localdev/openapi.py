@@ -356,6 +356,11 @@ def definitions() -> dict[str, Schema]:
             "incident": string(), "ticket": obj({"number": string(), "sysId": string(), "url": string()}),
             "changed": boolean(), "ignored": string("Why the push changed nothing"),
         }, required=("incident", "ticket", "changed")),
+        "SyncStatus": obj({"poll": obj({
+            "runs": integer("Poll runs this instance finished"),
+            "finishedAt": {"type": "number", "description": "When the last one finished (epoch seconds; 0: none yet)"},
+            "last": obj(description="That run's summary"),
+        }, required=("runs",))}, required=("poll",)),
     }
 
 
@@ -564,6 +569,10 @@ ACTIONS: dict[tuple[str, str], Action] = {
         "SyncToServiceNow", "Create or update the incident's ServiceNow ticket",
         "One ticket per incident (created once), then fields and comments synced both ways.",
         ok={200: "SyncSummary"}, body="TriggerBody"),
+    ("servicenow_status", "GET"): Action(
+        "ServiceNowSyncStatus", "The ServiceNow poll runs of this instance",
+        "How many poll runs this instance finished and the last one's summary (idle runs write nothing to state).",
+        ok={200: "SyncStatus"}, errors=(401, 500), visibility="advanced"),
     ("servicenow_inbound", "POST"): Action(
         "ServiceNowPush", "ServiceNow push (business rule)",
         "A ticket changed in ServiceNow: checks the signature, then syncs that ticket's incident.",

@@ -2,8 +2,9 @@
 
 The incident is closed with an etag-safe update (a concurrent edit is re-read and re-applied, and
 an incident already closed the same way is not written again), one comment with a deterministic id
-says why, and the linked ticket is then closed by the sync area (``ServiceNowSync.outbound``), which
-maps the classification to the ticket's close code and keeps its own echo bookkeeping right.
+says why, and the linked ticket is resolved by the sync area (``ServiceNowSync.close_ticket``) with the
+mapped close code and the same comment as a work note, side by side with the comment. The incident is read
+once (by the update itself), the ticket not at all: four calls without a ticket.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from typing import Any
 
 from core.case import Case, ci_get
+from core.concurrency import run_all
 from core.errors import BadRequest, PackError
 from core.sentinel import comment_id
 
@@ -64,10 +66,17 @@ class Closer:
             raise BadRequest("close-incident needs an incident: send the incident trigger body or "
                              "{\"incidentArmId\": ...}")
         classification, reason, comment = parse_close(body)
+        if self.ctx.settings.values.get("SERVICENOW_INSTANCE_URL") is not None:
+            from sync.service import incident_key
+
+            incident_key(case)  # refuse a body the ticket could not be closed for before closing anything
         closed_by = str(ci_get(body, "closedBy") or "").strip()[:200]
         text = comment or f"Closed by the playbook as {classification}" + (f" ({reason})" if reason else "") + "."
 
+        seen: dict[str, bool] = {}
+
         def change(props: dict) -> bool:
+            seen.setdefault("closed", props.get("status") == "Closed")  # as first read, before any retry
             wanted = {"status": "Closed", "classification": classification, "classificationReason": reason,
                       "classificationComment": text}
             if all(props.get(k) == v for k, v in wanted.items()):
@@ -77,36 +86,25 @@ class Closer:
                 props.pop("classificationReason", None)
             return True
 
-        before = self.ctx.sentinel.get_incident(case.incident_id)
-        was_closed = (before.get("properties") or {}).get("status") == "Closed"
-        self.ctx.sentinel.update_incident(case.incident_id, change)
+        incident = self.ctx.sentinel.update_incident(case.incident_id, change)
         digest = hashlib.sha256(f"{classification}|{reason}|{text}".encode()).hexdigest()[:16]
         cid = comment_id(case.incident_id, "close", digest)
         e = html.escape
         message = (f"<p><b>Incident closed: {e(classification)}" + (f" ({e(reason)})" if reason else "") + "</b></p>"
                    f"<p>{e(text)}</p>" + (f"<p>Decision by {e(closed_by)}.</p>" if closed_by else ""))
-        self.ctx.sentinel.put_comment(case.incident_id, cid, message)
+        _, ticket = run_all(lambda: self.ctx.sentinel.put_comment(case.incident_id, cid, message),
+                            lambda: self._close_ticket(case, incident, (cid, message)))
         return {"incident": case.incident_id, "case": case.label, "status": "Closed", "classification": classification,
-                "classificationReason": reason, "alreadyClosed": was_closed, "comment": cid,
-                "ticket": self._close_ticket(case)}
+                "classificationReason": reason, "alreadyClosed": seen["closed"], "comment": cid, "ticket": ticket}
 
-    def _close_ticket(self, case: Case) -> dict[str, Any]:
-        """Let the sync bring the ticket in step with the now closed incident (it resolves/closes it)."""
+    def _close_ticket(self, case: Case, incident: dict, comment: tuple[str, str]) -> dict[str, Any]:
+        """Resolve the linked ticket (the sync maps the classification to its close code)."""
         if self.ctx.settings.values.get("SERVICENOW_INSTANCE_URL") is None:
             return {"result": "not-configured"}
-        from sync.links import LinkStore
-
-        link = LinkStore(self.ctx.state).get(case.incident_name.lower())
-        if link is None or link.state != "linked":
-            return {"result": "no-ticket"}
         from sync.service import ServiceNowSync
 
-        manual = Case(source="manual", incident_id=case.incident_id, incident_name=case.incident_name,
-                      workspace=case.workspace, entities_included=False)
         try:
-            summary = ServiceNowSync(self.ctx).outbound(manual)
+            return ServiceNowSync(self.ctx).close_ticket(case, incident, comment)
         except PackError:
             log.warning("closing the ticket of %s failed; the Logic App retries the call", case.label)
             raise
-        ticket = summary.get("ticket") if isinstance(summary.get("ticket"), dict) else {}
-        return {"result": "synced", "number": ticket.get("number") or link.number, "state": ticket.get("state")}

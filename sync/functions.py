@@ -3,17 +3,21 @@
 - ``POST sync/servicenow/outbound``: the Sentinel playbook (incident created or updated) -> ticket.
 - ``POST sync/servicenow/inbound``: the ServiceNow business rule's push (function key + signature).
 - timer ``servicenow_poll``: every two minutes, the changes no push delivered.
+- ``GET sync/servicenow/status``: this instance's poll runs (how many, the last one's summary). An idle run
+  writes nothing to Table Storage, so the runs that only looked are counted here, in memory.
 The sync itself (and pysnow) is imported inside the functions, not at cold start.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from core.api import MAX_BODY_BYTES, answer, read_json, run_action
+from core.api import MAX_BODY_BYTES, answer, json_response, read_json, run_action
 from core.case import Case
 from core.errors import PackError, PayloadTooLarge
 from core.telemetry import traced
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
+_runs: dict[str, Any] = {"runs": 0, "finishedAt": 0.0, "last": {}}
+_runs_lock = threading.Lock()
 
 
 def _sync() -> ServiceNowSync:
@@ -92,6 +98,11 @@ def servicenow_poll(timer: func.TimerRequest) -> None:
 
 
 def _record_poll(summary: dict) -> None:
+    """Count the run in this process; keep the summary of a run that did something in the state store too."""
+    with _runs_lock:
+        _runs.update(runs=_runs["runs"] + 1, finishedAt=time.time(), last=summary)
+    if not (summary.get("synced") or summary.get("failed") or summary.get("stopped")):
+        return  # an idle run writes nothing
     from core.context import get_context
     from sync.links import LinkStore
 
@@ -99,3 +110,11 @@ def _record_poll(summary: dict) -> None:
         LinkStore(get_context().state).record_poll(summary)
     except PackError as error:
         log.warning("servicenow_poll: could not record the run: %s", error.message)
+
+
+@bp.route(route="sync/servicenow/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def servicenow_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The poll runs of this instance: how many finished, when the last one did and what it did."""
+    with _runs_lock:
+        body = {"poll": dict(_runs)}
+    return json_response(body, 200)

@@ -4,15 +4,14 @@ Table ``snowlinks`` (one table, three kinds of row):
 - PartitionKey ``incident``, RowKey = incident GUID (lower case): a ``TicketLink``. It is created by
   a conditional insert, so of two concurrent "incident created" runs exactly one creates the ticket.
   It holds what the last sync saw on each side (the merge base, the ticket's ``sys_mod_count``, the
-  journal position, the Sentinel comments already handled) and a short lease: every sync of one
-  incident/ticket pair takes the lease first, so writes to a pair never interleave.
-- PartitionKey ``ticket``, RowKey = ticket sys_id: the way back (inbound push, poll) to the incident.
-- PartitionKey ``poll``, RowKey ``watermark``: the newest ``sys_updated_on`` the poller has handled
-  (``since``) and, after a run that read everything, the start of that run minus the look-back
-  (``floor``, see ``sync/service.py``). It is first written when the pack creates its first ticket;
-  before that there is nothing to poll.
-- PartitionKey ``poll``, RowKey ``lastrun``: how many poll runs finished, when the last one did and
-  its summary (what an operator looks at first when tickets seem not to sync).
+  journal position, the Sentinel comments already handled and how many the incident had) and a short,
+  renewable lease: a run that writes to ServiceNow takes it first, so ServiceNow writes to a pair never
+  interleave. A run that writes only to Sentinel (its writes are etag-guarded or have deterministic ids)
+  saves the row conditionally on the etag it read instead (``save_if_unchanged``).
+- PartitionKey ``ticket``, RowKey = ticket sys_id: the way back (inbound push) to the incident.
+- PartitionKey ``poll``, RowKey ``watermark``: the poll cursor (``PollCursor``), first written when the pack
+  creates its first ticket; before that there is nothing to poll. RowKey ``lastrun``: the last poll run that
+  did something (synced, failed or stopped), with its summary.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.errors import Busy
 from core.state import StateStore, key_safe
@@ -33,6 +32,11 @@ TABLE = "snowlinks"
 INCIDENT = "incident"
 TICKET = "ticket"
 POLL, WATERMARK, LAST_RUN = "poll", "watermark", "lastrun"
+# A lease long enough for one pair's sync (a few requests) and short enough that a run killed mid-way (storage
+# gone, instance recycled) holds the pair back for half a minute, not two; a long run renews it.
+LEASE_SECONDS = 30.0
+CHUNK = 30_000  # characters per string property (Table Storage allows 64 KiB, UTF-16)
+MAX_RECENT = 5_000
 
 
 def new_owner() -> str:
@@ -48,13 +52,15 @@ class TicketLink:
     incident_id: str  # full ARM id
     sys_id: str = ""
     number: str = ""
-    state: str = "creating"  # creating | linked
+    state: str = "creating"  # creating | linked | closed (the ticket is read-only: nothing is written to it)
     base_sentinel: dict[str, str] = field(default_factory=dict)  # Sentinel-side values at the last sync
     base_servicenow: dict[str, str] = field(default_factory=dict)  # ServiceNow-side values at the last sync
     mod_count: int = -1  # the ticket's sys_mod_count the last sync accounted for
     journal_since: str = ""  # sys_created_on of the newest journal entry handled
     journal_seen: list[str] = field(default_factory=list)  # journal sys_ids handled at journal_since
     known_comments: list[str] = field(default_factory=list)  # Sentinel comments not to push (done, or ours)
+    comments_count: int = -1  # the incident's commentsCount after the last sync (-1: unknown)
+    previous: list[list[str]] = field(default_factory=list)  # [sys_id, number] of earlier tickets, now closed
     lease_until: float = 0.0
     lease_owner: str = ""
     etag: str | None = None
@@ -66,6 +72,7 @@ class TicketLink:
             "base_sentinel": json.dumps(self.base_sentinel), "base_servicenow": json.dumps(self.base_servicenow),
             "mod_count": self.mod_count, "journal_since": self.journal_since,
             "journal_seen": json.dumps(self.journal_seen), "known_comments": json.dumps(self.known_comments),
+            "comments_count": self.comments_count, "previous": json.dumps(self.previous),
             "lease_until": float(self.lease_until), "lease_owner": self.lease_owner,
         }
 
@@ -79,15 +86,54 @@ class TicketLink:
             mod_count=int(row.get("mod_count", -1)), journal_since=row.get("journal_since", ""),
             journal_seen=json.loads(row.get("journal_seen") or "[]"),
             known_comments=json.loads(row.get("known_comments") or "[]"),
+            comments_count=int(row.get("comments_count", -1)), previous=json.loads(row.get("previous") or "[]"),
             lease_until=float(row.get("lease_until", 0.0)), lease_owner=row.get("lease_owner", ""),
             etag=row.get("_etag"),
         )
 
+    def leased_by_other(self, owner: str, now: float) -> bool:
+        return bool(self.lease_owner) and self.lease_owner != owner and self.lease_until > now
+
+
+@dataclass
+class PollCursor:
+    """Where the poller stands (see sync/poll.py).
+
+    ``stamp``/``sys_id``: the next run reads the tickets after this position in (sys_updated_on, sys_id)
+    order. ``recheck``: a second from which, once a run has caught up, the next run reads again, because
+    changes stamped there may still have been committing when they were read past. ``complete``: the last run
+    read to the end. ``recent``: sys_id -> [sys_updated_on, sys_mod_count] of the changes handled that a
+    re-read may meet again, so they cost nothing the second time.
+    """
+
+    stamp: str
+    sys_id: str = ""
+    recheck: str = ""
+    complete: bool = True
+    recent: dict[str, list] = field(default_factory=dict)
+
+    def entity(self) -> dict:
+        row = {"PartitionKey": POLL, "RowKey": WATERMARK, "stamp": self.stamp, "sys_id": self.sys_id,
+               "recheck": self.recheck, "complete": self.complete}
+        text = json.dumps(self.recent, separators=(",", ":"))
+        for index in range(0, max(1, len(text)), CHUNK):
+            row[f"recent{index // CHUNK}"] = text[index:index + CHUNK]
+        return row
+
+    @classmethod
+    def from_entity(cls, row: dict) -> PollCursor:
+        if "stamp" not in row:  # a watermark row of the earlier design: read again from its older mark
+            since, floor = row.get("since", ""), row.get("floor") or ""
+            return cls(stamp=min(since, floor) if floor else since, complete=False)
+        text = "".join(row.get(f"recent{i}", "") for i in range(64) if f"recent{i}" in row)
+        return cls(stamp=row.get("stamp", ""), sys_id=row.get("sys_id", ""), recheck=row.get("recheck", ""),
+                   complete=bool(row.get("complete", True)), recent=json.loads(text or "{}"))
+
 
 class LinkStore:
-    """Conditional inserts and leases over ``snowlinks``; every write is etag-guarded."""
+    """Conditional inserts and leases over ``snowlinks``; every write of a link is etag-guarded."""
 
-    def __init__(self, store: StateStore, *, lease_seconds: float = 120.0, poll_seconds: float = 0.05,
+    def __init__(self, store: StateStore, *, lease_seconds: float = LEASE_SECONDS, poll_seconds: float = 0.05,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
@@ -99,11 +145,16 @@ class LinkStore:
         row = self.store.get(TABLE, INCIDENT, key_safe(incident_key))
         return TicketLink.from_entity(row) if row else None
 
-    def claim(self, incident_key: str, incident_id: str, owner: str) -> TicketLink | None:
-        """Create the link, leased to ``owner``; None when it exists already (someone else created it)."""
+    def claim(self, incident_key: str, incident_id: str, owner: str, *, reload: bool = True) -> TicketLink | None:
+        """Create the link, leased to ``owner``; None when it exists already (someone else created it).
+        With ``reload=False`` its etag is left for ``refresh`` (which the caller may run beside other calls)."""
         link = TicketLink(incident_key, incident_id, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
         if not self.store.insert_if_absent(TABLE, link.entity()):
             return None
+        return self._reload(link) if reload else link
+
+    def refresh(self, link: TicketLink) -> TicketLink:
+        """Read the etag of a link this run wrote last (the state store's writes do not return it)."""
         return self._reload(link)
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
@@ -113,15 +164,46 @@ class LinkStore:
             link = self.get(incident_key)
             if link is None:
                 return None
-            if link.lease_until <= self.clock() or link.lease_owner == owner:
-                link.lease_owner, link.lease_until = owner, self.clock() + self.lease_seconds
-                if self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-                    return self._reload(link)
+            if not link.leased_by_other(owner, self.clock()):
+                leased = self.take(link, owner)
+                if leased is not None:
+                    return leased
                 continue  # someone else took it between our read and write: look again at once
             if self.clock() >= deadline:
                 raise Busy(f"the sync of incident {incident_key} is busy in another run; retry shortly",
                            code="SyncBusy", retry_after=5)
             time.sleep(self.poll_seconds)
+
+    def wait_free(self, link: TicketLink, owner: str, *, wait: float) -> TicketLink | None:
+        """``link`` as read, or read again once no other run holds its lease; None if it disappeared."""
+        deadline = self.clock() + wait
+        while link.leased_by_other(owner, self.clock()):
+            if self.clock() >= deadline:
+                raise Busy(f"the sync of incident {link.incident_key} is busy in another run; retry shortly",
+                           code="SyncBusy", retry_after=5)
+            time.sleep(self.poll_seconds)
+            current = self.get(link.incident_key)
+            if current is None:
+                return None
+            link = current
+        return link
+
+    def take(self, link: TicketLink, owner: str) -> TicketLink | None:
+        """Lease ``link`` (as read, with its etag) to ``owner``; None when it changed since it was read."""
+        leased = replace(link, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
+        if not self.store.replace_if_unchanged(TABLE, leased.entity(), link.etag or "*"):
+            return None
+        return self._reload(leased)
+
+    def renew(self, link: TicketLink) -> None:
+        """Extend a lease we hold when less than half of it is left (a long run); Busy if it was lost."""
+        if link.lease_until - self.clock() > self.lease_seconds / 2:
+            return
+        link.lease_until = self.clock() + self.lease_seconds
+        if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
+            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
+                       code="SyncLeaseLost", retry_after=5)
+        self._reload(link)
 
     def save(self, link: TicketLink, *, release: bool = True) -> None:
         """Write the link if we still hold it; Busy (429) when our lease expired and another run took it."""
@@ -133,10 +215,16 @@ class LinkStore:
         if not release:
             self._reload(link)
 
+    def save_if_unchanged(self, link: TicketLink) -> bool:
+        """Write a link read without a lease if nobody wrote it since; False when another run did."""
+        return self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*")
+
     def release(self, link: TicketLink) -> None:
         """Give the lease back after a failure, keeping what was saved; best effort."""
+        if not link.lease_owner:
+            return
         current = self.get(link.incident_key)
-        if current is None or current.lease_owner != link.lease_owner or not link.lease_owner:
+        if current is None or current.lease_owner != link.lease_owner:
             return
         current.lease_owner, current.lease_until = "", 0.0
         if not self.store.replace_if_unchanged(TABLE, current.entity(), current.etag or "*"):
@@ -161,40 +249,33 @@ class LinkStore:
     def forget_ticket(self, sys_id: str) -> None:
         self.store.delete(TABLE, TICKET, key_safe(sys_id))
 
-    # -- poll watermark -----------------------------------------------------------------------
-    def watermark(self) -> str | None:
-        mark = self.poll_mark()
-        return mark[0] if mark else None
-
-    def poll_mark(self) -> tuple[str, str | None] | None:
-        """(since, floor or None), or None before the first ticket."""
+    # -- poll cursor --------------------------------------------------------------------------
+    def cursor(self) -> PollCursor | None:
+        """The poll cursor, or None before the first ticket."""
         row = self.store.get(TABLE, POLL, WATERMARK)
-        return (row.get("since", ""), row.get("floor") or None) if row else None
+        return PollCursor.from_entity(row) if row else None
 
-    def start_watermark(self, since: str) -> None:
-        """Set the first watermark (the first ticket's creation); later calls change nothing."""
-        self.store.insert_if_absent(TABLE, {"PartitionKey": POLL, "RowKey": WATERMARK, "since": since})
+    def start_cursor(self, stamp: str) -> None:
+        """Set the first cursor (just before the first ticket's creation); later calls change nothing."""
+        self.store.insert_if_absent(TABLE, PollCursor(stamp=stamp).entity())
 
-    def set_watermark(self, since: str, floor: str | None = None) -> None:
-        row = {"PartitionKey": POLL, "RowKey": WATERMARK, "since": since}
-        if floor:
-            row["floor"] = floor
-        self.store.upsert(TABLE, row)
+    def save_cursor(self, cursor: PollCursor) -> None:
+        recent = cursor.recent
+        if len(recent) > MAX_RECENT:  # the oldest go: a re-read of those costs a state read each, nothing more
+            newest = sorted(recent.items(), key=lambda item: (item[1][0], item[0]))[-MAX_RECENT:]
+            cursor.recent = dict(newest)
+        self.store.upsert(TABLE, cursor.entity())
 
-    def record_poll(self, summary: dict) -> int:
-        """Count a finished poll run and keep its summary; returns the run count."""
-        row = self.store.get(TABLE, POLL, LAST_RUN)
-        runs = int(row.get("runs", 0)) + 1 if row else 1
-        self.store.upsert(TABLE, {"PartitionKey": POLL, "RowKey": LAST_RUN, "runs": runs,
-                                  "finished_at": self.clock(), "summary": json.dumps(summary, default=str)[:30_000]})
-        return runs
+    def record_poll(self, summary: dict) -> None:
+        """Keep the summary of a poll run that did something (one write; idle runs write nothing)."""
+        self.store.upsert(TABLE, {"PartitionKey": POLL, "RowKey": LAST_RUN, "finished_at": self.clock(),
+                                  "summary": json.dumps(summary, default=str)[:30_000]})
 
     def last_poll(self) -> dict | None:
         row = self.store.get(TABLE, POLL, LAST_RUN)
         if row is None:
             return None
-        return {"runs": int(row.get("runs", 0)), "finished_at": float(row.get("finished_at", 0.0)),
-                "summary": json.loads(row.get("summary") or "{}")}
+        return {"finished_at": float(row.get("finished_at", 0.0)), "summary": json.loads(row.get("summary") or "{}")}
 
 
-__all__ = ["LinkStore", "TicketLink", "new_owner"]
+__all__ = ["LEASE_SECONDS", "LinkStore", "PollCursor", "TicketLink", "new_owner"]

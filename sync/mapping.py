@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigurationError
+from sync.query import SYS_ID, word
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +47,36 @@ DEFAULT_MAPPING: dict[str, Any] = {
                                    "Informational": ["3", "3"]},
     # ServiceNow priority (1 Critical .. 5 Planning) -> Sentinel severity.
     "priority_to_severity": {"1": "High", "2": "High", "3": "Medium", "4": "Low", "5": "Informational"},
-    # Sentinel classification (or Classification/Reason, which wins) -> ServiceNow close_code.
+    # Sentinel classification (or Classification/Reason, which wins) -> ServiceNow close_code. The values are
+    # the current out-of-box choices; an instance with other codes overrides them (docs/servicenow.md).
     "classification_to_close_code": {
-        "TruePositive": "Solved (Permanently)",
-        "BenignPositive": "Closed/Resolved by Caller",
-        "FalsePositive": "Not Solved (Not Reproducible)",
-        "Undetermined": "Solved (Work Around)",
+        "TruePositive": "Solution provided",
+        "BenignPositive": "Resolved by caller",
+        "FalsePositive": "No resolution provided",
+        "Undetermined": "Workaround provided",
     },
-    # ServiceNow close_code -> Sentinel Classification/Reason.
+    # ServiceNow close_code -> Sentinel Classification/Reason (every out-of-box choice).
     "close_code_to_classification": {
-        "Solved (Permanently)": "TruePositive/SuspiciousActivity",
-        "Solved Remotely (Permanently)": "TruePositive/SuspiciousActivity",
-        "Solved (Work Around)": "Undetermined",
-        "Solved Remotely (Work Around)": "Undetermined",
-        "Closed/Resolved by Caller": "BenignPositive/SuspiciousButExpected",
-        "Not Solved (Not Reproducible)": "FalsePositive/IncorrectAlertLogic",
-        "Not Solved (Too Costly)": "Undetermined",
+        "Solution provided": "TruePositive/SuspiciousActivity",
+        "Known error": "TruePositive/SuspiciousActivity",
+        "Resolved by change": "TruePositive/SuspiciousActivity",
+        "Resolved by problem": "TruePositive/SuspiciousActivity",
+        "Resolved by caller": "BenignPositive/SuspiciousButExpected",
+        "Resolved by request": "BenignPositive/SuspiciousButExpected",
+        "User error": "BenignPositive/SuspiciousButExpected",
+        "No resolution provided": "FalsePositive/IncorrectAlertLogic",
+        "Workaround provided": "Undetermined",
+        "Duplicate": "Undetermined",
     },
     # Classification used when a ticket is closed or canceled with a code the table does not know.
     "default_classification": "Undetermined",
     # Owners that map: Sentinel owner UPN -> ServiceNow sys_user sys_id, or {"sys_id": ..., "object_id": ...}
     # when Sentinel should also get the user's Entra object id. Owners not listed are not synced.
     "owners": {},
+    # States in which the integration user (itil) may no longer write the ticket: Closed and Canceled are
+    # read-only to everyone but admin. The sync stops writing to such a ticket and opens a follow-up when the
+    # Sentinel incident is reopened.
+    "read_only_states": ["7", "8"],
 }
 
 _TABLES = ("status_to_state", "state_to_status", "severity_to_impact_urgency", "priority_to_severity",
@@ -117,6 +126,7 @@ class SyncMapping:
     close_code_to_classification: Mapping[str, str]
     default_classification: str
     owners: Mapping[str, str]
+    read_only_states: frozenset[str] = frozenset({"7", "8"})
     owner_object_ids: Mapping[str, str] = field(default_factory=dict)
     _owner_by_sys_id: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -132,7 +142,7 @@ class SyncMapping:
         return (self.classification_to_close_code.get(classification)
                 or self.classification_to_close_code.get(bare)
                 or self.classification_to_close_code.get(self.default_classification)
-                or "Solved (Work Around)")
+                or "Workaround provided")
 
     def owner_sys_id(self, upn: str) -> str | None:
         """"" (unassigned) maps to "" (unassigned); an unmapped user maps to None."""
@@ -160,6 +170,18 @@ class SyncMapping:
 
     def is_closed_state(self, state: str) -> bool:
         return self.status_for(state) == "Closed"
+
+    def is_read_only(self, state: str) -> bool:
+        """A ticket in this state refuses the integration user's writes (Closed, Canceled)."""
+        return state in self.read_only_states
+
+    def written_values(self) -> dict[str, dict[str, str]]:
+        """What the sync writes into ServiceNow choice fields, by field: {value: the mapping entry naming it}."""
+        codes = {code: f"classification_to_close_code.{name}"
+                 for name, code in self.classification_to_close_code.items()}
+        codes.setdefault(self.close_code_for(self.default_classification), "default_classification")
+        states = {state: f"status_to_state.{status}" for status, state in self.status_to_state.items()}
+        return {"close_code": codes, "state": states}
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
@@ -194,6 +216,10 @@ class SyncMapping:
     def _validated(cls, t: dict[str, Any]) -> SyncMapping:
         if not isinstance(t["source"], str) or not t["source"].strip():
             raise _bad("source", "must be a non-empty string")
+        # The source goes into every poll query: a word, never query syntax or script (sync/query.py).
+        word(t["source"].strip(), f"setting {SETTING}: source")
+        if not (isinstance(t["read_only_states"], list) and all(isinstance(v, str) for v in t["read_only_states"])):
+            raise _bad("read_only_states", "must be a list of ServiceNow state values, e.g. [\"7\", \"8\"]")
         for status, state in t["status_to_state"].items():
             if status not in STATUSES:
                 raise _bad(f"status_to_state.{status}", f"is not a Sentinel status ({', '.join(STATUSES)})")
@@ -230,8 +256,9 @@ class SyncMapping:
                     object_ids[str(upn).lower()] = str(object_id)
             else:
                 sys_id = user
-            if not isinstance(sys_id, str) or not sys_id:
-                raise _bad(f"owners.{upn}", "must be a sys_user sys_id or {\"sys_id\": ..., \"object_id\": ...}")
+            if not isinstance(sys_id, str) or not SYS_ID.match(sys_id):
+                raise _bad(f"owners.{upn}", "must be a sys_user sys_id (32 hexadecimal characters) or "
+                                            "{\"sys_id\": ..., \"object_id\": ...}")
             owners[str(upn).lower()] = sys_id
         return cls(
             source=t["source"].strip(),
@@ -243,6 +270,7 @@ class SyncMapping:
             close_code_to_classification=dict(t["close_code_to_classification"]),
             default_classification=t["default_classification"],
             owners=owners,
+            read_only_states=frozenset(t["read_only_states"]),
             owner_object_ids=object_ids,
             _owner_by_sys_id={sys_id: upn for upn, sys_id in owners.items()},
         )

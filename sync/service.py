@@ -1,11 +1,19 @@
 """Sentinel <-> ServiceNow incident sync: create the ticket once, then keep both sides in step.
 
-Three entry points share one idea: every run for an incident/ticket pair takes the pair's lease
-(sync/links.py), reads both sides fresh, and reconciles them with a three-way merge against what
-the last run saw (sync/merge.py). So it does not matter what woke the sync up -- the Sentinel
-automation rule (``outbound``), the ServiceNow business rule (``inbound``) or the timer (``poll``) --
-nor how often: an event delivered twice, late or out of order leads to the same result, and a run
-with nothing new writes nothing.
+Three entry points share one idea: every run for an incident/ticket pair reads both sides fresh and
+reconciles them with a three-way merge against what the last run saw (sync/merge.py). So it does not
+matter what woke the sync up -- the Sentinel automation rule (``outbound``), the ServiceNow business rule
+(``inbound``) or the timer (``poll``, sync/poll.py) -- nor how often: an event delivered twice, late or out
+of order leads to the same result, and a run with nothing new writes nothing.
+
+Calls, and why there are so few (issue 16): the incident is read once, by the etag-guarded update that
+also writes it (the merge runs inside ``SentinelClient.update_incident``'s change callback, so a 409 re-plans
+on the fresh incident); the ticket is read once (or comes from the poll page or the create answer); the
+incident's comments are listed only when its ``commentsCount`` says there are ones the sync has not seen
+(outbound always lists them: that trigger is how Sentinel comments announce themselves). The pair's lease
+(sync/links.py) is taken only by a run that writes to ServiceNow, whose writes cannot be repeated safely; a run
+that writes only to Sentinel (etag-guarded fields, comments with deterministic ids) saves the link
+conditionally on the etag it read instead, and starts over if another run saved first.
 
 No echo, by construction and by bookkeeping:
 - fields: what the sync writes becomes the base the next run compares with, so it is not a change;
@@ -16,48 +24,46 @@ No echo, by construction and by bookkeeping:
   carries a marker with that id, so even a run that died between the PATCH and saving the link
   recognises its own note instead of writing it again; journal entries by the integration user are
   the pack's own and never copied back.
+
+Closed tickets: ServiceNow makes a Closed or Canceled incident read-only for the integration user (``itil``).
+Once the ticket is closed the link says so (state ``closed``), one incident comment explains it, and nothing
+more is written to the ticket. Reopening the Sentinel incident opens a follow-up ticket whose
+``parent_incident`` is the closed one, and the sync goes on with it.
 """
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from core.case import Case
+from core.case import Case, Workspace
+from core.concurrency import run_all
 from core.context import Context
-from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, NotFound, PackError
+from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, Forbidden, NotFound, PackError
 from core.http import build_session, session_from_settings
-from core.sentinel import COMMENT_MAX_CHARS, comment_id
+from core.sentinel import comment_id
 from core.settings import Settings
-from core.telemetry import action_scope, bind_incident
-from sync.journal import journal_html, journal_text
-from sync.links import LinkStore, TicketLink, new_owner
-from sync.mapping import SyncMapping, split_classification
+from core.telemetry import bind_incident
+from sync import query, texts
+from sync.incident import IncidentWriter
+from sync.links import TABLE, LinkStore, TicketLink, new_owner
+from sync.mapping import SyncMapping
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
-from sync.servicenow import ServiceNowClient, ref_value
+from sync.servicenow import ACL_REFUSED, ServiceNowClient, ref_value
+from sync.texts import MARKER
 from sync.webhook import parse_push
 
 log = logging.getLogger(__name__)
 
 TICKET_COMMENT = "servicenow-ticket"
-JOURNAL_COMMENT = "servicenow-journal"
-MARKER = "sentinel-playbooks comment"
-MARKER_RE = re.compile(re.escape(MARKER) + r" ([A-Za-z0-9._-]+)")
-# ServiceNow stamps sys_updated_on when a transaction saves it, and a slow transaction can become
-# visible a little after a later one was polled. What a run could have missed that way was stamped
-# at most this long before the run started: the next run reads again from there (see poll_cursor).
-LOOKBACK_SECONDS = 5
-MAX_PAGES_PER_RUN = 20
-WORK_NOTE_MAX_CHARS = 30_000
-CLOSE_NOTES_MAX_CHARS = 4_000
-MAX_ENTITIES_IN_DESCRIPTION = 50
+CLOSED_COMMENT = "servicenow-closed"
+RESTARTS = 3
 
 _clients: dict[tuple[str, str], ServiceNowClient] = {}
 _clients_lock = threading.Lock()
+_cursor_started: set[str] = set()  # state tables whose poll cursor exists (written once per process)
 
 
 def client_from_settings(settings: Settings) -> ServiceNowClient:
@@ -73,10 +79,32 @@ def client_from_settings(settings: Settings) -> ServiceNowClient:
         return _clients[(url, user)]
 
 
-def shift_stamp(stamp: str, seconds: int) -> str:
-    """A ServiceNow timestamp moved by ``seconds`` (same format, UTC)."""
-    moved = parse_servicenow_time(stamp) + seconds
-    return datetime.fromtimestamp(max(moved, 0), UTC).strftime("%Y-%m-%d %H:%M:%S")
+def incident_key(case: Case) -> str:
+    """The incident's GUID, the only thing that becomes a ServiceNow correlation_id (and a query value).
+
+    It is taken from the incident ARM id; a body whose ``name`` says something else is refused rather than
+    trusted (the name is what a crafted body would use to smuggle query syntax or script into ServiceNow).
+    """
+    if not case.incident_id:
+        raise BadRequest(f"the ServiceNow sync needs an incident: send the incident trigger body or "
+                         f"{{\"incidentArmId\": ...}}; this {case.source} payload names none")
+    key = query.guid(case.incident_id.rsplit("/", 1)[-1], "the incident name in the incident ARM id")
+    if case.incident_name and case.incident_name.lower() != key:
+        raise BadRequest("the body's incident name does not match its incident ARM id", code="UnsafeQueryValue")
+    return key
+
+
+def ticket_defaults(settings: Settings) -> dict[str, str]:
+    """The fields every new ticket gets from the settings: sys_ids and a category word, nothing else."""
+    defaults: dict[str, str] = {}
+    for field, name in (("caller_id", "SERVICENOW_CALLER_ID"), ("assignment_group", "SERVICENOW_ASSIGNMENT_GROUP")):
+        if settings[name]:
+            if not query.SYS_ID.match(str(settings[name])):
+                raise ConfigurationError(f"setting {name} must be a sys_id (32 hexadecimal characters)")
+            defaults[field] = str(settings[name])
+    if settings["SERVICENOW_CATEGORY"]:
+        defaults["category"] = query.word(settings["SERVICENOW_CATEGORY"], "setting SERVICENOW_CATEGORY")
+    return defaults
 
 
 def now_stamp() -> str:
@@ -84,20 +112,7 @@ def now_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def poll_cursor(since: str, floor: str | None) -> str:
-    """Where a poll run starts reading.
-
-    ``since`` is the newest change handled. ``floor`` is the start of the last run that read every
-    page, minus the look-back, or None when that run stopped early (or never ran). Everything stamped
-    before ``floor`` was visible to that run and handled, so reading from ``min(since, floor)`` loses
-    nothing; idle, ``floor`` passes ``since`` and a run reads just the records of that one second.
-    Without a floor, the run re-reads ``LOOKBACK_SECONDS`` before ``since``. Records read twice are
-    recognised by their update count and cost no write.
-    """
-    return min(since, floor) if floor else shift_stamp(since, -LOOKBACK_SECONDS)
-
-
-def _retryable(error: PackError) -> bool:
+def retryable(error: PackError) -> bool:
     """Failures that clear up by themselves or once the deployment is fixed (the next run retries);
     the rest would fail every time for this ticket alone (it is skipped so the others go on).
 
@@ -106,6 +121,14 @@ def _retryable(error: PackError) -> bool:
     """
     return (isinstance(error, (DownstreamError, Conflict, ConfigurationError))
             or error.code == "SentinelAccessDenied")
+
+
+class _Restart(Exception):
+    """The pair changed under this run (another run saved the link first, or the ticket turned read-only)."""
+
+    def __init__(self, ticket: dict | None = None) -> None:
+        super().__init__("restart")
+        self.ticket = ticket
 
 
 class ServiceNowSync:
@@ -117,107 +140,141 @@ class ServiceNowSync:
         self.snow = snow or client_from_settings(settings)
         self.sentinel = ctx.sentinel
         self.links = LinkStore(ctx.state)
-        self.max_entities = int(settings["MAX_ENTITIES"])
-        self.page_size = max(1, int(settings["SERVICENOW_POLL_BATCH"]))
-        self.defaults = {field: str(settings[name]) for field, name in (
-            ("caller_id", "SERVICENOW_CALLER_ID"), ("assignment_group", "SERVICENOW_ASSIGNMENT_GROUP"),
-            ("category", "SERVICENOW_CATEGORY")) if settings[name]}
+        self.max_entities = int(settings["MAX_ENTITIES"])  # type: ignore[arg-type]
+        self.concurrency = max(1, int(settings["SERVICENOW_SYNC_CONCURRENCY"]))  # type: ignore[arg-type]
+        self.page_size = max(1, int(settings["SERVICENOW_POLL_BATCH"]))  # type: ignore[arg-type]
+        self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
+        self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
+        self.defaults = ticket_defaults(settings)
+        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency)
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
         """Incident created or updated: create the ticket once, then bring both sides in step."""
-        if not case.incident_id or not case.incident_name:
-            raise BadRequest(f"the ServiceNow sync needs an incident: send the incident trigger body or "
-                             f"{{\"incidentArmId\": ...}}; this {case.source} payload names none")
-        key, owner = case.incident_name.lower(), new_owner()
-        link = self.links.claim(key, case.incident_id, owner) or self.links.acquire(key, owner)
+        key, owner = incident_key(case), new_owner()
+        bind_incident(case.incident_id)
+        link = self.links.claim(key, case.incident_id, owner, reload=False)  # its etag comes with the look-up
+        if link is not None:
+            return self._guarded(link, owner, lambda held: self._first_sync(case, held, owner))
+        link = self.links.get(key)
         if link is None:
             raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
+        link = self.links.wait_free(link, owner, wait=20.0)
+        if link is None:
+            raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
+        if link.state == "creating":  # an earlier run died before it linked the ticket: adopt or create it
+            held = self.links.take(link, owner) or self.links.acquire(key, owner)
+            if held is None:
+                raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
+            return self._guarded(held, owner, lambda leased: self._first_sync(case, leased, owner))
         try:
-            created, ticket = False, None
-            if link.state != "linked":
-                ticket, created = self._create(case, link)
-            try:
-                summary = self._reconcile(link, ticket=ticket)
-            except NotFound as missing:
-                if missing.code != "ServiceNowNotFound" or created:
-                    raise
-                # Someone deleted the ticket in ServiceNow: every incident must have one, so open another.
-                log.warning("ticket %s of incident %s no longer exists; creating a new one", link.number, key)
-                gone = link.sys_id
-                link.state, link.base_sentinel, link.base_servicenow, link.mod_count = "creating", {}, {}, -1
-                ticket, created = self._create(case, link)
-                if link.sys_id != gone:  # only now: a 404 that was not a deletion must not lose the way back
-                    self.links.forget_ticket(gone)
-                summary = self._reconcile(link, ticket=ticket)
+            return {"created": False, **self._sync(link, owner, list_comments="always")}
+        except NotFound as missing:
+            if missing.code != "ServiceNowNotFound":
+                raise
+        return self._recreate(case, key, owner)
+
+    def _recreate(self, case: Case, key: str, owner: str) -> dict[str, Any]:
+        """The ticket was deleted in ServiceNow: every incident must have one, so open another."""
+        link = self.links.acquire(key, owner)
+        if link is None:
+            raise Busy(f"the link of incident {key} disappeared; retry", retry_after=5)
+        gone = link.sys_id
+        log.warning("ticket %s of incident %s no longer exists; creating a new one", link.number, key)
+
+        def again(held: TicketLink) -> dict[str, Any]:
+            held.state, held.base_sentinel, held.base_servicenow, held.mod_count = "creating", {}, {}, -1
+            summary = self._first_sync(case, held, owner)
+            if summary["ticket"]["sysId"] != gone:  # only now: a 404 that was not a deletion keeps the way back
+                self.links.forget_ticket(gone)
+            return summary
+
+        return self._guarded(link, owner, again)
+
+    def _guarded(self, link: TicketLink, owner: str, work) -> dict[str, Any]:
+        """Run ``work`` on a leased link; a failure gives the lease back (what was saved stays)."""
+        try:
+            return work(link)
         except BaseException:
             self.links.release(link)
             raise
-        return {"created": created, **summary}
 
-    def _create(self, case: Case, link: TicketLink) -> tuple[dict, bool]:
-        """Find the ticket of an earlier, interrupted run by correlation id, or create it; link both ways."""
-        incident = self.sentinel.get_incident(link.incident_id)
-        props = incident.get("properties") or {}
-        ticket = self.snow.find_by_correlation(link.incident_key, self.mapping.source)
+    def _first_sync(self, case: Case, link: TicketLink, owner: str, *, follows: TicketLink | None = None,
+                    props: dict | None = None) -> dict[str, Any]:
+        """Find the ticket an interrupted run created (by correlation id) or create it, link both ways, sync."""
+        if props is None:
+            props = self._trigger_properties(case) or dict(
+                self.sentinel.get_incident(link.incident_id).get("properties") or {})
+        previous = [entry[0] for entry in link.previous]
+
+        def find() -> dict | None:
+            return self.snow.find_by_correlation(link.incident_key, self.mapping.source, exclude=previous)
+
+        if link.etag is None:  # just claimed: its etag and the look-up side by side
+            _, ticket = run_all(lambda: self.links.refresh(link), find)
+        else:
+            ticket = find()
         created = ticket is None
         if ticket is None:
             if not case.entities_included:
                 case = case.with_entities(self.sentinel.list_entities(link.incident_id), self.max_entities)
-            ticket = self.snow.create_ticket(self._ticket_fields(case, link, props))
+            self.links.renew(link)  # a slow instance: keep the pair through the create
+            fields = self._ticket_fields(case, link, props)
+            if follows is not None:
+                fields["parent_incident"] = follows.sys_id
+                fields["description"] = texts.description(case, props, follow_up_of=follows.number)
+            try:
+                ticket = self.snow.create_ticket(fields)
+            except Forbidden as refused:
+                raise self._unknown_close_code(refused, fields) from None
             log.info("created ServiceNow %s for incident %s", ticket.get("number"), link.incident_key)
-        link.sys_id, link.number = ticket["sys_id"], ticket.get("number", "")
-        self.links.index_ticket(link.sys_id, link.incident_key, link.incident_id)
-        self.links.start_watermark(ticket.get("sys_created_on") or ticket.get("sys_updated_on") or "")
-        url = self.snow.ticket_url(link.sys_id)
-        note = comment_id(link.incident_id, TICKET_COMMENT)
-        self.sentinel.put_comment(link.incident_id, note, (
-            f'<p><b>ServiceNow</b> ticket <a href="{html.escape(url)}">{html.escape(link.number)}</a> tracks this '
-            f"incident. Status, severity, owner, classification and comments stay in sync both ways.</p>"))
-        self.sentinel.add_labels(link.incident_id, f"ServiceNow: {link.number}")
-        link.known_comments = sorted(set(link.known_comments) | {note})
+        link.sys_id, link.number = ticket["sys_id"], str(ticket.get("number") or "")
+        self._start_cursor(str(ticket.get("sys_created_on") or ""))
         link.state = "linked"
-        link.journal_since, link.journal_seen = ticket.get("sys_created_on", ""), []
+        link.journal_since, link.journal_seen = str(ticket.get("sys_created_on") or ""), []
         if created:  # both sides hold what was just written: that is the base
             link.base_sentinel = sentinel_view(props)
             link.base_servicenow = servicenow_view(ticket, self.mapping)
-            link.mod_count = int(ticket.get("sys_mod_count") or 0)
+            link.mod_count, link.comments_count = int(ticket.get("sys_mod_count") or 0), 0
         else:  # adopted after an interrupted run: no shared history, so a difference is decided by age
-            link.base_sentinel, link.base_servicenow, link.mod_count = {}, {}, -1
-        self.links.save(link, release=False)
-        return ticket, created
+            link.base_sentinel, link.base_servicenow, link.mod_count, link.comments_count = {}, {}, -1, -1
+        url = self.snow.ticket_url(link.sys_id)
+        note = comment_id(link.incident_id, TICKET_COMMENT, *([link.sys_id] if follows else []))
+        text = texts.link_comment(link.number, url, follows=follows.number if follows else "")
+        index = (link.sys_id, link.incident_key, link.incident_id)
+        summary = self._reconcile(link, owner, ticket=ticket, journal=[] if created else None,
+                                  label=f"ServiceNow: {link.number}", notes=[(note, text)], list_comments="changed",
+                                  also=[lambda: self.links.index_ticket(*index)])
+        return {"created": created, **summary}
+
+    @staticmethod
+    def _trigger_properties(case: Case) -> dict | None:
+        """The incident as the incident trigger sent it: enough to open the ticket without reading it first.
+        The update right after reads the incident anyway and brings any later change over."""
+        props = case.raw_properties if case.source == "incident" else None
+        return dict(props) if props and props.get("title") and props.get("status") else None
+
+    def _start_cursor(self, created_on: str) -> None:
+        """The poller reads from just before the first ticket: written once, then known for the process."""
+        table = self.links.store.table_name(TABLE)
+        if table not in _cursor_started and created_on:
+            self.links.start_cursor(created_on)
+            _cursor_started.add(table)
 
     def _ticket_fields(self, case: Case, link: TicketLink, props: dict) -> dict[str, str]:
         number = props.get("incidentNumber") or case.number or ""
         title = str(props.get("title") or case.title or "Microsoft Sentinel incident")
-        current = sentinel_view(props)
-        wanted = {name: value for name, value in current.items() if value}
+        wanted = {name: value for name, value in sentinel_view(props).items() if value}
         wanted = {name: value for name, value in wanted.items()
                   if name != "owner" or self.mapping.owner_sys_id(value) is not None}
         return {
             **self.defaults,
-            "short_description": f"[Sentinel #{number}] {title}"[:160],
-            "description": self._description(case, props),
+            "short_description": texts.short_description(number, title),
+            "description": texts.description(case, props),
             "correlation_id": link.incident_key,
             "correlation_display": self.mapping.source,
             **self._servicenow_fields(wanted, props),
         }
-
-    def _description(self, case: Case, props: dict) -> str:
-        entities = [ip.address for ip in case.ips] + [host.host_name for host in case.hosts]
-        entities += [account.upn or account.name or account.key for account in case.accounts]
-        entities += [other.label for other in case.others]
-        shown = ", ".join(entities[:MAX_ENTITIES_IN_DESCRIPTION])
-        if len(entities) > MAX_ENTITIES_IN_DESCRIPTION:
-            shown += f" and {len(entities) - MAX_ENTITIES_IN_DESCRIPTION} more"
-        lines = [f"Microsoft Sentinel incident {props.get('incidentNumber') or case.number or ''} "
-                 f"({props.get('severity') or case.severity or 'unknown severity'})",
-                 f"Incident ARM id: {case.incident_id}",
-                 f"Portal: {props.get('incidentUrl') or case.url or ''}",
-                 f"Entities: {shown or 'none'}"]
-        if props.get("description"):
-            lines += ["", str(props["description"])]
-        return "\n".join(lines)
 
     def _servicenow_fields(self, values: dict[str, str], props: dict) -> dict[str, str]:
         """ServiceNow fields expressing Sentinel-side ``values`` (status carries the close code with it)."""
@@ -229,195 +286,168 @@ class ServiceNowSync:
         if closing or ("classification" in values and "status" not in values):
             classification = values.get("classification") or self.mapping.default_classification
             fields["close_code"] = self.mapping.close_code_for(classification)
-            fields["close_notes"] = self._close_notes(props, classification)
+            fields["close_notes"] = texts.close_notes(props, classification)
         if "severity" in values and (pair := self.mapping.impact_urgency_for(values["severity"])) is not None:
             fields["impact"], fields["urgency"] = pair
         if "owner" in values and (sys_id := self.mapping.owner_sys_id(values["owner"])) is not None:
             fields["assigned_to"] = sys_id
         return fields
 
-    @staticmethod
-    def _close_notes(props: dict, classification: str) -> str:
-        comment = str(props.get("classificationComment") or "").strip()
-        name, reason = split_classification(classification)
-        text = comment or f"Closed in Microsoft Sentinel as {name}" + (f" ({reason})" if reason else "") + "."
-        return text[:CLOSE_NOTES_MAX_CHARS]
-
     # == ServiceNow -> Sentinel: push ===========================================================
     def inbound(self, payload: Any) -> dict[str, Any]:
         """The business rule says ticket X changed: reconcile its pair (or ignore our own echo)."""
         sys_id, mod_count = parse_push(payload)
         key = self.links.incident_for_ticket(sys_id)
-        if key is None:
+        link = self.links.get(key) if key else None
+        if link is None:
             raise NotFound(f"ServiceNow ticket {sys_id} was not created by this pack (no link)", code="UnknownTicket")
-        owner = new_owner()
-        link = self.links.acquire(key, owner)
-        if link is None or link.sys_id != sys_id:
-            raise NotFound(f"ServiceNow ticket {sys_id} is no longer linked to an incident", code="UnknownTicket")
         bind_incident(link.incident_id)
-        try:
-            if mod_count is not None and mod_count <= link.mod_count:
-                self.links.save(link)
+        if link.sys_id != sys_id:
+            replaced = {entry[0]: entry[1] for entry in link.previous}
+            if sys_id in replaced:
                 return {"incident": link.incident_id, "ticket": self._ticket_ref(link), "changed": False,
-                        "ignored": f"update {mod_count} of the ticket was already synced (or written by the sync)"}
-            return self._reconcile(link)
-        except BaseException:
-            self.links.release(link)
-            raise
+                        "ignored": f"ticket {replaced[sys_id]} is closed; follow-up {link.number} tracks the incident"}
+            raise NotFound(f"ServiceNow ticket {sys_id} is no longer linked to an incident", code="UnknownTicket")
+        if mod_count is not None and mod_count <= link.mod_count:
+            return {"incident": link.incident_id, "ticket": self._ticket_ref(link), "changed": False,
+                    "ignored": f"update {mod_count} of the ticket was already synced (or written by the sync)"}
+        owner = new_owner()
+        link = self.links.wait_free(link, owner, wait=20.0)
+        if link is None:
+            raise NotFound(f"ServiceNow ticket {sys_id} is no longer linked to an incident", code="UnknownTicket")
+        return self._sync(link, owner)
 
     # == ServiceNow -> Sentinel: poll ===========================================================
     def poll(self) -> dict[str, Any]:
-        """Pull tickets changed since the watermark (paged, overlap-safe, bounded) and sync them."""
-        mark = self.links.poll_mark()
-        if mark is None:
-            return {"skipped": "no ticket has been created yet"}
-        started = now_stamp()
-        watermark, floor = mark
-        cursor, skip = poll_cursor(watermark, floor), 0
-        newest, summary = watermark, {"examined": 0, "synced": 0, "failed": 0, "pages": 0, "stopped": None}
-        source = self.mapping.source
-        complete = False
-        while summary["pages"] < MAX_PAGES_PER_RUN:
-            page = self.snow.changed_since(cursor, source, limit=self.page_size, offset=skip)
-            summary["pages"] += 1
-            # Guard against a condition the instance dropped (a dropped condition matches everything).
-            ours = [t for t in page if t.get("correlation_display") == source
-                    and str(t.get("sys_updated_on") or "") >= cursor]
-            due = self._due(ours)
-            journal = self._prefetch_journal(due)
-            for ticket in ours:
-                summary["examined"] += 1
-                link = due.get(ticket["sys_id"])
-                if link is not None:
-                    try:
-                        with action_scope("servicenow_poll_ticket", link.incident_id):
-                            outcome = self._sync_polled(ticket, link, journal.get(ticket["sys_id"], []))
-                    except PackError as error:
-                        if not _retryable(error):
-                            raise
-                        summary["stopped"] = f"{error.code}: {error.message}"
-                        break
-                    if outcome in ("synced", "failed"):
-                        summary[outcome] += 1
-                newest = max(newest, str(ticket.get("sys_updated_on") or ""))
-            self.links.set_watermark(newest)  # progress is kept page by page
-            if summary["stopped"]:
-                break
-            if len(page) < self.page_size:
-                complete = True
-                break
-            last = str(page[-1].get("sys_updated_on") or "")
-            if last > cursor:  # continue after the page: same second -> skip what this page already held
-                cursor, skip = last, sum(1 for t in page if t.get("sys_updated_on") == last)
-            else:  # a whole page within one second
-                skip += len(page)
-        if complete:
-            self.links.set_watermark(newest, floor=shift_stamp(started, -LOOKBACK_SECONDS))
-        summary["watermark"] = newest
-        summary["from"] = cursor
-        return summary
+        from sync.poll import Poller
 
-    def _due(self, tickets: list[dict]) -> dict[str, TicketLink]:
-        """The tickets changed since their last sync (a state read each; no ServiceNow call)."""
-        due: dict[str, TicketLink] = {}
-        for ticket in tickets:
-            link = self.links.get(str(ticket.get("correlation_id") or "").lower())
-            if link is None or link.sys_id != ticket.get("sys_id") or link.state != "linked":
-                continue  # not a ticket of this pack (or not finished being created)
-            if int(ticket.get("sys_mod_count") or 0) > link.mod_count:
-                due[ticket["sys_id"]] = link
-        return due
+        return Poller(self).run()
 
-    def _prefetch_journal(self, due: dict[str, TicketLink]) -> dict[str, list[dict]]:
-        """The journal of every due ticket of a page in one query (grouped per ticket)."""
-        if not due:
-            return {}
-        since = min(link.journal_since or "" for link in due.values())
-        grouped: dict[str, list[dict]] = {sys_id: [] for sys_id in due}
-        for entry in self.snow.journal(list(due), since):
-            grouped.setdefault(ref_value(entry.get("element_id")), []).append(entry)
-        return grouped
-
-    def _sync_polled(self, ticket: dict, stale: TicketLink, journal: list[dict]) -> str:
-        """Sync one changed ticket of a poll page: "synced", "unchanged" (a push got there first) or "failed"."""
+    def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict]) -> str:
+        """Sync one changed ticket of a poll page: "synced", "unchanged" (another run got there first) or
+        "failed" (it would fail the same way at every run: accounted for, so the poller moves on)."""
         owner = new_owner()
-        link = self.links.acquire(stale.incident_key, owner, wait=5.0)
-        if link is None:
+        link = self.links.wait_free(link, owner, wait=5.0)
+        if link is None or link.sys_id != ticket.get("sys_id"):
+            return "unchanged"
+        if int(ticket.get("sys_mod_count") or 0) <= link.mod_count:  # synced meanwhile by a push
             return "unchanged"
         try:
-            if int(ticket.get("sys_mod_count") or 0) <= link.mod_count:  # synced meanwhile by a push
-                self.links.save(link)
-                return "unchanged"
-            try:
-                self._reconcile(link, ticket=ticket, journal=journal)
-            except PackError as error:
-                if _retryable(error):
-                    raise
-                # It would fail the same way at every run (incident deleted, request refused):
-                # account for this update so the poller moves on, and say so.
-                log.error("poll: cannot sync ticket %s to incident %s (%s: %s); skipping this update",
-                          link.number, link.incident_key, error.code, error.message)
-                current = self.links.get(link.incident_key)
-                if current is not None and current.lease_owner == owner:
-                    current.mod_count = int(ticket.get("sys_mod_count") or 0)
-                    self.links.save(current)
-                return "failed"
-        except BaseException:
-            self.links.release(link)
-            raise
-        return "synced"
+            summary = self._sync(link, owner, ticket=ticket, journal=journal)
+        except PackError as error:
+            if retryable(error):
+                raise
+            log.error("poll: cannot sync ticket %s to incident %s (%s: %s); skipping this update",
+                      link.number, link.incident_key, error.code, error.message)
+            self._skip_update(link.incident_key, int(ticket.get("sys_mod_count") or 0))
+            return "failed"
+        return "unchanged" if summary.get("superseded") else "synced"
+
+    def _skip_update(self, key: str, mod_count: int) -> None:
+        current = self.links.get(key)
+        if current is not None and not current.leased_by_other("", self.links.clock()):
+            current.mod_count = max(current.mod_count, mod_count)
+            self.links.save_if_unchanged(current)
 
     # == one pair ===============================================================================
-    def _reconcile(self, link: TicketLink, *, ticket: dict | None = None,
-                   journal: list[dict] | None = None) -> dict[str, Any]:
-        """Bring one incident and its ticket in step; saves the link and releases its lease."""
-        incident = self.sentinel.get_incident(link.incident_id)
-        props = dict(incident.get("properties") or {})
+    def _sync(self, link: TicketLink, owner: str, *, ticket: dict | None = None, journal: list[dict] | None = None,
+              list_comments: str = "changed") -> dict[str, Any]:
+        """Reconcile the pair, starting over (with fresh reads) when another run changed it meanwhile."""
+        held = [link]
+        try:
+            for _ in range(RESTARTS):
+                try:
+                    return self._reconcile(held[0], owner, ticket=ticket, journal=journal,
+                                           list_comments=list_comments, held=held)
+                except _Restart as restart:
+                    ticket, journal = restart.ticket, None
+                    if held[0].lease_owner != owner:  # not ours: read it again (it changed)
+                        current = self.links.get(link.incident_key)
+                        if current is None:
+                            raise NotFound(f"the link of incident {link.incident_key} disappeared",
+                                           code="UnknownTicket") from None
+                        held[0] = self.links.wait_free(current, owner, wait=20.0) or current
+        except BaseException:
+            if held[0].lease_owner == owner:
+                self.links.release(held[0])
+            raise
+        raise Busy(f"the sync of incident {link.incident_key} kept changing under this run; retry",
+                   code="SyncBusy", retry_after=5)
+
+    def _reconcile(self, link: TicketLink, owner: str, *, ticket: dict | None = None,
+                   journal: list[dict] | None = None, label: str | None = None,
+                   notes: list[tuple[str, str]] = (), list_comments: str = "changed",
+                   held: list[TicketLink] | None = None, also: list = ()) -> dict[str, Any]:
+        """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one)."""
+        held = held if held is not None else [link]
+        if link.lease_owner == owner:
+            self.links.renew(link)
         if ticket is None:
             ticket = self.snow.get_ticket(link.sys_id)
+        read_only = self.mapping.is_read_only(str(ticket.get("state") or ""))
+        if link.state == "closed" and not read_only:
+            link.state = "linked"  # an admin reopened the ticket: go on with it
         mod_count = int(ticket.get("sys_mod_count") or 0)
+        hidden = 0
+        if journal is None and mod_count != link.mod_count:
+            journal, hidden = self.snow.journal([link.sys_id], link.journal_since or str(ticket.get("sys_created_on")))
         known = set(link.known_comments)
 
-        # 1. New ServiceNow work notes and comments become incident comments.
-        if journal is None and mod_count != link.mod_count:
-            journal = self.snow.journal([link.sys_id], link.journal_since or str(ticket.get("sys_created_on") or ""))
-        copied = self._copy_journal(link, journal or [], known)
+        # 1. Sentinel: one read, the merge on what it returned, one etag-guarded write (sync/merge.py).
+        box: dict[str, Any] = {}
 
-        # 2. Fields: three-way merge (sync/merge.py).
-        sentinel_now = sentinel_view(props)
-        servicenow_now = servicenow_view(ticket, self.mapping)
-        decided = plan(sentinel_now, servicenow_now, link.base_sentinel, link.base_servicenow, self.mapping,
-                       sentinel_changed_at=parse_sentinel_time(props.get("lastModifiedTimeUtc")),
-                       servicenow_changed_at=parse_servicenow_time(ticket.get("sys_updated_on")))
+        def change(props: dict) -> bool:
+            box["count"] = (props.get("additionalData") or {}).get("commentsCount")
+            decided = plan(sentinel_view(props), servicenow_view(ticket, self.mapping), link.base_sentinel,
+                           link.base_servicenow, self.mapping,
+                           sentinel_changed_at=parse_sentinel_time(props.get("lastModifiedTimeUtc")),
+                           servicenow_changed_at=parse_servicenow_time(ticket.get("sys_updated_on")))
+            if read_only:
+                decided.to_servicenow.clear()
+            box["plan"] = decided
+            box["applied"] = self.incident.apply(props, decided.to_sentinel, ticket)
+            labelled = bool(label) and self.incident.add_label(props, label)  # type: ignore[arg-type]
+            return bool(box["applied"] or labelled)
+
+        incident = self.sentinel.update_incident(link.incident_id, change)
+        props = dict(incident.get("properties") or {})
+        decided = box["plan"]
         for conflict in decided.conflicts:
             log.info("conflict on %s of incident %s: Sentinel %r, ServiceNow %r -> %s wins", conflict["field"],
                      link.incident_key, conflict["sentinel"], conflict["servicenow"], conflict["winner"])
-        base_sentinel = dict(sentinel_now)
-        to_sentinel: list[str] = []
-        if decided.to_sentinel:
-            applied, result = self._apply_to_sentinel(link, decided.to_sentinel, sentinel_now, ticket)
-            after = sentinel_view(result.get("properties") or {})
-            for name in applied:
-                base_sentinel[name] = after[name]
-            to_sentinel = sorted(applied)
+
+        # 2. Comments the sync adds to the incident: its own notes and the new journal entries, side by side.
+        copies = self.incident.journal_comments(link, journal or [], known)
+        ours = [(name, text) for name, text in notes if name not in known]
+        added = self.incident.put_comments(link, ours + copies, known, also=also)
+        count = box["count"] if isinstance(box["count"], int) else None
+
+        if read_only:
+            if props.get("status") != "Closed":  # reopened in Sentinel: a follow-up ticket takes over
+                return self._follow_up(link, owner, props, held)
+            return self._freeze(link, owner, ticket, props, known, count, added)
 
         # 3. New Sentinel comments become work notes; field changes ride on the last PATCH.
-        comments = [c for c in self.sentinel.list_comments(link.incident_id) if c.get("name") not in known]
-        comments.sort(key=lambda c: str((c.get("properties") or {}).get("createdTimeUtc") or ""))
+        comments: list[dict] = []
+        if list_comments == "always" or count is None or count != link.comments_count:
+            comments = [c for c in self.sentinel.list_comments(link.incident_id) if c.get("name") not in known]
+            comments.sort(key=lambda c: str((c.get("properties") or {}).get("createdTimeUtc") or ""))
         patches: list[tuple[str | None, dict[str, str]]] = [
-            (c["name"], {"work_notes": self._work_note(link, props, c)}) for c in comments]
+            (c["name"], {"work_notes": texts.work_note(props, c)}) for c in comments]
         fields = self._servicenow_fields(decided.to_servicenow, props)
         if fields:
             if patches:
                 patches[-1][1].update(fields)
             else:
                 patches.append((None, fields))
-        base_servicenow, new_count, answer = dict(servicenow_now), mod_count, None
-        for name, payload in patches:
-            answer = self.snow.update_ticket(link.sys_id, payload)
-            if name:
-                known.add(name)
-        if answer is not None:
+        base_servicenow, new_count, answer = servicenow_view(ticket, self.mapping), mod_count, None
+        if patches:
+            link = self._lease(link, owner, held)
+            for name, payload in patches:
+                self.links.renew(link)
+                answer = self._write_ticket(link, payload, known)
+                if name:
+                    known.add(name)
             after = servicenow_view(answer, self.mapping)
             for name in decided.to_servicenow:
                 base_servicenow[name] = after[name]
@@ -428,123 +458,174 @@ class ServiceNowSync:
                 log.info("ticket %s changed while it was synced (count %s, expected %s)", link.number, answered,
                          mod_count + len(patches))
 
-        link.base_sentinel, link.base_servicenow, link.mod_count = base_sentinel, base_servicenow, new_count
+        link.base_sentinel, link.base_servicenow, link.mod_count = sentinel_view(props), base_servicenow, new_count
         link.known_comments = sorted(known)
-        self.links.save(link)
-        changed = bool(copied or to_sentinel or patches)
+        link.comments_count = count + added if count is not None else -1
+        superseded = self._save(link, owner)
+        if hidden:
+            log.error("ServiceNow hid %d journal entries of %s from the integration user: grant it read access to "
+                      "sys_journal_field (docs/servicenow.md)", hidden, link.number)
         final_state = str((answer or ticket).get("state") or "")
         return {
             "incident": link.incident_id,
             "ticket": {**self._ticket_ref(link), "state": final_state},
-            "changed": changed,
-            "sentinel": {"fields": to_sentinel, "comments": copied},
+            "changed": bool(added or box["applied"] or patches),
+            "sentinel": {"fields": sorted(box["applied"]), "comments": len(copies)},
             "servicenow": {"fields": sorted(fields), "workNotes": sum(1 for name, _ in patches if name)},
             "conflicts": decided.conflicts,
+            **({"superseded": True} if superseded else {}),
+            **({"journalHidden": hidden} if hidden else {}),
         }
 
-    def _ticket_ref(self, link: TicketLink) -> dict[str, str]:
-        return {"number": link.number, "sysId": link.sys_id, "url": self.snow.ticket_url(link.sys_id)}
+    def _lease(self, link: TicketLink, owner: str, held: list[TicketLink]) -> TicketLink:
+        """The pair's lease before writing to ServiceNow: a run that read the link without it takes it now, and
+        starts over if the link changed since it was read (another run synced the pair meanwhile)."""
+        if link.lease_owner == owner and link.lease_until > self.links.clock():
+            return link
+        leased = self.links.take(link, owner)
+        if leased is None:
+            raise _Restart()
+        held[0] = leased
+        return leased
 
-    # -- journal -> comments ------------------------------------------------------------------
-    def _copy_journal(self, link: TicketLink, journal: list[dict], known: set[str]) -> int:
-        copied = 0
-        for entry in sorted(journal, key=lambda e: (str(e.get("sys_created_on") or ""), str(e.get("sys_id")))):
-            created, sys_id = str(entry.get("sys_created_on") or ""), str(entry.get("sys_id") or "")
-            if created < link.journal_since or (created == link.journal_since and sys_id in link.journal_seen):
-                continue  # handled by an earlier run
-            value = str(entry.get("value") or "")
-            if entry.get("sys_created_by") == self.snow.username:
-                # The pack's own note. Its marker is the last one: a copied comment may quote marker text.
-                markers = MARKER_RE.findall(value)
-                if markers:
-                    known.add(markers[-1])  # a Sentinel comment this pack copied: never copy it back
-            else:
-                note = comment_id(link.incident_id, JOURNAL_COMMENT, sys_id)
-                try:
-                    self.sentinel.put_comment(link.incident_id, note, self._comment_text(link, entry))
-                    copied += 1
-                except BadRequest as refused:  # e.g. the incident holds 100 comments already
-                    log.warning("journal entry %s of %s not copied: %s", sys_id, link.number, refused.message)
-                known.add(note)
-            if created > link.journal_since:
-                link.journal_since, link.journal_seen = created, []
-            link.journal_seen.append(sys_id)
-        return copied
+    def _write_ticket(self, link: TicketLink, payload: dict[str, str], known: set[str]) -> dict:
+        """One PATCH; a ticket that turned read-only meanwhile (ACL refusal) restarts the run on its new state."""
+        try:
+            return self.snow.update_ticket(link.sys_id, payload)
+        except Forbidden as refused:
+            if refused.code != ACL_REFUSED:
+                raise self._unknown_close_code(refused, payload) from None
+            fresh = self.snow.get_ticket(link.sys_id)
+            if not self.mapping.is_read_only(str(fresh.get("state") or "")):
+                raise
+            link.known_comments = sorted(known)
+            self.links.save(link, release=False)  # keep what was written before the refusal
+            raise _Restart(fresh) from None
+
+    def _unknown_close_code(self, refused: Forbidden, payload: dict[str, str]) -> PackError:
+        """ServiceNow drops a close_code its choice list lacks, then refuses the resolve ("Resolution code" is
+        mandatory): name the mapping entry that holds the code, which is what has to change."""
+        code = payload.get("close_code")
+        if not code or "Resolution code" not in refused.message:
+            return refused
+        entry = self.mapping.written_values()["close_code"].get(code, "classification_to_close_code")
+        return ConfigurationError(f"ServiceNow has no close code {code!r} (it dropped it and then refused to resolve "
+                                  f"the ticket): change setting SERVICENOW_MAPPING {entry} to one of the instance's "
+                                  "incident close codes (GET /api/health/details lists the ones missing)",
+                                  code="ServiceNowUnknownCloseCode")
+
+    def _save(self, link: TicketLink, owner: str) -> bool:
+        """Save the link; True when a run without the lease found that another run saved first."""
+        if link.lease_owner == owner:
+            self.links.save(link)
+            return False
+        if self.links.save_if_unchanged(link):
+            return False
+        log.info("the link of incident %s was saved by another run meanwhile; this run's writes were idempotent",
+                 link.incident_key)
+        return True
+
+    def _ticket_ref(self, link: TicketLink) -> dict[str, Any]:
+        ref: dict[str, Any] = {"number": link.number, "sysId": link.sys_id, "url": self.snow.ticket_url(link.sys_id)}
+        if link.state == "closed":
+            ref["readOnly"] = True
+        if link.previous:
+            ref["previous"] = [number for _, number in link.previous]
+        return ref
+
+    # -- closed tickets -----------------------------------------------------------------------
+    def _freeze(self, link: TicketLink, owner: str, ticket: dict, props: dict, known: set[str], count: int | None,
+                added: int) -> dict[str, Any]:
+        """The ticket is closed (read-only): say so once on the incident, and write nothing more to it."""
+        note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
+        if note not in known:
+            added += self.incident.put_comments(link, [(note, texts.closed_comment(link.number,
+                                                                            self.snow.ticket_url(link.sys_id)))], known)
+        link.state = "closed"
+        link.base_sentinel = sentinel_view(props)
+        link.base_servicenow = servicenow_view(ticket, self.mapping)
+        link.mod_count = int(ticket.get("sys_mod_count") or 0)
+        link.known_comments = sorted(known)
+        link.comments_count = count + added if count is not None else -1
+        superseded = self._save(link, owner)
+        return {"incident": link.incident_id,
+                "ticket": {**self._ticket_ref(link), "state": str(ticket.get("state") or "")},
+                "changed": bool(added), "sentinel": {"fields": [], "comments": added},
+                "servicenow": {"fields": [], "workNotes": 0, "skipped": "the ticket is closed (read-only)"},
+                "conflicts": [], **({"superseded": True} if superseded else {})}
+
+    def _follow_up(self, link: TicketLink, owner: str, props: dict, held: list[TicketLink]) -> dict[str, Any]:
+        """The Sentinel incident was reopened while its ticket is closed: open a follow-up ticket linked to it."""
+        link = self._lease(link, owner, held)
+        closed = TicketLink(link.incident_key, link.incident_id, sys_id=link.sys_id, number=link.number)
+        if [link.sys_id, link.number] not in link.previous:
+            link.previous = [*link.previous, [link.sys_id, link.number]]
+        link.state = "creating"
+        self.links.save(link, release=False)  # a crash from here on adopts the follow-up instead of another one
+        case = Case(source="manual", incident_id=link.incident_id, workspace=Workspace(None, None, None),
+                    incident_name=link.incident_key, entities_included=False)
+        summary = self._first_sync(case, link, owner, follows=closed, props=props)
+        log.info("incident %s reopened: follow-up ServiceNow %s for closed %s", link.incident_key, link.number,
+                 closed.number)
+        return {**summary, "followUpOf": closed.number}
+
+    # == close-incident ==========================================================================
+    def close_ticket(self, case: Case, incident: dict, comment: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The incident was just closed (``incident`` as the close wrote it): resolve its ticket in one PATCH,
+        carrying the closing comment as a work note, without reading the incident or the ticket again."""
+        key = incident_key(case)
+        link = self.links.get(key)
+        if link is None or link.state == "creating":
+            return {"result": "no-ticket"}
+        if link.state == "closed":
+            return {"result": "ticket-closed", "number": link.number}
+        props = dict(incident.get("properties") or {})
+        now = sentinel_view(props)
+        wanted = {"status": now["status"], "classification": now["classification"]}
+        fields = self._servicenow_fields(wanted, props)
+        mapped = servicenow_view(fields, self.mapping)
+        done = all(link.base_servicenow.get(name) == mapped[name] for name in ("status", "classification"))
+        note = comment if comment and comment[0] not in link.known_comments else None
+        if done and note is None:
+            return {"result": "synced", "number": link.number, "state": link.base_servicenow.get("status")}
+        owner = new_owner()
+        link = self.links.wait_free(link, owner, wait=20.0)
+        leased = self.links.take(link, owner) if link is not None else None
+        if leased is None:  # another run is on the pair: let the full sync settle it
+            return {"result": "synced", **self._ticket_result(self.outbound(case))}
+
+        def close(held: TicketLink) -> dict[str, Any]:
+            payload = {} if done else dict(fields)
+            if note is not None:
+                payload["work_notes"] = texts.work_note(props, {"name": note[0], "properties": {
+                    "message": note[1], "author": {"name": "sentinel-playbooks"}}})
+            try:
+                answer = self.snow.update_ticket(held.sys_id, payload)
+            except (Forbidden, NotFound) as refused:
+                if refused.code not in (ACL_REFUSED, "ServiceNowNotFound"):
+                    raise (self._unknown_close_code(refused, payload) if isinstance(refused, Forbidden)
+                           else refused) from None
+                self.links.release(held)  # closed or deleted meanwhile: the full sync knows what to do
+                return {"result": "synced", **self._ticket_result(self.outbound(case))}
+            after = servicenow_view(answer, self.mapping)
+            for name in ("status", "classification"):
+                held.base_sentinel[name], held.base_servicenow[name] = now[name], after[name]
+            if int(answer.get("sys_mod_count") or 0) == held.mod_count + 1:
+                held.mod_count += 1
+            if note is not None:
+                held.known_comments = sorted({*held.known_comments, note[0]})
+                if held.comments_count >= 0:
+                    held.comments_count += 1  # the closing comment, written beside this call
+            self.links.save(held)
+            return {"result": "synced", "number": held.number, "state": str(answer.get("state") or "")}
+
+        return self._guarded(leased, owner, close)
 
     @staticmethod
-    def _comment_text(link: TicketLink, entry: dict) -> str:
-        kind = "work note" if entry.get("element") == "work_notes" else "comment"
-        value = str(entry.get("value") or "")
-        body = html.escape(value).replace("\n", "<br>")
-        header = (f"<p><b>ServiceNow {html.escape(link.number)}</b> · {kind} by "
-                  f"{html.escape(str(entry.get('sys_created_by') or 'unknown'))} · "
-                  f"{html.escape(str(entry.get('sys_created_on') or ''))} UTC</p>")
-        limit = COMMENT_MAX_CHARS - len(header) - 20
-        if len(body) > limit:
-            body = body[:limit] + "…"
-        return f"{header}<p>{body}</p>"
-
-    # -- comments -> work notes ---------------------------------------------------------------
-    @staticmethod
-    def _work_note(link: TicketLink, props: dict, comment: dict) -> str:
-        p = comment.get("properties") or {}
-        author = (p.get("author") or {}).get("name") or (p.get("author") or {}).get("email") or "unknown"
-        header = (f"<p>Synced from Microsoft Sentinel incident {journal_text(str(props.get('incidentNumber', '')))}"
-                  f" · comment by {journal_text(str(author))} · {journal_text(str(p.get('createdTimeUtc') or ''))}</p>")
-        footer = f"<p><i>{MARKER} {journal_text(str(comment['name']))}</i></p>"
-        room = WORK_NOTE_MAX_CHARS - len(header) - len(footer) - 400  # 400: the closing tags journal_html adds
-        # [code] keeps the comment's formatting (Sentinel comments are HTML), rebuilt from safe tags only: the
-        # comment is not trusted HTML, and ServiceNow renders a [code] block as it is (sync/journal.py).
-        return f"[code]{header}{journal_html(str(p.get('message') or ''), room)}{footer}[/code]"
-
-    # -- fields -> Sentinel -------------------------------------------------------------------
-    def _apply_to_sentinel(self, link: TicketLink, values: dict[str, str], seen: dict[str, str],
-                           ticket: dict) -> tuple[dict[str, str], dict]:
-        """Write ``values`` with the etag; a field that changed in Sentinel since ``seen`` is left alone."""
-        applied: dict[str, str] = {}
-
-        def change(properties: dict) -> bool:
-            applied.clear()
-            now = sentinel_view(properties)
-            for name, value in values.items():
-                if name == "classification" and "status" in values:
-                    continue  # written with the status below
-                if now[name] != seen[name]:
-                    continue  # an analyst changed it a moment ago: the newer change stands
-                if name == "status":
-                    properties["status"] = value
-                    if value == "Closed":
-                        self._classify(properties, values.get("classification")
-                                       or self.mapping.default_classification, ticket)
-                        applied["classification"] = values.get("classification", "")
-                elif name == "classification":
-                    self._classify(properties, value, ticket)
-                elif name == "severity":
-                    properties["severity"] = value
-                elif name == "owner":
-                    properties["owner"] = self._owner(value)
-                applied[name] = value
-            return bool(applied)
-
-        result = self.sentinel.update_incident(link.incident_id, change)
-        return dict(applied), result
-
-    @staticmethod
-    def _classify(properties: dict, classification: str, ticket: dict) -> None:
-        name, reason = split_classification(classification)
-        properties["classification"] = name
-        properties["classificationReason"] = reason
-        notes = str(ticket.get("close_notes") or "").strip()
-        fallback = f"Closed in ServiceNow ({ticket.get('close_code') or 'no close code'})"
-        properties["classificationComment"] = (notes or fallback)[:CLOSE_NOTES_MAX_CHARS]
-
-    def _owner(self, upn: str) -> dict[str, Any]:
-        if not upn:
-            return {"objectId": None, "email": None, "assignedTo": None, "userPrincipalName": None}
-        owner: dict[str, Any] = {"email": upn, "userPrincipalName": upn, "assignedTo": upn, "ownerType": "User"}
-        if object_id := self.mapping.owner_object_id(upn):
-            owner["objectId"] = object_id
-        return owner
+    def _ticket_result(summary: dict) -> dict[str, Any]:
+        ticket = summary.get("ticket") if isinstance(summary.get("ticket"), dict) else {}
+        return {"number": ticket.get("number"), "state": ticket.get("state")}
 
 
-__all__ = ["LOOKBACK_SECONDS", "MARKER", "ServiceNowSync", "client_from_settings"]
+__all__ = ["MARKER", "ServiceNowSync", "client_from_settings", "incident_key", "now_stamp", "ref_value",
+           "retryable"]

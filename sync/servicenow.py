@@ -1,4 +1,4 @@
-"""ServiceNow Table API client (pysnow) for the ``incident`` and ``sys_journal_field`` tables.
+"""ServiceNow Table API client (pysnow) for ``incident``, ``sys_journal_field`` and ``sys_choice``.
 
 A plain class, free of Azure Functions types. Why it is shaped the way it is:
 - pysnow is imported when a client is built, never at cold start (it costs ~0.3 s to import).
@@ -8,7 +8,10 @@ A plain class, free of Azure Functions types. Why it is shaped the way it is:
   A failed write surfaces as a PackError and the caller's next run re-reads before writing again
   (look-up by correlation id; work notes carry a marker the sync recognises).
 - pysnow's own ``update`` is a GET then a PUT; the sync already holds the record it reads, so an
-  update here is one PATCH through pysnow's custom request.
+  update here is one PATCH through pysnow's custom request, and its answer is the record after the update.
+- Every query is built by sync/query.py from values of a known shape: no free text, no ``javascript:``.
+- Lists read ``X-Total-Count``: ServiceNow applies ``sysparm_limit`` before row ACLs, so a short page does not
+  mean the last page, and rows counted but not returned are rows the integration user may not read.
 - pysnow raises ``requests.HTTPError`` for every 4xx/5xx and its own exceptions for odd bodies:
   both are mapped to the pack's error model here, with ServiceNow's ``error.message`` and never a
   credential.
@@ -22,6 +25,9 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,17 +35,23 @@ import requests
 
 from core.errors import BadRequest, ConfigurationError, DownstreamError, Forbidden, NotFound, PackError, Throttled
 from core.http import retry_after_seconds
+from sync import query as q
+from sync.fields import clip_field
 
 log = logging.getLogger(__name__)
 
 INCIDENT = "/table/incident"
 JOURNAL = "/table/sys_journal_field"
+CHOICES = "/table/sys_choice"
 TICKET_FIELDS = ("sys_id", "number", "state", "priority", "impact", "urgency", "assigned_to", "close_code",
                  "close_notes", "correlation_id", "correlation_display", "short_description", "sys_created_on",
-                 "sys_updated_on", "sys_mod_count")
+                 "sys_updated_on", "sys_mod_count", "parent_incident")
 JOURNAL_FIELDS = ("sys_id", "element_id", "element", "value", "sys_created_on", "sys_created_by")
 JOURNAL_ELEMENTS = ("comments", "work_notes")
 MAX_JOURNAL_PAGES = 20
+# sysparm_query travels in the URL, and ServiceNow answers 414 past 8192 bytes: 100 sys_ids (3.3 KB) per IN list.
+IN_CHUNK = 100
+ACL_REFUSED = "ServiceNowAclRefused"
 
 
 def ref_value(value: Any) -> str:
@@ -49,13 +61,33 @@ def ref_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def query_value(value: str) -> str:
-    """Escape a value for an encoded query: a literal ``^`` is written ``^^``."""
-    return str(value).replace("^", "^^")
+@dataclass
+class Page:
+    """One answer to a list request: its rows, ``X-Total-Count`` and the instance's clock (``Date``)."""
+
+    rows: list[dict] = field(default_factory=list)
+    total: int | None = None
+    instance_time: str | None = None  # "YYYY-MM-DD HH:MM:SS" (UTC) when ServiceNow answered
+
+    @property
+    def hidden(self) -> int:
+        """Rows the query counted on this page's range but the user may not read (0 when unknown)."""
+        return 0 if self.total is None else max(0, self.total - len(self.rows))
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a poll stands in ``(sys_updated_on, sys_id)`` order; an empty sys_id means "from this second on"."""
+
+    stamp: str
+    sys_id: str = ""
+
+    def before(self, row: dict) -> bool:
+        return (str(row.get("sys_updated_on") or ""), str(row.get("sys_id") or "")) > (self.stamp, self.sys_id)
 
 
 class ServiceNowClient:
-    """Tickets and journal entries of one ServiceNow instance, as the integration user."""
+    """Tickets, journal entries and choice lists of one ServiceNow instance, as the integration user."""
 
     def __init__(self, instance_url: str, username: str, password: str, *, read_session: requests.Session,
                  write_session: requests.Session, timeout: float = 10.0) -> None:
@@ -122,7 +154,8 @@ class ServiceNowClient:
             return ConfigurationError(f"ServiceNow rejected the integration user ({text}): check SERVICENOW_USERNAME "
                                       "and SERVICENOW_PASSWORD", code="ServiceNowCredentialsRejected")
         if status == 403:
-            return Forbidden(f"ServiceNow refused to {what}: {text}", code="ServiceNowForbidden")
+            code = ACL_REFUSED if "ACL Exception" in text else "ServiceNowForbidden"
+            return Forbidden(f"ServiceNow refused to {what}: {text}", code=code)
         if status == 404:
             return NotFound(f"ServiceNow: {what}: {text}", code="ServiceNowNotFound")
         if status == 429:
@@ -134,58 +167,130 @@ class ServiceNowClient:
                                    retry_after=retry)
         return BadRequest(f"ServiceNow rejected the request ({what}): {text}", code="ServiceNowBadRequest")
 
+    def _list(self, path: str, query: str, *, limit: int, offset: int = 0, fields: Sequence[str] = ()) -> Page:
+        response = self._resource(path).get(query=query, limit=limit, offset=offset, fields=list(fields))
+        rows = list(response.all())
+        headers = response.headers
+        total = headers.get("X-Total-Count")
+        return Page(rows, int(total) if str(total or "").isdigit() else None, _instance_time(headers.get("Date")))
+
     # -- incident -----------------------------------------------------------------------------
     def get_ticket(self, sys_id: str) -> dict:
+        sys_id = q.sys_id(sys_id)
         with self._answers(f"read incident {sys_id}"):
             return self._resource(INCIDENT, fields=TICKET_FIELDS).request("GET", path_append=f"/{sys_id}").one()
 
-    def find_by_correlation(self, correlation_id: str, source: str) -> dict | None:
-        """The ticket created for ``correlation_id`` earlier, if any (oldest first when several)."""
-        query = (f"correlation_id={query_value(correlation_id)}^correlation_display={query_value(source)}"
-                 "^ORDERBYsys_created_on")
+    def find_by_correlation(self, incident_key: str, source: str, *, exclude: Sequence[str] = ()) -> dict | None:
+        """The oldest ticket created for incident ``incident_key`` (a GUID) that is not in ``exclude``."""
+        key = q.guid(incident_key)
+        query = q.joined(q.condition("correlation_id", "=", key),
+                         q.condition("correlation_display", "=", q.word(source, "SERVICENOW_MAPPING source")),
+                         q.order_by("sys_created_on"))
         with self._answers("look up the ticket by correlation id"):
-            found = self._resource(INCIDENT).get(query=query, limit=10, fields=list(TICKET_FIELDS)).all()
+            found = self._list(INCIDENT, query, limit=20, fields=TICKET_FIELDS).rows
         # A misspelt field in an encoded query is silently dropped and matches everything: check.
-        found = [t for t in found if t.get("correlation_id") == correlation_id]
+        found = [t for t in found if t.get("correlation_id") == key and t.get("sys_id") not in exclude]
         return found[0] if found else None
 
     def create_ticket(self, fields: dict[str, str]) -> dict:
         with self._answers("create the incident"):
-            return self._resource(INCIDENT, write=True, fields=TICKET_FIELDS).create(fields).one()
+            return self._resource(INCIDENT, write=True, fields=TICKET_FIELDS).create(_clipped(fields)).one()
 
     def update_ticket(self, sys_id: str, fields: dict[str, str]) -> dict:
+        sys_id = q.sys_id(sys_id)
         with self._answers(f"update incident {sys_id}"):
             resource = self._resource(INCIDENT, write=True, fields=TICKET_FIELDS)
-            return resource.request("PATCH", path_append=f"/{sys_id}", data=json.dumps(fields)).one()
+            return resource.request("PATCH", path_append=f"/{sys_id}", data=json.dumps(_clipped(fields))).one()
 
-    def changed_since(self, since: str, source: str, *, limit: int, offset: int = 0) -> list[dict]:
-        """Tickets of ``source`` updated at or after ``since``, oldest change first (stable order)."""
-        query = (f"correlation_display={query_value(source)}^sys_updated_on>={query_value(since)}"
-                 "^ORDERBYsys_updated_on^ORDERBYsys_id")
+    def changed_after(self, position: Position, source: str, *, limit: int, offset: int = 0) -> Page:
+        """Tickets of ``source`` after ``position`` in (sys_updated_on, sys_id) order, oldest change first.
+
+        "After" is "a later second, or the same second and a later sys_id" (``^NQ``: ServiceNow's encoded
+        queries have no parentheses). Should an instance ignore the ``sys_id`` condition, the rest of that second
+        comes back again: such rows are dropped here (and the poll skips any it has handled), so the order stays
+        right either way.
+        """
+        source = q.word(source, "SERVICENOW_MAPPING source")
+        ours = q.condition("correlation_display", "=", source)
+        at = q.stamp(position.stamp, "the poll position")
+        if position.sys_id:
+            later = q.joined(ours, q.condition("sys_updated_on", ">", at))
+            same = q.joined(ours, q.condition("sys_updated_on", ">=", at), q.condition("sys_updated_on", "<=", at),
+                            q.condition("sys_id", ">", q.sys_id(position.sys_id)))
+            where = q.new_query(later, same)
+        else:
+            where = q.joined(ours, q.condition("sys_updated_on", ">=", at))
+        query = q.joined(where, q.order_by("sys_updated_on", "sys_id"))
         with self._answers("list changed incidents"):
-            return list(self._resource(INCIDENT).get(query=query, limit=limit, offset=offset,
-                                                     fields=list(TICKET_FIELDS)).all())
+            page = self._list(INCIDENT, query, limit=limit, offset=offset, fields=TICKET_FIELDS)
+        page.rows = [row for row in page.rows if position.before(row)]
+        return page
 
     # -- journal ------------------------------------------------------------------------------
-    def journal(self, sys_ids: Sequence[str], since: str, *, limit: int = 100) -> list[dict]:
-        """Work notes and comments of the tickets ``sys_ids`` created at or after ``since``, oldest first."""
-        if not sys_ids:
-            return []
-        query = (f"name=incident^element_idIN{','.join(sys_ids)}^elementIN{','.join(JOURNAL_ELEMENTS)}"
-                 f"^sys_created_on>={query_value(since)}^ORDERBYsys_created_on^ORDERBYsys_id")
+    def journal(self, sys_ids: Sequence[str], since: str, *, limit: int = 100) -> tuple[list[dict], int]:
+        """(work notes and comments of the tickets ``sys_ids`` created at or after ``since``, oldest first;
+        how many rows the query counted that the integration user may not read)."""
+        wanted = [q.sys_id(s) for s in dict.fromkeys(sys_ids)]
         entries: list[dict] = []
+        hidden = 0
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start:start + IN_CHUNK]
+            query = q.joined(q.condition("name", "=", "incident"), q.one_of("element_id", chunk),
+                             q.one_of("element", JOURNAL_ELEMENTS),
+                             q.condition("sys_created_on", ">=", q.stamp(since or "1970-01-01 00:00:00")),
+                             q.order_by("sys_created_on", "sys_id"))
+            with self._answers("read work notes and comments"):
+                for number in range(MAX_JOURNAL_PAGES):
+                    page = self._list(JOURNAL, query, limit=limit, offset=number * limit, fields=JOURNAL_FIELDS)
+                    entries += page.rows
+                    seen = min(limit, max(0, (page.total if page.total is not None else 0) - number * limit))
+                    hidden += max(0, seen - len(page.rows))
+                    if page.total is None or (number + 1) * limit >= page.total:
+                        break
+                else:
+                    log.warning("journal of %d ticket(s) has more than %d entries since %s; the rest follows next run",
+                                len(chunk), MAX_JOURNAL_PAGES * limit, since)
+        keep = set(wanted)
+        return ([e for e in entries if ref_value(e.get("element_id")) in keep and e.get("element") in JOURNAL_ELEMENTS],
+                hidden)
+
+    def journal_visibility(self) -> Page:
+        """One incident journal row, with the count of all of them: counted but not returned means the
+        integration user cannot read sys_journal_field (ServiceNow answers 200, not 403)."""
+        query = q.joined(q.condition("name", "=", "incident"), q.one_of("element", JOURNAL_ELEMENTS))
         with self._answers("read work notes and comments"):
-            for page in range(MAX_JOURNAL_PAGES):
-                rows = list(self._resource(JOURNAL).get(query=query, limit=limit, offset=page * limit,
-                                                        fields=list(JOURNAL_FIELDS)).all())
-                entries += rows
-                if len(rows) < limit:
-                    break
-            else:
-                log.warning("journal of %d ticket(s) has more than %d entries since %s; the rest follows next run",
-                            len(sys_ids), MAX_JOURNAL_PAGES * limit, since)
-        wanted = set(sys_ids)
-        return [e for e in entries if ref_value(e.get("element_id")) in wanted and e.get("element") in JOURNAL_ELEMENTS]
+            return self._list(JOURNAL, query, limit=1, fields=("sys_id",))
+
+    # -- instance -----------------------------------------------------------------------------
+    def ping(self) -> Page:
+        """The cheapest authenticated read (one incident sys_id): checks the URL and the credentials."""
+        with self._answers("read incidents"):
+            return self._list(INCIDENT, "", limit=1, fields=("sys_id",))
+
+    def choices(self, elements: Sequence[str]) -> dict[str, set[str]]:
+        """The active ``incident.<element>`` choice values, per element (Forbidden without read access)."""
+        query = q.joined(q.condition("name", "=", "incident"),
+                         q.one_of("element", [q.word(e, "a choice element") for e in elements]),
+                         q.condition("inactive", "=", "false"))
+        with self._answers("read the incident choice lists (sys_choice)"):
+            page = self._list(CHOICES, query, limit=1000, fields=("element", "value"))
+        found: dict[str, set[str]] = {element: set() for element in elements}
+        for row in page.rows:
+            found.setdefault(str(row.get("element") or ""), set()).add(str(row.get("value") or ""))
+        return found
 
 
-__all__ = ["JOURNAL_FIELDS", "TICKET_FIELDS", "ServiceNowClient", "query_value", "ref_value"]
+def _clipped(fields: dict[str, str]) -> dict[str, str]:
+    return {name: clip_field(name, value) if isinstance(value, str) else value for name, value in fields.items()}
+
+
+def _instance_time(header: str | None) -> str | None:
+    if not header:
+        return None
+    try:
+        return parsedate_to_datetime(header).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["ACL_REFUSED", "JOURNAL_FIELDS", "TICKET_FIELDS", "Page", "Position", "ServiceNowClient", "ref_value"]

@@ -60,6 +60,11 @@ NOT_SET_IN_AZURE = {
     "HTTP_POOL_SIZE": "tuned default in core/settings.py",
     "STATE_POOL_SIZE": "tuned default in core/settings.py",
     "SIGN_IN_SESSION_MINUTES": "default 8 h, App Service Authentication's own session length",
+    "PUBLIC_BASE_URL": "approval links default to the origin the playbook called (the app's own host name); "
+                       "set it only for a custom domain or a front door",
+    "SERVICENOW_SYNC_CONCURRENCY": "tuned default in core/settings.py (ServiceNow sync)",
+    "SERVICENOW_POLL_MAX_PAGES": "tuned default in core/settings.py (ServiceNow sync)",
+    "SERVICENOW_POLL_OVERLAP_SECONDS": "tuned default in core/settings.py (ServiceNow sync)",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

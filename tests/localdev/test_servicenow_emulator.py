@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 import requests
@@ -125,12 +126,12 @@ def test_no_change_no_new_update(snow, http):
 def test_resolving_needs_close_code_and_notes(snow, http):
     record = create(http, snow, short_description="x")
     url = table(snow, sys_id=record["sys_id"])
-    refused = http.patch(url, json={"state": "6", "close_code": "Solved (Permanently)"}, timeout=5)
+    refused = http.patch(url, json={"state": "6", "close_code": "Solution provided"}, timeout=5)
     assert refused.status_code == 403
     assert "Data Policy Exception" in refused.json()["error"]["detail"]
     assert "Resolution notes" in refused.json()["error"]["detail"]
     assert snow.record(record["sys_id"])["state"] == "1"  # nothing written
-    resolved = http.patch(url, json={"state": "6", "close_code": "Solved (Permanently)", "close_notes": "done"},
+    resolved = http.patch(url, json={"state": "6", "close_code": "Solution provided", "close_notes": "done"},
                           timeout=5).json()["result"]
     assert resolved["state"] == resolved["incident_state"] == "6" and resolved["resolved_at"]
     reopened = http.put(url, json={"state": "2"}, timeout=5).json()["result"]
@@ -146,7 +147,7 @@ def test_update_as_an_analyst(snow):
     assert after["sys_updated_by"] == "megan.bowen" and after["sys_updated_on"] > record["sys_updated_on"]
     assert [row["sys_created_by"] for row in snow.journal(record["sys_id"])] == ["megan.bowen"]
     with pytest.raises(ValueError, match="Resolution code"):
-        snow.update_as(record["sys_id"], state="7")
+        snow.update_as(record["sys_id"], state="6")
 
 
 # -- queries ----------------------------------------------------------------------------------
@@ -208,3 +209,144 @@ def test_pysnow_reads_and_writes_through_the_emulator(snow, five):
     assert updated["priority"] == "3"
     methods = [r.method for r in snow.received[-2:]]
     assert methods == ["GET", "PUT"]
+
+
+# -- what a real instance refuses, drops or hides ----------------------------------------------
+ACL_BODY = {"error": {"message": "Operation Failed",
+                      "detail": "ACL Exception Update Failed due to security constraints"}, "status": "failure"}
+
+
+def resolve(http, snow, sys_id, code="Solution provided"):
+    return http.patch(table(snow, sys_id=sys_id), json={"state": "6", "close_code": code, "close_notes": "done"},
+                      timeout=5)
+
+
+def test_closed_and_canceled_incidents_are_read_only_for_itil(snow, http):
+    record = create(http, snow, short_description="x")
+    assert resolve(http, snow, record["sys_id"]).status_code == 200  # itil may resolve...
+    snow.update_as(record["sys_id"], "system", state="7")  # ...the auto-close job closes
+    for body in ({"work_notes": "late note"}, {"state": "2"}, {"close_code": "Duplicate"}):
+        refused = http.patch(table(snow, sys_id=record["sys_id"]), json=body, timeout=5)
+        assert refused.status_code == 403 and refused.json() == ACL_BODY
+    assert snow.record(record["sys_id"])["state"] == "7" and len(snow.journal(record["sys_id"])) == 0
+    with pytest.raises(PermissionError):
+        snow.update_as(record["sys_id"], "megan.bowen", state="2")
+    admin = snow.update_as(record["sys_id"], "admin", state="2")  # admin still may
+    assert admin["state"] == "2" and admin["reopen_count"] == "1"
+    canceled = create(http, snow, short_description="y")
+    assert http.patch(table(snow, sys_id=canceled["sys_id"]), json={"state": "8"}, timeout=5).status_code == 200
+    assert http.patch(table(snow, sys_id=canceled["sys_id"]), json={"state": "2"}, timeout=5).json() == ACL_BODY
+
+
+def test_itil_cannot_close_the_field_is_dropped(snow, http):
+    record = create(http, snow, short_description="x")
+    answer = http.patch(table(snow, sys_id=record["sys_id"]),
+                        json={"state": "7", "close_code": "Duplicate", "close_notes": "n"}, timeout=5)
+    assert answer.status_code == 200  # a field ACL: the field is not written, the request succeeds
+    assert answer.json()["result"]["state"] == "1" and answer.json()["result"]["close_code"] == "Duplicate"
+
+
+def test_close_code_outside_the_choice_list_is_dropped_and_the_data_policy_refuses(snow, http):
+    record = create(http, snow, short_description="x")
+    refused = resolve(http, snow, record["sys_id"], code="Solved (Permanently)")  # a legacy code
+    assert refused.status_code == 403
+    assert "The following fields are mandatory: Resolution code" in refused.json()["error"]["detail"]
+    snow.set_choices("close_code", [("Solved (Permanently)", "Solved (Permanently)")])  # an instance with its own
+    assert resolve(http, snow, record["sys_id"], code="Solved (Permanently)").status_code == 200
+
+
+def test_strings_are_clipped_to_their_column(snow, http):
+    record = create(http, snow, short_description="s" * 300, description="d" * 6000, correlation_id="c" * 150)
+    assert len(record["short_description"]) == 160 and len(record["correlation_id"]) == 100
+    assert len(record["description"]) == 6000  # mediumtext: not clipped
+
+
+def test_journal_rows_hidden_by_acl_answer_200_and_still_count(snow, http):
+    record = create(http, snow, short_description="x", work_notes="secret")
+    snow.hide_journal_from(USER)
+    hidden = http.get(table(snow, "sys_journal_field"), params={"sysparm_query": f"element_id={record['sys_id']}"},
+                      timeout=5)
+    assert hidden.status_code == 200 and hidden.json()["result"] == []
+    assert hidden.headers["X-Total-Count"] == "1"  # counted before the row ACL
+
+
+def test_limit_applies_before_row_acls(snow, http):
+    """Of a page of 2, the hidden rows still take their places."""
+    for n in range(3):
+        create(http, snow, short_description=f"n{n}", work_notes=f"w{n}")
+    snow.hide_journal_from(USER)
+    page = http.get(table(snow, "sys_journal_field"), params={"sysparm_limit": "2"}, timeout=5)
+    assert page.json()["result"] == [] and page.headers["X-Total-Count"] == "3" and 'rel="next"' in page.headers["Link"]
+
+
+def test_sys_choice_queries_need_more_than_itil(snow, http):
+    query = {"sysparm_query": "name=incident^element=close_code^inactive=false", "sysparm_fields": "value"}
+    refused = http.get(table(snow, "sys_choice"), params=query, timeout=5)
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {"message": "Insufficient rights to query records",
+                                       "detail": "Field(s) present in the query do not have permission to be read"}
+    snow.allow_choice_query(USER)
+    codes = {r["value"] for r in http.get(table(snow, "sys_choice"), params=query, timeout=5).json()["result"]}
+    assert codes == {"Duplicate", "Known error", "No resolution provided", "Resolved by caller", "Resolved by change",
+                     "Resolved by problem", "Resolved by request", "Solution provided", "Workaround provided",
+                     "User error"}
+
+
+def test_javascript_in_a_query_value_runs_on_the_instance(snow, http):
+    query(http, snow, "correlation_id=javascript:gs.sleep(1)^ORDERBYnumber")
+    assert snow.scripts == ["javascript:gs.sleep(1)"]
+
+
+def test_new_query_and_order_by_several_fields(snow, http):
+    """The poll's cursor: later second, or the same second and a later sys_id (^NQ), ordered by both."""
+    a, b, c = (snow.seed_incident(short_description=n, correlation_display="S") for n in "abc")
+    snow.advance(1)
+    d = snow.seed_incident(short_description="d", correlation_display="S")
+    stamp = a["sys_updated_on"]
+    same = sorted((a, b, c), key=lambda r: r["sys_id"])
+    q = (f"correlation_display=S^sys_updated_on>{stamp}^NQcorrelation_display=S^sys_updated_on>={stamp}"
+         f"^sys_updated_on<={stamp}^sys_id>={same[1]['sys_id']}^ORDERBYsys_updated_on^ORDERBYsys_id")
+    assert numbers(query(http, snow, q)) == [same[1]["number"], same[2]["number"], d["number"]]
+
+
+def test_numbers_compare_as_numbers(snow, http):
+    for count in (2, 10):
+        record = snow.seed_incident(short_description=str(count))
+        for _ in range(count):
+            snow.update_as(record["sys_id"], "system", work_notes="n")
+    assert [r["sys_mod_count"] for r in query(http, snow, "sys_mod_count>3^ORDERBYsys_mod_count").json()["result"]] \
+        == ["10"]
+
+
+def test_date_header_follows_the_instance_clock(snow, http):
+    from email.utils import parsedate_to_datetime
+
+    snow.advance(3600)
+    answer = http.get(table(snow), params={"sysparm_limit": "1"}, timeout=5)
+    stamp = parsedate_to_datetime(answer.headers["Date"]).strftime("%Y-%m-%d %H:%M:%S")
+    assert abs((parsedate_to_datetime(answer.headers["Date"]) - snow.clock()).total_seconds()) < 5
+    assert stamp[:13] == snow.now()[:13]
+
+
+def test_a_late_commit_is_invisible_until_it_commits(snow, http):
+    record = snow.seed_incident(short_description="x", correlation_display="S")
+    token = snow.begin_update(record["sys_id"], "megan.bowen", urgency="1", work_notes="slow transaction")
+    stamped = snow.now()
+    snow.advance(2)
+    assert query(http, snow, "urgency=1").json()["result"] == []
+    committed = snow.commit(token)
+    assert committed["urgency"] == "1" and committed["sys_updated_on"] == stamped  # stamped before it committed
+    assert numbers(query(http, snow, "urgency=1")) == [record["number"]]
+
+
+def test_an_over_long_url_answers_414(snow, http):
+    ids = ",".join(uuid.uuid4().hex for _ in range(250))
+    assert http.get(table(snow, "sys_journal_field"), params={"sysparm_query": f"element_idIN{ids}"},
+                    timeout=5).status_code == 414
+    ids = ",".join(uuid.uuid4().hex for _ in range(200))
+    assert http.get(table(snow, "sys_journal_field"), params={"sysparm_query": f"element_idIN{ids}"},
+                    timeout=5).status_code == 200
+
+
+def test_no_count_leaves_out_the_total(snow, http, five):
+    assert "X-Total-Count" not in query(http, snow, "ORDERBYnumber", sysparm_no_count="true").headers

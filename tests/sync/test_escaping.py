@@ -70,7 +70,8 @@ def test_hostile_incident_fields_stay_literal_text_in_the_ticket(snow, sync_host
 
     ticket = ticket_of(stack, incident_id)
     number = body["object"]["properties"]["incidentNumber"]
-    assert ticket["short_description"] == f"[Sentinel #{number}] Sign-in {HOSTILE}"[:160]
+    assert ticket["short_description"] == f"[Sentinel #{number}] Sign-in {HOSTILE}"[:159] + "…"  # clipped, says so
+    assert f"Title (clipped in the short description): Sign-in {HOSTILE}" in ticket["description"]
     assert f"Alert said: {HOSTILE}" in ticket["description"]
     assert f"ws-{SCRIPT}".lower() in ticket["description"].lower()
     for field in ("short_description", "description"):  # plain fields: no [code] block of ours around them

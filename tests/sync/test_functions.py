@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
 from localdev.stack import SNOW_WEBHOOK_SECRET
 from sync.links import LinkStore
-from sync.service import poll_cursor
 from tests.conftest import HostClient
 from tests.fixtures import INCIDENT_4711, sample
 from tests.sync.conftest import (
@@ -29,6 +29,7 @@ from tests.sync.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
+OVERLAP = 10  # SERVICENOW_POLL_OVERLAP_SECONDS (default)
 
 
 def linked(sync_host, stack, **properties):
@@ -156,14 +157,31 @@ def test_closing_in_sentinel_resolves_the_ticket_with_the_mapped_code(snow, sync
                     classificationReason="IncorrectAlertLogic", classificationComment="Rule fires on our VPN egress.")
     assert sync_host.outbound(body).status_code == 200
     after = snow.record(ticket["sys_id"])
-    assert after["state"] == "6" and after["close_code"] == "Not Solved (Not Reproducible)"
+    assert after["state"] == "6" and after["close_code"] == "No resolution provided"
     assert after["close_notes"] == "Rule fires on our VPN egress." and after["resolved_at"]
+
+
+def test_a_close_code_the_instance_lacks_is_named_with_its_mapping_entry(snow, sync_host):
+    """ServiceNow drops an unknown close code without an error and then refuses the resolve: the answer names the
+    SERVICENOW_MAPPING entry to change instead of a bare 403."""
+    stack = sync_host.stack
+    body, incident_id, ticket = linked(sync_host, stack)
+    snow.set_choices("close_code", [("Solved (Permanently)", "Solved (Permanently)")])  # an instance of its own
+    stack.arm.touch(incident_id, status="Closed", classification="FalsePositive",
+                    classificationReason="IncorrectAlertLogic", classificationComment="VPN egress.")
+    answer = sync_host.outbound(body)
+    assert answer.status_code == 500, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "ServiceNowUnknownCloseCode"
+    assert "SERVICENOW_MAPPING classification_to_close_code.FalsePositive" in error["message"]
+    assert "No resolution provided" in error["message"]
+    assert snow.record(ticket["sys_id"])["state"] == "1"
 
 
 def test_closing_in_servicenow_closes_the_incident_by_poll(snow, sync_host):
     stack = sync_host.stack
     _, incident_id, ticket = linked(sync_host, stack)
-    snow.update_as(ticket["sys_id"], "megan.bowen", state="7", close_code="Closed/Resolved by Caller",
+    snow.update_as(ticket["sys_id"], "megan.bowen", state="6", close_code="Resolved by caller",
                    close_notes="Expected: the user was travelling.")
     sync_host.poll()
     incident = props(stack, incident_id)
@@ -176,7 +194,7 @@ def test_closing_in_servicenow_closes_the_incident_by_poll(snow, sync_host):
 def test_reopen_both_ways(snow, sync_host):
     stack = sync_host.stack
     body, incident_id, ticket = linked(sync_host, stack)
-    snow.update_as(ticket["sys_id"], state="6", close_code="Solved (Permanently)", close_notes="Password reset.")
+    snow.update_as(ticket["sys_id"], state="6", close_code="Solution provided", close_notes="Password reset.")
     assert sync_host.push_ticket(ticket["sys_id"]).status_code == 200
     assert props(stack, incident_id)["classification"] == "TruePositive"
 
@@ -225,6 +243,8 @@ def test_idle_poll_cycles_write_nothing_and_make_one_request(snow, sync_host):
     snow.update_as(ticket["sys_id"], "megan.bowen", urgency="3", work_notes="lowering")
     sync_host.poll()
     assert props(stack, incident_id)["severity"] == "Medium"
+    snow.advance(OVERLAP + 2)  # past the window in which that change could still have been committing
+    sync_host.poll()  # the one look back at that window
     before, requests_before = writes(stack), len(snow.received)
     for _ in range(5):
         sync_host.poll()
@@ -248,15 +268,17 @@ def test_push_of_our_own_update_is_ignored_without_reading(snow, sync_host):
 def test_conflict_newest_change_wins(snow, sync_host, servicenow_later):
     stack = sync_host.stack
     body, incident_id, ticket = linked(sync_host, stack)
-    snow.advance(-10 if not servicenow_later else 0)
     if servicenow_later:
         stack.arm.touch(incident_id, severity="Low")
         snow.advance(5)
         snow.update_as(ticket["sys_id"], impact="3", urgency="3")  # Informational, 5 s later
     else:
+        # The instance clock may run ahead of the real one (earlier tests advanced it): stamp 10 s before now.
+        back = (snow.clock() - datetime.now(UTC)).total_seconds() + 10
+        snow.advance(-back)
         snow.update_as(ticket["sys_id"], impact="3", urgency="3")  # stamped 10 s in the past
         stack.arm.touch(incident_id, severity="Low")
-        snow.advance(10)
+        snow.advance(back)
     summary = sync_host.outbound(body).json()
     [conflict] = summary["conflicts"]
     assert conflict["field"] == "severity"
@@ -291,20 +313,20 @@ def test_tickets_not_created_by_the_pack_are_left_alone(snow, sync_host):
     linked(sync_host, stack)
     foreign = snow.seed_incident(short_description="printer", correlation_display="Microsoft Sentinel",
                                  correlation_id="00000000-0000-0000-0000-000000000000")
-    snow.update_as(foreign["sys_id"], state="7", close_code="Solved (Permanently)", close_notes="x")
+    snow.update_as(foreign["sys_id"], "system", state="7", close_code="Solution provided", close_notes="x")
     before = writes(stack)
     sync_host.poll()
     assert writes(stack) == before
 
 
-def test_watermark_survives_a_restart(stack):
+def test_poll_cursor_survives_a_restart(stack):
     stack.reset()
     prefix = "w" + str(int(time.time() * 1000) % 10**8)
     first = SyncClient(stack.host(**sync_settings(STATE_TABLE_PREFIX=prefix)), stack)
     try:
         _, incident_id, ticket = linked(first, stack)
         first.poll()
-        saved = LinkStore(first.state).poll_mark()
+        saved = LinkStore(first.state).cursor()
     finally:
         first.host.stop()
     stack.snow.advance(30)
@@ -317,9 +339,9 @@ def test_watermark_survives_a_restart(stack):
         second.host.stop()
     assert props(stack, incident_id)["severity"] == "Medium"
     [query] = [r.query["sysparm_query"] for r in stack.snow.requests_to("GET", r"/table/incident$")]
-    since = query.split("sys_updated_on>=")[1].split("^")[0]
-    assert saved[0] == ticket["sys_created_on"]
-    assert since == poll_cursor(*saved)  # went on from the saved watermark, not from the beginning
+    assert saved.stamp >= ticket["sys_created_on"]
+    start = saved.recheck if saved.complete and saved.recheck else saved.stamp
+    assert f"sys_updated_on>={start}" in query or f"sys_updated_on>{start}" in query  # went on from the saved cursor
 
 
 @pytest.mark.parametrize("fault", [{"status": 503}, {"status": 429, "retry_after": 120}])

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import Busy
 from core.state import StateStore
-from sync.links import LinkStore, new_owner
+from sync.links import LinkStore, PollCursor, new_owner
 
 
 @pytest.fixture
@@ -63,15 +63,50 @@ def test_release_after_failure_keeps_what_was_saved(links):
     assert again.number == "INC0010001"
 
 
-def test_ticket_index_watermark_and_runs(links):
+def test_ticket_index_cursor_and_runs(links):
     links.index_ticket("b" * 32, "inc-key", "/x/inc")
     assert links.incident_for_ticket("b" * 32) == "inc-key"
     assert links.incident_for_ticket("c" * 32) is None
-    assert links.watermark() is None
-    links.start_watermark("2026-11-20 10:02:10")
-    links.start_watermark("2026-11-20 11:00:00")  # only the first ticket sets it
-    assert links.watermark() == "2026-11-20 10:02:10"
-    links.set_watermark("2026-11-20 12:00:00")
-    assert links.watermark() == "2026-11-20 12:00:00"
-    assert links.record_poll({"synced": 1}) == 1 and links.record_poll({"synced": 0}) == 2
-    assert links.last_poll()["summary"] == {"synced": 0}
+    assert links.cursor() is None
+    links.start_cursor("2026-11-20 10:02:10")
+    links.start_cursor("2026-11-20 11:00:00")  # only the first ticket sets it
+    assert links.cursor() == PollCursor(stamp="2026-11-20 10:02:10")
+    many = {f"{i:032x}": ["2026-11-20 12:00:00", i] for i in range(2000)}  # more than one property holds
+    links.save_cursor(PollCursor("2026-11-20 12:00:00", "f" * 32, recheck="2026-11-20 11:59:50", complete=False,
+                                 recent=many))
+    assert links.cursor() == PollCursor("2026-11-20 12:00:00", "f" * 32, "2026-11-20 11:59:50", False, many)
+    assert links.last_poll() is None
+    links.record_poll({"synced": 1})
+    assert links.last_poll()["summary"] == {"synced": 1}
+
+
+def test_a_cursor_row_of_the_earlier_design_reads_from_its_older_mark(links):
+    links.store.upsert("snowlinks", {"PartitionKey": "poll", "RowKey": "watermark", "since": "2026-11-20 10:00:00",
+                                     "floor": "2026-11-20 09:59:00"})
+    assert links.cursor() == PollCursor(stamp="2026-11-20 09:59:00", complete=False)
+
+
+def test_a_lease_is_short_and_renewed_when_a_run_is_long(stack, links):
+    clock = [1000.0]
+    timed = LinkStore(links.store, poll_seconds=0.01, clock=lambda: clock[0])
+    assert timed.lease_seconds == 30  # a run killed mid-way holds its pair for half a minute, not two
+    link = timed.claim(str(uuid.uuid4()), "/x", new_owner())
+    clock[0] += 10
+    timed.renew(link)  # more than half left: nothing written
+    assert link.lease_until == 1030
+    clock[0] += 10
+    timed.renew(link)
+    assert link.lease_until == 1050 and timed.get(link.incident_key).lease_until == 1050
+
+
+def test_a_link_read_without_the_lease_is_saved_only_if_unchanged(links):
+    key = str(uuid.uuid4())
+    first = links.claim(key, "/x", new_owner())
+    links.save(first)
+    mine, theirs = links.get(key), links.get(key)
+    theirs.mod_count = 5
+    assert links.save_if_unchanged(theirs)
+    mine.mod_count = 3
+    assert not links.save_if_unchanged(mine)
+    assert links.get(key).mod_count == 5
+    assert links.take(mine, new_owner()) is None  # a stale read cannot take the lease either

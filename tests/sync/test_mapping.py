@@ -18,9 +18,21 @@ def test_defaults_round_trip_every_sentinel_status():
         "New", "Active", "Active", "Closed", "Closed", "Closed"]
     assert mapping.impact_urgency_for("High") == ("1", "2")
     assert mapping.severity_for("1") == mapping.severity_for("2") == "High"
-    assert mapping.close_code_for("TruePositive/SuspiciousActivity") == "Solved (Permanently)"
-    assert mapping.close_code_for("FalsePositive/InaccurateData") == "Not Solved (Not Reproducible)"
-    assert mapping.classification_for("Closed/Resolved by Caller") == "BenignPositive/SuspiciousButExpected"
+    assert mapping.close_code_for("TruePositive/SuspiciousActivity") == "Solution provided"
+    assert mapping.close_code_for("FalsePositive/InaccurateData") == "No resolution provided"
+    assert mapping.classification_for("Resolved by caller") == "BenignPositive/SuspiciousButExpected"
+    assert mapping.classification_for("Solved (Permanently)") == "Undetermined"  # a legacy code: not a default
+
+
+def test_defaults_are_the_current_out_of_box_close_codes():
+    """issue 15.4: ServiceNow's current choices, both ways; the legacy codes are gone from the defaults."""
+    from localdev.emulators.servicenow import OOB_CHOICES
+
+    oob = {code for code, _ in OOB_CHOICES["close_code"]}
+    mapping = SyncMapping.from_setting("")
+    assert set(mapping.classification_to_close_code.values()) <= oob
+    assert set(mapping.close_code_to_classification) == oob
+    assert mapping.is_read_only("7") and mapping.is_read_only("8") and not mapping.is_read_only("6")
     assert mapping.classification_for("a code nobody mapped") == "Undetermined"
     assert mapping.owner_sys_id("") == "" and mapping.owner_sys_id("someone@contoso.com") is None
 
@@ -29,7 +41,7 @@ def test_override_merges_entry_by_entry():
     override = {
         "status_to_state": {"Closed": "7"},
         "close_code_to_classification": {"Resolved by caller": "BenignPositive/SuspiciousButExpected",
-                                         "Not Solved (Too Costly)": None},
+                                         "User error": None},
         "owners": {"Megan.Bowen@contoso.com": "7b3e9a15f2c84d06e9a1b7c53d2f8e46",
                    "adele.vance@contoso.com": {"sys_id": "c81f47a2d9e35b60a4f7c19e2b8d6a53",
                                                "object_id": "b1a2c3d4-e5f6-4789-8abc-def012345678"}},
@@ -38,7 +50,7 @@ def test_override_merges_entry_by_entry():
     mapping = SyncMapping.from_setting(json.dumps(override))
     assert mapping.state_for("Closed") == "7" and mapping.state_for("Active") == "2"
     assert mapping.classification_for("Resolved by caller") == "BenignPositive/SuspiciousButExpected"
-    assert mapping.classification_for("Not Solved (Too Costly)") == "Undetermined"  # removed -> default
+    assert mapping.classification_for("User error") == "Undetermined"  # removed -> default
     assert mapping.owner_sys_id("megan.bowen@contoso.com") == "7b3e9a15f2c84d06e9a1b7c53d2f8e46"
     assert mapping.owner_upn("c81f47a2d9e35b60a4f7c19e2b8d6a53") == "adele.vance@contoso.com"
     assert mapping.owner_object_id("ADELE.VANCE@contoso.com") == "b1a2c3d4-e5f6-4789-8abc-def012345678"
@@ -58,6 +70,10 @@ def test_override_merges_entry_by_entry():
     ('{"close_code_to_classification": {"Duplicate": "Undetermined/InaccurateData"}}', "takes none"),
     ('{"close_code_to_classification": {"Duplicate": "Maybe"}}', "names classification 'Maybe'"),
     ('{"owners": {"a@b.c": 5}}', "owners.a@b.c"),
+    ('{"owners": {"a@b.c": "javascript:gs.getUserID()"}}', "owners.a@b.c"),
+    ('{"source": "javascript:gs.sleep(9000)"}', "javascript:"),
+    ('{"source": "Sentinel^NQsys_id!=x"}', "source must be letters"),
+    ('{"read_only_states": "7"}', "read_only_states"),
 ])
 def test_malformed_override_is_named(override, fragment):
     with pytest.raises(ConfigurationError) as raised:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sync.mapping import SyncMapping
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
 
-MAPPING = SyncMapping.from_setting('{"owners": {"megan.bowen@contoso.com": "7b3e"}}')
+MEGAN_SYS_ID = "7b3e9a15f2c84d06e9a1b7c53d2f8e46"
+MAPPING = SyncMapping.from_setting(json.dumps({"owners": {"megan.bowen@contoso.com": MEGAN_SYS_ID}}))
 T0 = 1_800_000_000.0
 
 
@@ -44,7 +47,7 @@ def test_lossy_mapping_is_quiet():
 def test_closing_carries_the_classification_both_ways():
     result = decide(sen(status="Closed", classification="FalsePositive/InaccurateData"), snow(), sen(), snow())
     assert result.to_servicenow == {"status": "Closed", "classification": "FalsePositive/InaccurateData"}
-    result = decide(sen(), snow(state="7", close_code="Solved (Permanently)"), sen(), snow())
+    result = decide(sen(), snow(state="7", close_code="Solution provided"), sen(), snow())
     assert result.to_sentinel == {"status": "Closed", "classification": "TruePositive/SuspiciousActivity"}
     result = decide(sen(), snow(state="8"), sen(), snow())  # canceled, no close code
     assert result.to_sentinel == {"status": "Closed", "classification": "Undetermined"}
@@ -52,15 +55,15 @@ def test_closing_carries_the_classification_both_ways():
 
 def test_reopening_both_ways():
     closed_s, closed_n = sen(status="Closed", classification="Undetermined"), snow(state="6",
-                                                                                  close_code="Solved (Work Around)")
+                                                                                  close_code="Workaround provided")
     assert decide(sen(status="Active"), closed_n, closed_s, closed_n).to_servicenow == {"status": "Active"}
     assert decide(closed_s, snow(state="2"), closed_s, closed_n).to_sentinel == {"status": "Active"}
 
 
 def test_classification_alone_is_merged_while_both_are_closed():
     closed_s = sen(status="Closed", classification="Undetermined")
-    closed_n = snow(state="6", close_code="Solved (Work Around)")
-    result = decide(closed_s, snow(state="6", close_code="Solved (Permanently)"), closed_s, closed_n)
+    closed_n = snow(state="6", close_code="Workaround provided")
+    result = decide(closed_s, snow(state="6", close_code="Solution provided"), closed_s, closed_n)
     assert result.to_sentinel == {"classification": "TruePositive/SuspiciousActivity"}
 
 
@@ -83,7 +86,7 @@ def test_owner_only_where_it_maps():
         "owner": "megan.bowen@contoso.com"}
     assert not decide(sen(owner="someone@contoso.com"), snow(), sen(), snow())  # no mapping: not synced
     assert not decide(sen(owner="someone@contoso.com"), snow(), sen(owner="someone@contoso.com"), snow())
-    assert decide(sen(), snow(owner="7b3e"), sen(), snow()).to_sentinel == {"owner": "megan.bowen@contoso.com"}
+    assert decide(sen(), snow(owner=MEGAN_SYS_ID), sen(), snow()).to_sentinel == {"owner": "megan.bowen@contoso.com"}
     assert not decide(sen(), snow(owner="ffff"), sen(), snow())
 
 

@@ -36,7 +36,7 @@ def test_created_then_updated_through_the_playbook(snow, sync_host, runner):
     updated = runner.run(sample("incident-trigger-updated.json") | {"object": stack.arm.incident(incident_id)})
     assert updated.status == "Succeeded", updated.timeline
     ticket = ticket_of(stack, incident_id)
-    assert (ticket["state"], ticket["close_code"], ticket["close_notes"]) == ("6", "Solved (Permanently)",
+    assert (ticket["state"], ticket["close_code"], ticket["close_notes"]) == ("6", "Solution provided",
                                                                               "Phished; contained.")
     assert len(snow.records()) == 1
 

@@ -1,19 +1,36 @@
-"""Pure helpers of the sync service: where a poll run starts reading."""
+"""Pure parts of the sync service: which incident names may reach ServiceNow."""
 
 from __future__ import annotations
 
-from sync.service import LOOKBACK_SECONDS, poll_cursor, shift_stamp
+import pytest
+
+from core.case import Case, Workspace
+from core.errors import BadRequest
+from sync.service import incident_key
+
+ID = ("/subscriptions/6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f/resourceGroups/rg/providers/Microsoft.OperationalInsights/"
+      "workspaces/law/providers/Microsoft.SecurityInsights/Incidents/")
+GUID = "5c1e9d2a-7b3f-4e8a-9d6c-2f1a0b3c4d5e"
+NOWHERE = Workspace(None, None, None)
 
 
-def test_shift_stamp():
-    assert shift_stamp("2026-11-20 10:00:03", -5) == "2026-11-20 09:59:58"
-    assert shift_stamp("2026-12-31 23:59:59", 1) == "2027-01-01 00:00:00"
+def test_the_incident_key_is_the_guid_of_the_arm_id():
+    assert incident_key(Case("incident", ID + GUID.upper(), NOWHERE, incident_name=GUID)) == GUID
+    assert incident_key(Case("manual", ID + GUID, NOWHERE)) == GUID
 
 
-def test_poll_cursor_reads_from_the_earlier_of_watermark_and_floor():
-    # Idle: the last complete run started well after the newest change -> only that second again.
-    assert poll_cursor("2026-11-20 10:00:00", "2026-11-20 10:05:55") == "2026-11-20 10:00:00"
-    # Changes just before the last run started: from its start minus the look-back.
-    assert poll_cursor("2026-11-20 10:06:00", "2026-11-20 10:05:55") == "2026-11-20 10:05:55"
-    # No floor (first run, or the last run stopped early): the look-back before the watermark.
-    assert poll_cursor("2026-11-20 10:06:00", None) == shift_stamp("2026-11-20 10:06:00", -LOOKBACK_SECONDS)
+@pytest.mark.parametrize(("name", "tail"), [
+    ("javascript:gs.sleep(5000)", GUID),  # the body's name is what a query would have used
+    (None, "javascript:gs.sleep(5000)"),
+    (None, "incident-4711"),
+    (None, f"{GUID}^NQcorrelation_display=Microsoft Sentinel"),
+])
+def test_anything_but_a_guid_is_refused(name, tail):
+    with pytest.raises(BadRequest) as refused:
+        incident_key(Case("incident", ID + tail, NOWHERE, incident_name=name))
+    assert refused.value.code == "UnsafeQueryValue"
+
+
+def test_no_incident_is_a_400_naming_the_problem():
+    with pytest.raises(BadRequest, match="needs an incident"):
+        incident_key(Case("alert", None, NOWHERE))
