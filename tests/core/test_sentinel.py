@@ -11,7 +11,7 @@ from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 from localdev.emulators.entra import EntraEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
 from tests.fixtures import INCIDENT_4711, sample
-from tests.sentinel_spec import REQUEST_VALIDATOR, SPEC_AVAILABLE, requires_spec, validate_request
+from tests.sentinel_spec import SPEC_AVAILABLE, requires_spec, stack_validator, validate_request
 
 
 class EmulatorCredential:
@@ -31,7 +31,7 @@ class EmulatorCredential:
 
 @pytest.fixture(scope="module")
 def servers():
-    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=REQUEST_VALIDATOR) as arm:
+    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=stack_validator()) as arm:
         yield entra, arm
 
 
@@ -128,3 +128,21 @@ def test_every_request_the_client_sent_conforms_to_the_spec(arm, client):
     assert SPEC_AVAILABLE and len(arm.received) >= 4
     for request in arm.received:
         assert validate_request(request.method, request.path, request.query, request.json) == []
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "error"), ("", "skipped")])
+def test_a_missing_spec_fails_in_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    """A clone without ../shared/contracts skips the conformance checks; CI must not pass by skipping them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CI": ci, "CONTRACTS_DIR": str(tmp_path / "nowhere")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/core/test_sentinel.py::test_every_request_the_client_sent_conforms_to_the_spec"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert outcome in summary, run.stdout[-2000:]
+    assert (run.returncode != 0) == (outcome == "error")
+    if ci:
+        assert "Sentinel spec not found" in run.stdout and "CI=true" in run.stdout
