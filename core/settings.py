@@ -88,6 +88,15 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Lifetime of an IP block (Defender indicator and block-list entry); a new block renews it"),
     SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", None,
                 doc="Application Insights; when set, traces and logs go there (OpenTelemetry, core/telemetry.py)"),
+    # -- workspace pinning, Sentinel comments, enrichment speed (issues #14.5, #15.11, #16) -----------------
+    SettingSpec("SENTINEL_WORKSPACES", "", "list",
+                doc="Workspace ARM ids (and/or Log Analytics workspace GUIDs) the pack may act on; others get 403. "
+                    "Empty: not pinned with LOCAL_MODE, every action refused without it (core/workspace.py)"),
+    SettingSpec("SENTINEL_COMMENT_RESERVE", "10", "int",
+                doc="Of Sentinel's 100 comments per incident, how many the pack leaves to analysts; one summary "
+                    "comment says when the pack stops commenting (core/comments.py)"),
+    SettingSpec("VIRUSTOTAL_POOL_SIZE", "16", "int",
+                doc="VirusTotal look-ups one run makes at a time (after a quota answer it starts no more)"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
