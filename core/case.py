@@ -49,6 +49,9 @@ ENTITY_ID_RE = re.compile(
     re.IGNORECASE,
 )
 SEVERITIES = ("High", "Medium", "Low", "Informational")
+# Lists only the incident trigger carries inside the incident's properties (the REST resource serves them as
+# sub-resources): never sent back in a PUT.
+_TRIGGER_ONLY = frozenset({"relatedentities", "alerts", "comments", "bookmarks"})
 
 
 # -- case-insensitive access -----------------------------------------------------------------
@@ -197,6 +200,16 @@ class Case:
         if self.incident_id:
             return "incident"
         return "alert" if self.source == "alert" else "entity" if self.source == "entity" else "incident"
+
+    @property
+    def resource(self) -> dict | None:
+        """The incident resource as the incident trigger carried it (id, etag and properties without the
+        trigger-only lists), or None. Enough to update the incident without reading it first: the PUT carries
+        the trigger's etag, so a change made since the trigger fired is a 409, and the client reads again."""
+        if self.source != "incident" or not self.etag or not self.incident_id:
+            return None
+        properties = {k: v for k, v in self.raw_properties.items() if str(k).lower() not in _TRIGGER_ONLY}
+        return {"id": self.incident_id, "name": self.incident_name, "etag": self.etag, "properties": properties}
 
     @property
     def entity_count(self) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.concurrency import run_all
 from core.errors import BadRequest
 from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 
@@ -78,6 +79,26 @@ class CommentBudget:
         log.warning("comment %s on %s skipped: %s", key, incident_id.rsplit("/", 1)[-1], detail)
         return Written("skipped", None, detail)
 
+    def write_all(self, incident_id: str, parts: list[tuple[str, str]], *, incident: dict | None = None
+                  ) -> list[Written]:
+        """Several comments of one run (a long table split in parts): side by side when the budget holds all of
+        them, else one at a time so the budget decides for each."""
+        count = comments_count(incident)
+        if count is None and parts:
+            incident = self.sentinel.get_incident(incident_id)
+            count = comments_count(incident)
+        if count is None or self.limit - count > self.reserve + len(parts):
+            return run_all(*(lambda key=key, message=message: self._put(incident_id, key, message, "written")
+                             for key, message in parts))
+        written = []
+        for key, message in parts:
+            result = self.write(incident_id, key, message, incident=_counted(incident, count))
+            written.append(result)
+            if not result.ok:
+                break
+            count += 1
+        return written
+
     def _put(self, incident_id: str, key: str, message: str, outcome: str) -> Written:
         try:
             self.sentinel.put_comment(incident_id, key, message)
@@ -100,6 +121,13 @@ class CommentBudget:
         if len(message) > room:
             message = message[:room] + "<p><i>(shortened)</i></p>"
         return notice + message
+
+
+def _counted(incident: dict | None, count: int) -> dict:
+    """The incident with its comment count set to ``count`` (after this run's own earlier parts)."""
+    properties = dict((incident or {}).get("properties") or {})
+    properties["additionalData"] = dict(properties.get("additionalData") or {}) | {"commentsCount": count}
+    return {**(incident or {}), "properties": properties}
 
 
 def notice_text(written: Written) -> str | None:

@@ -38,6 +38,9 @@ class StateStore:
             self._options.update(connection_timeout=timeout, read_timeout=timeout)
         if retries is not None:
             self._options["retry_total"] = retries
+        # One connection pool for every table and queue client of the process, sized for actions that run their
+        # storage calls side by side (azure-core's default adapter keeps 10 connections and discards the rest).
+        self._options["transport"] = _pooled_transport(timeout)
         self._conn = connection_string
         self._table_uri = table_uri
         self._queue_uri = queue_uri
@@ -241,6 +244,25 @@ class StateStore:
             next(iter(self._table("health").query_entities("PartitionKey eq 'x'", results_per_page=1)), None)
         except AzureError as exc:
             raise self._unavailable(exc) from None
+
+
+POOL_SIZE = 32  # connections kept per storage host: an enrichment run makes up to 16 storage calls at once
+
+
+def _pooled_transport(timeout: float | None):
+    """azure-core's requests transport over a session that keeps ``POOL_SIZE`` connections (its retries stay off:
+    the storage SDK's own retry policy retries). A transport given to a client takes its timeouts from here."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE,
+                                            max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    timeouts = {"connection_timeout": timeout, "read_timeout": timeout} if timeout else {}
+    return RequestsTransport(session=session, session_owner=False, **timeouts)
 
 
 def key_safe(value: str) -> str:

@@ -33,7 +33,7 @@ class Row:
     note: str | None = None  # "skipped: private address" or "pending: ..."
 
     def html(self) -> str:
-        ip = escape(self.ip)
+        ip = escape(self.ip) or "<i>(no address)</i>"
         if self.verdict is None:
             return f"<tr><td>{ip}</td><td colspan=\"9\">{escape(self.note or '')}</td></tr>"
         v = self.verdict
@@ -59,14 +59,14 @@ def _summary(rows: list[Row]) -> str:
 
 
 def render(case_label: str, rows: list[Row], thresholds: VerdictThresholds, ttl_hours: float,
-           limit: int = COMMENT_MAX_CHARS) -> list[str]:
+           limit: int = COMMENT_MAX_CHARS, title: str = "VirusTotal IP reputation") -> list[str]:
     """The comment(s) for ``rows``: one when it fits in ``limit`` characters, else parts."""
     footer = (f"<p><i>sentinel-playbooks · malicious: ≥ {thresholds.malicious} engines; suspicious: ≥ "
               f"{thresholds.suspicious} engine(s) flagging · verdicts reused for up to {ttl_hours:g} h</i></p>")
 
     def page(part_rows: list[Row], part: int, parts: int) -> str:
         suffix = f" (part {part} of {parts})" if parts > 1 else ""
-        header = (f"<p><b>VirusTotal IP reputation</b> · {escape(case_label)}{suffix} · "
+        header = (f"<p><b>{escape(title)}</b> · {escape(case_label)}{suffix} · "
                   f"{escape(_summary(rows))}</p>")
         return header + "<table>" + _HEAD + "".join(r.html() for r in part_rows) + "</table>" + footer
 

@@ -222,6 +222,21 @@ class SentinelArmEmulator(Emulator):
             incident = self._incidents[self._key(incident_id, existing=True)]
             return copy.deepcopy(self._ordered(incident))
 
+    def trigger_body(self, incident_id: str, event_type: str = "Update") -> dict:
+        """The incident trigger body Sentinel would post now: the envelope, and the incident's current state with
+        its entities, alerts and comments inline (the shape of the samples)."""
+        with self._state:
+            incident = self._incidents[self._key(incident_id, existing=True)]
+            obj = incident.view()
+            obj["properties"].update(relatedEntities=copy.deepcopy(incident.entities),
+                                     alerts=copy.deepcopy(incident.alerts),
+                                     comments=copy.deepcopy(self._ordered(incident)))
+        match = _INCIDENT_ID.match(obj["id"])
+        sub, rg, ws = match["sub"], match["rg"], match["ws"]
+        return {"eventUniqueId": str(uuid.uuid4()), "objectSchemaType": "Incident", "objectEventType": event_type,
+                "workspaceInfo": {"SubscriptionId": sub, "ResourceGroupName": rg, "WorkspaceName": ws},
+                "workspaceId": "8b7a6c5d-4e3f-4a2b-9c1d-0e1f2a3b4c5d", "object": obj}
+
     def tasks(self, incident_id: str) -> list[dict]:
         with self._state:
             incident = self._incidents[self._key(incident_id, existing=True)]

@@ -2,8 +2,14 @@
 
 Reports are deterministic: set one with ``set_report(ip, malicious=…)`` or let the emulator
 derive plausible stats from the address (stable across runs, so the demo and benchmarks
-repeat). Quotas follow the public API (per-minute and per-day counters, 429
-``QuotaExceededError``); ``per_minute=None`` turns a limit off.
+repeat).
+
+Quotas follow the public API: "limited to 500 requests per day and a rate of 4 requests per minute"
+(docs.virustotal.com/reference/public-vs-premium-api); "at most 4 requests of any nature in any given
+1 minute time frame" (API overview), so the minute is a sliding window; "daily quotas are reset every
+day at 00:00 UTC" (the QuotaExceededError entry of docs.virustotal.com/reference/errors). Past either,
+429 ``QuotaExceededError``, with no Retry-After (none is documented). ``per_minute=None`` turns a limit
+off (a premium key); ``clock`` is injectable, so a test runs an hour of quota in seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import ipaddress
 import threading
 import time
+from collections.abc import Callable
 
 from localdev.emulators.base import Emulator, Request, Response
 
@@ -23,12 +30,15 @@ def _error(status: int, code: str, message: str) -> Response:
 class VirusTotalEmulator(Emulator):
     name = "virustotal"
 
+    PUBLIC_PER_MINUTE, PUBLIC_PER_DAY = 4, 500  # the public API's quotas
+
     def __init__(self, api_keys: tuple[str, ...] = ("vt-test-key",), *, per_minute: int | None = None,
-                 per_day: int | None = None, **kw) -> None:
+                 per_day: int | None = None, clock: Callable[[], float] = time.time, **kw) -> None:
         super().__init__(**kw)
         self.api_keys = set(api_keys)
         self.per_minute = per_minute
         self.per_day = per_day
+        self.clock = clock
         self._reports: dict[str, dict] = {}
         self._unknown: set[str] = set()
         self._served: list[float] = []
@@ -72,13 +82,19 @@ class VirusTotalEmulator(Emulator):
             "as_owner": f"Example Network {digest[6] % 40}", "asn": 64496 + digest[7] % 15,
         }
 
+    def public_api(self) -> None:
+        """Answer as a free (public API) key does: 4 look-ups a minute, 500 a day."""
+        self.per_minute, self.per_day = self.PUBLIC_PER_MINUTE, self.PUBLIC_PER_DAY
+
     def _quota_spent(self) -> bool:
-        now = time.time()
+        """Count the request against the key's quotas; True (and not counted) when one is spent."""
+        now = self.clock()
+        day_start = now - now % 86400  # 00:00 UTC of the clock's day
         with self._count_lock:
-            minute = sum(1 for t in self._served if now - t < 60)
+            minute = sum(1 for t in self._served if now - 60 < t <= now)
             if self.per_minute is not None and minute >= self.per_minute:
                 return True
-            if self.per_day is not None and len(self._served) >= self.per_day:
+            if self.per_day is not None and sum(1 for t in self._served if t >= day_start) >= self.per_day:
                 return True
             self._served.append(now)
         return False

@@ -1,0 +1,86 @@
+"""The comment budget (core/comments.py) against the ARM emulator over real HTTP: Sentinel's 100 comments."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.comments import MAX_COMMENTS, CommentBudget
+from core.credentials import TokenProvider
+from core.http import build_session
+from core.sentinel import SentinelClient, comment_id
+from localdev.emulators.entra import EntraEmulator
+from localdev.emulators.sentinel_arm import SentinelArmEmulator
+from tests.core.test_sentinel import EmulatorCredential
+from tests.fixtures import INCIDENT_4711, sample
+from tests.sentinel_spec import stack_validator
+
+RESERVE = 10
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=stack_validator()) as arm:
+        yield entra, arm
+
+
+@pytest.fixture
+def arm(servers):
+    _, arm = servers
+    arm.reset()
+    arm.seed_from_trigger(sample("incident-trigger.json"))
+    return arm
+
+
+@pytest.fixture(scope="module")
+def budget(servers):
+    entra, arm = servers
+    client = SentinelClient(build_session(timeout=2, retries=1, backoff=0.01), TokenProvider(EmulatorCredential(entra)),
+                            arm.url)
+    return CommentBudget(client, reserve=RESERVE)
+
+
+def analyst_comments(budget: CommentBudget, count: int) -> None:
+    for i in range(count):
+        budget.sentinel.put_comment(INCIDENT_4711, f"analyst-{i}", f"<p>analyst note {i}</p>")
+
+
+def test_a_long_lived_incident_keeps_room_for_analysts(arm, budget):
+    """Runs keep adding new information; the pack stops one summary short of the analysts' reserve."""
+    outcomes = []
+    for run in range(120):
+        key = comment_id(INCIDENT_4711, "test-run", str(run))
+        outcomes.append(budget.write(INCIDENT_4711, key, f"<p>run {run}: new verdicts</p>").outcome)
+    ours = MAX_COMMENTS - RESERVE - 1
+    assert outcomes[:ours] == ["written"] * ours
+    assert outcomes[ours] == "summary" and set(outcomes[ours + 1:]) == {"skipped"}
+    comments = arm.comments(INCIDENT_4711)
+    assert len(comments) == MAX_COMMENTS - RESERVE
+    summary = comments[-1]["properties"]["message"]
+    assert "comment budget reached" in summary and f"run {ours}: new verdicts" in summary
+    analyst_comments(budget, RESERVE)  # the analysts still have their ten
+    assert len(arm.comments(INCIDENT_4711)) == MAX_COMMENTS
+
+
+def test_a_retry_near_the_limit_still_rewrites_its_own_comment(arm, budget):
+    analyst_comments(budget, MAX_COMMENTS - RESERVE - 2)
+    key = comment_id(INCIDENT_4711, "test-run", "last")
+    assert budget.write(INCIDENT_4711, key, "<p>same</p>").outcome == "written"
+    budget.sentinel.put_comment(INCIDENT_4711, "analyst-late", "<p>late</p>")  # now past the pack's share
+    assert budget.write(INCIDENT_4711, key, "<p>same</p>").outcome == "written"  # a retry of what exists
+    assert budget.write(INCIDENT_4711, comment_id(INCIDENT_4711, "other"), "<p>new</p>").outcome == "skipped"
+
+
+def test_the_count_of_an_incident_already_read_costs_no_call(arm, budget):
+    incident = budget.sentinel.get_incident(INCIDENT_4711)
+    arm.reset()
+    arm.seed_from_trigger(sample("incident-trigger.json"))
+    budget.write(INCIDENT_4711, comment_id(INCIDENT_4711, "x"), "<p>x</p>", incident=incident)
+    assert [r.method for r in arm.received] == ["PUT"]
+
+
+def test_a_full_incident_is_a_skip_not_an_error(arm, budget):
+    """Comments added after our count (analysts racing the run) may fill the incident: Sentinel's 400 is a skip."""
+    stale = budget.sentinel.get_incident(INCIDENT_4711)
+    analyst_comments(budget, MAX_COMMENTS)
+    written = budget.write(INCIDENT_4711, comment_id(INCIDENT_4711, "late"), "<p>late</p>", incident=stale)
+    assert written.outcome == "skipped" and "100" in written.detail
