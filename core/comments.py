@@ -61,6 +61,12 @@ class CommentBudget:
         self.reserve = max(0, reserve)
         self.limit = limit
 
+    @classmethod
+    def from_settings(cls, sentinel: SentinelClient) -> CommentBudget:
+        from core.settings import get_settings
+
+        return cls(sentinel, int(get_settings()["SENTINEL_COMMENT_RESERVE"]))
+
     def write(self, incident_id: str, key: str, message: str, *, incident: dict | None = None) -> Written:
         """Write comment ``key`` unless the incident's comment budget is spent (see the module doc)."""
         count = comments_count(incident)

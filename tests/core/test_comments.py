@@ -84,3 +84,27 @@ def test_a_full_incident_is_a_skip_not_an_error(arm, budget):
     analyst_comments(budget, MAX_COMMENTS)
     written = budget.write(INCIDENT_4711, comment_id(INCIDENT_4711, "late"), "<p>late</p>", incident=stale)
     assert written.outcome == "skipped" and "100" in written.detail
+
+
+def test_the_audit_trail_writes_changed_content_as_a_new_comment(arm, budget):
+    """AuditTrail(edits=False): a retry that did what the first attempt failed to do adds a comment; a retry with
+    the same result rewrites the same one. The first attempt's comment is never edited."""
+    from core.audit import AuditEntry, AuditTrail
+    from core.case import normalise
+
+    case = normalise(sample("incident-trigger.json"))
+    trail = AuditTrail(budget.sentinel, budget=budget, edits=False)
+    failed = trail.record(case, "mde-isolate", "Isolate", [AuditEntry("ws-1", "failed", "throttled")],
+                          subjects=["ws-1"], dry_run=False)
+    done = trail.record(case, "mde-isolate", "Isolate", [AuditEntry("ws-1", "pending", "requested", ("a1",))],
+                        subjects=["ws-1"], dry_run=False)
+    again = trail.record(case, "mde-isolate", "Isolate", [AuditEntry("ws-1", "pending", "requested", ("a1",))],
+                         subjects=["ws-1"], dry_run=False)
+    assert failed != done == again
+    texts = {c["name"]: c["properties"]["message"] for c in arm.comments(INCIDENT_4711)}
+    assert "throttled" in texts[failed] and "requested" in texts[done] and len(texts) == 2
+    legacy = AuditTrail(budget.sentinel, budget=budget)  # edits=True: the call's one comment, rewritten
+    assert legacy.record(case, "mde-release", "Release", [AuditEntry("ws-1", "failed", "x")], subjects=["ws-1"],
+                         dry_run=False) == legacy.record(case, "mde-release", "Release",
+                                                         [AuditEntry("ws-1", "done", "y")], subjects=["ws-1"],
+                                                         dry_run=False)
