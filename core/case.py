@@ -250,7 +250,12 @@ def canonical_kind(value: Any) -> str:
 
 
 def _kind_of(entity: Mapping[str, Any], props: Mapping[str, Any], default_kind: str = "") -> str:
-    kind = canonical_kind(ci_get(entity, "kind", "Type")) or default_kind
+    # Alert-format entities say ``Type`` ("ip"); ARM entities carry ``type`` too, but as their resource type
+    # ("Microsoft.SecurityInsights/Entities"), which says nothing of the kind.
+    stated = ci_get(entity, "kind")
+    if stated is None and "/" not in str(ci_get(entity, "Type") or "/"):
+        stated = ci_get(entity, "Type")
+    kind = canonical_kind(stated) or default_kind
     if kind:
         return kind
     for name, inferred in KIND_BY_PROPERTY:

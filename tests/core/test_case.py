@@ -215,3 +215,9 @@ def test_an_entity_body_states_its_workspace():
 def test_every_list_and_object_is_measured_before_it_is_walked(body):
     with pytest.raises(PayloadTooLarge, match="10 x MAX_ENTITIES"):
         normalise(body)
+
+
+def test_an_arm_entity_without_kind_is_not_typed_by_its_resource_type():
+    body = sample("entity-trigger-ip.json")  # Entity.type is "Microsoft.SecurityInsights/Entities"
+    body["Entity"].pop("kind")
+    assert [ip.address for ip in normalise(body).ips] == ["198.51.100.23"]

@@ -8,34 +8,19 @@ from core.comments import MAX_COMMENTS, CommentBudget
 from core.credentials import TokenProvider
 from core.http import build_session
 from core.sentinel import SentinelClient, comment_id
-from localdev.emulators.entra import EntraEmulator
-from localdev.emulators.sentinel_arm import SentinelArmEmulator
-from tests.core.test_sentinel import EmulatorCredential
+from tests.core import test_sentinel
 from tests.fixtures import INCIDENT_4711, sample
-from tests.sentinel_spec import stack_validator
 
 RESERVE = 10
-
-
-@pytest.fixture(scope="module")
-def servers():
-    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=stack_validator()) as arm:
-        yield entra, arm
-
-
-@pytest.fixture
-def arm(servers):
-    _, arm = servers
-    arm.reset()
-    arm.seed_from_trigger(sample("incident-trigger.json"))
-    return arm
+# The ARM emulator fixtures of the Sentinel client's tests: one emulator per module, reset per test.
+servers, arm = test_sentinel.servers, test_sentinel.arm
 
 
 @pytest.fixture(scope="module")
 def budget(servers):
     entra, arm = servers
-    client = SentinelClient(build_session(timeout=2, retries=1, backoff=0.01), TokenProvider(EmulatorCredential(entra)),
-                            arm.url)
+    tokens = TokenProvider(test_sentinel.EmulatorCredential(entra))
+    client = SentinelClient(build_session(timeout=2, retries=1, backoff=0.01), tokens, arm.url)
     return CommentBudget(client, reserve=RESERVE)
 
 

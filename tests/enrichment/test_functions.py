@@ -318,3 +318,51 @@ def test_a_long_lived_incident_gets_new_comments_until_the_budget_and_never_an_e
         assert "leaves the last 10 to analysts" in answer["commentSkipped"] and answer["comments"] == []
     finally:
         process.stop()
+
+
+# -- trigger shapes seen in the wild (issue 15.10) -------------------------------------------------------
+def test_an_ipv4_mapped_address_is_one_look_up_of_its_ipv4(clean_stack, host):
+    [ip] = [f"203.0.113.{uuid.uuid4().int % 200 + 20}"]
+    body, _ = fresh_incident(clean_stack, [f"::ffff:{ip}", ip])
+    summary = host.post(ROUTE, body).json()
+    assert [item["ip"] for item in summary["ips"]] == [ip]
+    assert clean_stack.vt.lookups().count(ip) <= 1 and not any(":" in x for x in clean_stack.vt.lookups())
+
+
+def test_an_ip_entity_without_an_address_is_a_skipped_row(clean_stack, host):
+    body, incident_id = fresh_incident(clean_stack, fresh_ips(1))
+    body["object"]["properties"]["relatedEntities"].append(
+        {"kind": "Ip", "properties": {"address": "", "friendlyName": "empty"}})
+    summary = host.post(ROUTE, body).json()
+    assert {"ip": "", "reason": "IP entity without an address"} in summary["skipped"]
+    [comment] = clean_stack.arm.comments(incident_id)
+    assert "(no address)" in comment["properties"]["message"]
+    assert "IP entity without an address" in comment["properties"]["message"]
+
+
+def test_an_entity_body_without_kind_is_enriched(clean_stack, host):
+    clean_stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    body = sample("entity-trigger-ip.json")
+    body["Entity"].pop("kind")
+    body["EntityType"] = "IP"
+    summary = host.post(ROUTE, body).json()
+    assert [item["ip"] for item in summary["ips"]] == ["198.51.100.23"]
+
+
+def test_a_run_with_nothing_to_look_up_says_so_and_calls_the_alert_an_alert(clean_stack, host):
+    alert = sample("alert-trigger.json")
+    alert["Entities"] = [e for e in alert["Entities"] if e["Type"] != "ip"]
+    summary = host.post(ROUTE, alert).json()
+    assert summary["note"] == "nothing to look up: the alert has no IP entities"
+    assert summary["commentSkipped"] == "no incident id in the alert body: nothing to comment on"
+    assert clean_stack.vt.received == [] and clean_stack.arm.received == []
+
+
+def test_verdicts_are_read_in_batches_and_then_from_memory(clean_stack, host):
+    """50 cached addresses: one table query per 15 the first time, none once this process holds them."""
+    ips = fresh_ips(50)
+    first, _ = fresh_incident(clean_stack, ips)
+    assert host.post(ROUTE, first).json()["virustotalCalls"] == 50
+    second, _ = fresh_incident(clean_stack, ips)
+    summary = host.post(ROUTE, second).json()
+    assert summary["virustotalCalls"] == 0 and all(item["cached"] for item in summary["ips"])

@@ -94,3 +94,32 @@ def test_timeout_and_malformed_answers(vt):
     vt.fail(malformed=True)
     with pytest.raises(DownstreamError, match="not JSON"):
         client(vt).lookup("198.51.100.23")
+
+
+def test_the_public_api_allows_four_a_minute_and_500_a_day(vt):
+    """Sliding minute, day reset at 00:00 UTC; refused requests do not count (docs/emulators.md)."""
+    now = [86400 * 20_000 + 86400 - 90.0]  # 23:58:30 UTC
+    vt.clock = lambda: now[0]
+    vt.public_api()
+    vt.per_day = 6  # the daily cap, made small
+    c = client(vt)
+    try:
+        for i in range(4):
+            c.lookup(f"198.51.100.{i + 1}")
+        with pytest.raises(QuotaExceeded):
+            c.lookup("198.51.100.9")
+        now[0] += 30  # the window slides: still four in the last 60 s
+        with pytest.raises(QuotaExceeded):
+            c.lookup("198.51.100.9")
+        now[0] += 31  # 23:59:31, the first four are older than a minute
+        c.lookup("198.51.100.5")
+        c.lookup("198.51.100.6")
+        with pytest.raises(QuotaExceeded):  # six today
+            c.lookup("198.51.100.7")
+        now[0] += 30  # 00:00:01 UTC: a new day
+        c.lookup("198.51.100.7")
+    finally:
+        vt.per_minute = vt.per_day = None
+        import time
+
+        vt.clock = time.time
