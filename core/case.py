@@ -32,6 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BadRequest, PayloadTooLarge
+from core.indicators import (
+    DomainEntity,
+    FileGroups,
+    FileHashEntity,
+    UrlEntity,
+    hashes_of,
+    parse_domain,
+    parse_url,
+)
 
 # One ARM name in the id: nothing that would change the URL built from it (/ ? # %, and "." or ".."
 # which URL normalisation drops), nothing no ARM name holds (\ and control characters, which Table
@@ -176,7 +185,12 @@ class Case:
     ips: tuple[IpEntity, ...] = ()
     hosts: tuple[HostEntity, ...] = ()
     accounts: tuple[AccountEntity, ...] = ()
-    others: tuple[OtherEntity, ...] = ()
+    others: tuple[OtherEntity, ...] = ()  # every entity that is not an IP, host or account, by label
+    # Indicators (core/indicators.py): parsed views of the FileHash/File, Url and DnsResolution entities, which
+    # ``others`` also lists by label, as it always did.
+    files: tuple[FileHashEntity, ...] = ()
+    urls: tuple[UrlEntity, ...] = ()
+    domains: tuple[DomainEntity, ...] = ()
     invalid_ips: tuple[str, ...] = ()  # IP values that do not parse (also in ``skipped``, with the reason)
     skipped: tuple[SkippedEntity, ...] = ()  # every entity that cannot be used, with its reason
     entities_included: bool = True  # False for a manual run: read them through ARM
@@ -214,6 +228,11 @@ class Case:
     @property
     def entity_count(self) -> int:
         return len(self.ips) + len(self.hosts) + len(self.accounts) + len(self.others) + len(self.skipped)
+
+    @property
+    def indicator_count(self) -> int:
+        """IPs, files, URLs and domains: what reputation look-ups act on."""
+        return len(self.ips) + len(self.files) + len(self.urls) + len(self.domains)
 
     def with_entities(self, entities: Iterable[Mapping[str, Any]], max_entities: int = 500) -> Case:
         """A copy whose entities are replaced by ``entities`` (e.g. read through ARM)."""
@@ -311,7 +330,13 @@ def group_entities(entities: Iterable[Any], max_entities: int = 500, default_kin
     ``default_kind`` is the type an envelope states for entities that carry none (``EntityType``).
     """
     entities = bounded_list(entities, "entities", max_entities)
+    if not isinstance(entities, list):
+        entities = list(entities)
     ips: dict[str, IpEntity] = {}
+    files = FileGroups()
+    urls: dict[str, UrlEntity] = {}
+    domains: dict[str, DomainEntity] = {}
+    by_ref = _index(entities)
     invalid: dict[str, None] = {}
     skipped: dict[tuple[str, str, str], SkippedEntity] = {}
     hosts: dict[str, HostEntity] = {}
@@ -324,7 +349,7 @@ def group_entities(entities: Iterable[Any], max_entities: int = 500, default_kin
         skipped.setdefault((kind, value, reason), SkippedEntity(kind, value, reason))
 
     for entity in entities:
-        if not isinstance(entity, Mapping):
+        if not isinstance(entity, Mapping) or _only_ref(entity):
             continue  # alert-format "$ref" placeholders and junk are not entities
         count += 1
         if count > max_entities:
@@ -370,17 +395,76 @@ def group_entities(entities: Iterable[Any], max_entities: int = 500, default_kin
         elif kind:
             label = _text(ci_get(props, "friendlyName")) or _text(ci_get(entity, "name")) or kind
             others.setdefault((kind, label), OtherEntity(kind, label))
+            _indicator(kind, props, by_ref, files, urls, domains, skip)
         else:
             skip("unknown", ci_get(props, "friendlyName"), "entity without a kind, and none of the known "
                                                           "properties (address, hostName, accountName, ...)")
     return {
         "ips": tuple(ips.values()),
+        "files": files.result(),
+        "urls": tuple(urls.values()),
+        "domains": tuple(domains.values()),
         "invalid_ips": tuple(invalid),
         "skipped": tuple(skipped.values()),
         "hosts": tuple(hosts.values()),
         "accounts": tuple(accounts.values()),
         "others": tuple(others.values()),
     }
+
+
+def _only_ref(entity: Mapping[str, Any]) -> bool:
+    """An alert-format ``{"$ref": "3"}``: a pointer to an entity listed elsewhere in the same list."""
+    return len(entity) == 1 and "$ref" in entity
+
+
+def _index(entities: list) -> dict[str, Mapping[str, Any]]:
+    """Entities by their alert-format ``$id`` and their ARM ``id`` / ``name`` (lower-case), for references."""
+    index: dict[str, Mapping[str, Any]] = {}
+    for entity in entities:
+        if isinstance(entity, Mapping):
+            for key in (ci_get(entity, "$id"), ci_get(entity, "id"), ci_get(entity, "name")):
+                if isinstance(key, (str, int)) and not isinstance(key, bool):
+                    index.setdefault(str(key).lower(), entity)
+    return index
+
+
+def _indicator(kind: str, props: Mapping[str, Any], by_ref: Mapping[str, Mapping[str, Any]], files: FileGroups,
+               urls: dict[str, UrlEntity], domains: dict[str, DomainEntity], skip) -> None:
+    """Files, URLs and domains (core/indicators.py); anything unusable is skipped with its reason."""
+    if kind == "filehash":
+        hashes, bad = hashes_of([(_text(ci_get(props, "algorithm", "Algorithm")),
+                                  _text(ci_get(props, "hashValue", "Value")))])
+        files.add(hashes)
+        for value, reason in bad:
+            skip("filehash", value, reason)
+    elif kind == "file":
+        pairs = []
+        refs = ci_get(props, "fileHashEntityIds", "FileHashes") or []
+        for ref in refs[:50] if isinstance(refs, list) else ():
+            target = by_ref.get(str(ci_get(ref, "$ref") if isinstance(ref, Mapping) else ref).lower()) \
+                if not (isinstance(ref, Mapping) and ci_get(ref, "Value")) else ref
+            if isinstance(target, Mapping):
+                target_props = _props(target)
+                pairs.append((_text(ci_get(target_props, "algorithm", "Algorithm")),
+                              _text(ci_get(target_props, "hashValue", "Value"))))
+        hashes, bad = hashes_of(pairs)
+        files.add(hashes, _text(ci_get(props, "fileName", "Name")))
+        for value, reason in bad:
+            skip("file", value, reason)
+    elif kind == "url":
+        raw = _text(ci_get(props, "url"))
+        parsed = parse_url(raw)
+        if isinstance(parsed, str):
+            skip("url", raw, parsed)
+        else:
+            urls.setdefault(parsed.url, parsed)
+    elif kind == "dnsresolution":
+        raw = _text(ci_get(props, "domainName"))
+        parsed = parse_domain(raw)
+        if isinstance(parsed, str):
+            skip("dnsresolution", raw, parsed)
+        else:
+            domains.setdefault(parsed.domain, parsed)
 
 
 # -- the three triggers ----------------------------------------------------------------------

@@ -138,6 +138,21 @@ class SentinelClient:
         except NotFound:
             return None
 
+    def get_task(self, incident_id: str, task_id: str) -> dict | None:
+        """The incident task, or None when there is none of that id."""
+        try:
+            return self._json(self._request("GET", f"{incident_id}/tasks/{task_id}"))
+        except NotFound:
+            return None
+
+    def put_task(self, incident_id: str, task_id: str, properties: dict, etag: str | None = None) -> dict:
+        """Create or replace a task (IncidentTasks_CreateOrUpdate); with ``etag``, a task changed since it was read
+        is a 409 (Busy), never overwritten."""
+        body: dict[str, Any] = {"properties": properties}
+        if etag:
+            body["etag"] = etag
+        return self._json(self._request("PUT", f"{incident_id}/tasks/{task_id}", body))
+
     def list_relations(self, incident_id: str) -> list[dict]:
         return self._pages(f"{incident_id}/relations")
 

@@ -97,6 +97,20 @@ SPECS: tuple[SettingSpec, ...] = (
                     "comment says when the pack stops commenting (core/comments.py)"),
     SettingSpec("VIRUSTOTAL_POOL_SIZE", "16", "int",
                 doc="VirusTotal look-ups one run makes at a time (after a quota answer it starts no more)"),
+    # -- reputation of every indicator kind, severity, analyst tasks (issue #18) --------------------------------
+    SettingSpec("INTERNAL_DOMAINS", "", "list",
+                doc="Domains (and their subdomains) never sent to VirusTotal, besides the tenant's verified domains"),
+    SettingSpec("INTERNAL_DOMAINS_FROM_GRAPH", "true", "bool",
+                doc="Treat the tenant's verified domains as internal (Graph GET /domains, Domain.Read.All)"),
+    SettingSpec("VIRUSTOTAL_URL_LOOKUP", "url",
+                doc="url: look up URLs without userinfo, query and fragment; domain: send only the URL's host"),
+    SettingSpec("VIRUSTOTAL_DOMAINS_FROM_URLS", "false", "bool",
+                doc="Also look up the host of every URL entity as a domain"),
+    SettingSpec("VIRUSTOTAL_RAISE_SEVERITY", "",
+                doc="Raise the incident to this severity (Low, Medium, High) when an indicator is malicious; "
+                    "empty: off. Never lowers it"),
+    SettingSpec("INCIDENT_TASKS", "",
+                doc="Analyst tasks per outcome (core/tasks.py): empty = built-in, 'off', or JSON overrides"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

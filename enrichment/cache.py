@@ -1,8 +1,10 @@
 """Verdict cache: a per-process memory layer in front of Table Storage, shared by every incident.
 
-Table ``vtcache``: PartitionKey = the address, RowKey = ``v3``; columns ``state`` (done | pending),
-``verdict`` (JSON), ``fetched_at`` and ``lease_until`` (epoch seconds). Table Storage has no TTL, so
-expiry is checked on read and an expired row is simply overwritten.
+Table ``vtcache``: one cache for every kind, keyed by kind and value. PartitionKey = ``kind:value``
+(``ip:203.0.113.45``, ``file:<sha256>``, ``domain:evil.example``; a URL, whose characters Table keys cannot
+all hold, as ``url:<sha256 of the cleaned URL>``), RowKey = ``v4`` (the verdict's JSON shape); columns
+``state`` (done | pending), ``verdict`` (JSON), ``fetched_at`` and ``lease_until`` (epoch seconds). Table
+Storage has no TTL, so expiry is checked on read and an expired row is simply overwritten.
 
 Reads (issue #16, item 2: fewer calls):
 - the memory layer (``MemoryCache``, one per process) answers what this instance looked up or read in
@@ -21,6 +23,7 @@ waits for its writes only at its end, beside its comment.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import threading
@@ -32,14 +35,22 @@ from typing import Any
 
 from core.concurrency import run_bounded
 from core.state import StateStore, key_safe
-from enrichment.virustotal import IpVerdict
+from enrichment.indicators import Indicator
+from enrichment.virustotal import Verdict
 
 log = logging.getLogger(__name__)
 
 TABLE = "vtcache"
-ROW = "v3"
+ROW = "v4"
 FILTER_COMPARISONS = 15  # Table Storage: at most 15 discrete comparisons per $filter
 MEMORY_ITEMS = 20_000  # ~1 KB each: a few tens of MB at most per process
+
+
+def partition_key(indicator: Indicator) -> str:
+    """The row's PartitionKey (see the module doc)."""
+    if indicator.kind == "url":
+        return "url:" + hashlib.sha256(indicator.value.encode()).hexdigest()
+    return key_safe(indicator.key)[:512]
 
 
 class MemoryCache:
@@ -47,10 +58,10 @@ class MemoryCache:
 
     def __init__(self, max_items: int = MEMORY_ITEMS) -> None:
         self.max_items = max_items
-        self._items: OrderedDict[str, tuple[IpVerdict, float]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Verdict, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, ttl: float, now: float) -> IpVerdict | None:
+    def get(self, key: str, ttl: float, now: float) -> Verdict | None:
         with self._lock:
             found = self._items.get(key)
             if found is None:
@@ -61,7 +72,7 @@ class MemoryCache:
             self._items.move_to_end(key)
             return found[0]
 
-    def put(self, key: str, verdict: IpVerdict, fetched_at: float) -> None:
+    def put(self, key: str, verdict: Verdict, fetched_at: float) -> None:
         with self._lock:
             self._items[key] = (verdict, fetched_at)
             self._items.move_to_end(key)
@@ -119,32 +130,33 @@ class VerdictCache:
         self.clock = clock
         self.memory = memory
 
-    def _fresh(self, row: dict | None) -> IpVerdict | None:
+    def _fresh(self, row: dict | None) -> Verdict | None:
         if row and row.get("state") == "done" and self.clock() - float(row.get("fetched_at", 0)) < self.ttl:
-            verdict = IpVerdict.from_dict(json.loads(row["verdict"]))
+            verdict = Verdict.from_cache(json.loads(row["verdict"]))
             self.memory.put(str(row["PartitionKey"]), verdict, float(row["fetched_at"]))
             return verdict
         return None
 
     # -- reads ----------------------------------------------------------------------------------
-    def get(self, ip: str) -> IpVerdict | None:
+    def get(self, indicator: Indicator) -> Verdict | None:
         """The cached verdict if it is fresh (no lease taken)."""
-        key = key_safe(ip)
+        key = partition_key(indicator)
         return self.memory.get(key, self.ttl, self.clock()) or self._fresh(self.store.get(TABLE, key, ROW))
 
-    def get_many(self, ips: Iterable[str], limit: int = 16) -> tuple[dict[str, IpVerdict], set[str]]:
-        """(fresh verdicts of ``ips``, the addresses the table holds no row for): from memory, then from the table
+    def get_many(self, indicators: Iterable[Indicator], limit: int = 16
+                 ) -> tuple[dict[Indicator, Verdict], set[Indicator]]:
+        """(fresh verdicts of ``indicators``, those the table holds no row for): from memory, then from the table
         in batches of 15 side by side."""
-        found: dict[str, IpVerdict] = {}
-        absent: set[str] = set()
-        missing: list[str] = []
+        found: dict[Indicator, Verdict] = {}
+        absent: set[Indicator] = set()
+        missing: list[Indicator] = []
         now = self.clock()
-        for ip in dict.fromkeys(ips):
-            verdict = self.memory.get(key_safe(ip), self.ttl, now)
+        for indicator in dict.fromkeys(indicators):
+            verdict = self.memory.get(partition_key(indicator), self.ttl, now)
             if verdict is not None:
-                found[ip] = verdict
+                found[indicator] = verdict
             else:
-                missing.append(ip)
+                missing.append(indicator)
         batches = [missing[i:i + FILTER_COMPARISONS] for i in range(0, len(missing), FILTER_COMPARISONS)]
         for outcome in run_bounded(self._read_batch, batches, limit):
             batch_found, batch_absent = outcome.get()
@@ -152,8 +164,8 @@ class VerdictCache:
             absent |= batch_absent
         return found, absent
 
-    def _read_batch(self, ips: list[str]) -> tuple[dict[str, IpVerdict], set[str]]:
-        keys = {key_safe(ip): ip for ip in ips}
+    def _read_batch(self, indicators: list[Indicator]) -> tuple[dict[Indicator, Verdict], set[Indicator]]:
+        keys = {partition_key(indicator): indicator for indicator in indicators}
         names = {f"k{i}": key for i, key in enumerate(keys)}
         query = " or ".join(f"PartitionKey eq @{name}" for name in names)
         found, present = {}, set()
@@ -163,16 +175,16 @@ class VerdictCache:
             present.add(keys[row["PartitionKey"]])
             if (verdict := self._fresh(row)) is not None:
                 found[keys[row["PartitionKey"]]] = verdict
-        return found, set(ips) - present
+        return found, set(indicators) - present
 
     # -- look-ups -------------------------------------------------------------------------------
-    def fetch(self, ip: str, lookup: Callable[[str], IpVerdict], writes: WriteBehind, *, absent: bool = False
-              ) -> tuple[IpVerdict, bool]:
+    def fetch(self, indicator: Indicator, lookup: Callable[[Indicator], Verdict], writes: WriteBehind, *,
+              absent: bool = False) -> tuple[Verdict, bool]:
         """(verdict, came_from_cache) for an address the reads did not find. ``lookup`` runs at most once across
         concurrent callers; the verdict's write goes to ``writes``. ``absent``: the batch read just found no row,
         so the first step is the claim itself (a conditional insert), not another read."""
         deadline = self.clock() + self.wait
-        key = key_safe(ip)
+        key = partition_key(indicator)
         pause = self.poll
         first = True
         while True:
@@ -189,14 +201,14 @@ class VerdictCache:
                 won = (self.store.insert_if_absent(TABLE, claim) if row is None
                        else self.store.replace_if_unchanged(TABLE, claim, row["_etag"]))
                 if won:
-                    return self._fetch_and_store(ip, key, lookup, writes), False
+                    return self._fetch_and_store(indicator, key, lookup, writes), False
             time.sleep(pause)  # another run is asking VirusTotal for this address: its answer comes soon
             pause = min(pause * 2, 0.5)
 
-    def _fetch_and_store(self, ip: str, key: str, lookup: Callable[[str], IpVerdict], writes: WriteBehind
-                         ) -> IpVerdict:
+    def _fetch_and_store(self, indicator: Indicator, key: str, lookup: Callable[[Indicator], Verdict],
+                         writes: WriteBehind) -> Verdict:
         try:
-            verdict = lookup(ip)
+            verdict = lookup(indicator)
         except BaseException:
             # Give the lease back so the next caller (or the deferred run) does not wait for it.
             writes.submit(lambda: self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": ROW, "state": "pending",
@@ -207,8 +219,8 @@ class VerdictCache:
         writes.submit(lambda: self.put(verdict, fetched_at))
         return verdict
 
-    def put(self, verdict: IpVerdict, fetched_at: float | None = None) -> None:
+    def put(self, verdict: Verdict, fetched_at: float | None = None) -> None:
         fetched_at = self.clock() if fetched_at is None else fetched_at
-        self.store.upsert(TABLE, {"PartitionKey": key_safe(verdict.ip), "RowKey": ROW, "state": "done",
-                                  "lease_until": 0.0, "fetched_at": fetched_at,
-                                  "verdict": json.dumps(verdict.to_dict())})
+        key = partition_key(Indicator(verdict.kind, verdict.value))
+        self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": ROW, "state": "done", "lease_until": 0.0,
+                                  "fetched_at": fetched_at, "verdict": json.dumps(verdict.to_cache())})

@@ -1,16 +1,21 @@
-"""IP reputation enrichment of one Case: look up side by side, cache, defer on quota, comment, label.
+"""Reputation enrichment of one Case: every indicator kind looked up side by side, cached, deferred on quota,
+one comment per run, label, severity and analyst task.
+
+Indicators (enrichment/indicators.py): IP addresses, files, URLs and domains, cleaned and filtered so that
+nothing internal or secret reaches VirusTotal; what is left out is a skipped row with its reason.
 
 Fast under real latency (issue #16): the run reads what it needs once (the verdict cache in batches, the
 incident beside the look-ups, or not at all when the trigger body carries it), asks VirusTotal for up to
-``VIRUSTOTAL_POOL_SIZE`` addresses at a time (after a quota answer it starts no more and defers the rest),
-writes verdicts back to the cache while other look-ups run, and writes its comment and label side by side.
+``VIRUSTOTAL_POOL_SIZE`` indicators at a time (after a quota answer it starts no more and defers the rest),
+writes verdicts back to the cache while other look-ups run, and writes its comment, label and task side by
+side. Only a severity change (``VIRUSTOTAL_RAISE_SEVERITY``) comes before the comment, whose audit line
+reports it.
 
-Idempotent, and readable in the Defender portal (issue #15, item 11): verdicts come from the shared
-cache when fresh; a comment's id is derived from the incident and the comment's own content, so a retried
-or repeated run with the same result PUTs the same comment again (nothing changes), and a run with new
-information writes a new comment instead of editing an old one; the label is added only if missing. When
-VirusTotal's quota runs out, the remaining addresses go to the ``vt-deferred`` queue and the comment shows
-them as pending; the queued run writes its own comment with their verdicts once all are known. Comments
+Idempotent, and readable in the Defender portal (issue #15, item 11): a comment's id is derived from the
+incident and the comment's own content, so a retried or repeated run with the same result PUTs the same
+comment again (nothing changes), and a run with new information writes a new comment instead of editing an
+old one. When VirusTotal's quota runs out, the remaining indicators go to the ``vt-deferred`` queue and the
+comment shows them as pending; the queued run writes its own comment once every one has a verdict. Comments
 go through the incident's comment budget (core/comments.py).
 """
 
@@ -19,17 +24,21 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
-from core.case import Case
+from core.case import SEVERITIES, Case
 from core.comments import Written, notice_text
 from core.concurrency import run_all, run_bounded
 from core.context import Context
+from core.errors import ConfigurationError
 from core.sentinel import comment_id
+from core.tasks import TaskResult, Tasks, templates_from_setting
 from enrichment.cache import VerdictCache, WriteBehind
-from enrichment.ip_filter import partition
+from enrichment.indicators import Indicator, Policy
+from enrichment.internal import InternalDomains, tenant_domains
 from enrichment.report import Row, render
-from enrichment.virustotal import VERDICTS, IpVerdict, QuotaExceeded, VerdictThresholds, VirusTotalClient
+from enrichment.virustotal import VERDICTS, QuotaExceeded, Verdict, VerdictThresholds, VirusTotalClient
 
 log = logging.getLogger(__name__)
 
@@ -37,42 +46,52 @@ DEFER_QUEUE = "vt-deferred"
 MALICIOUS_LABEL = "VirusTotal: malicious"
 MAX_DEFER_ATTEMPTS = 30  # with backoff capped at an hour: more than a day of retries
 MAX_DEFER_DELAY = 3600
-TITLE = "VirusTotal IP reputation"
-COMPLETION_TITLE = "VirusTotal IP reputation: deferred look-ups completed"
+TITLE = "VirusTotal reputation"
+COMPLETION_TITLE = "VirusTotal reputation: deferred look-ups completed"
+TASK_OUTCOME = "enrichment.malicious"
+RANK = {name: i for i, name in enumerate(reversed(SEVERITIES))}  # Informational 0 ... High 3
 
 
 @dataclass
 class Run:
-    """One enrichment pass over a fixed set of addresses (a trigger's, or a deferred completion's)."""
+    """One enrichment pass over a fixed set of indicators (a trigger's, or a deferred completion's)."""
 
     incident_id: str | None
     label: str
     subject: str  # "incident", "alert" or "entity": what messages call the case
-    public: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (value, reason)
+    indicators: list[Indicator]
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, value, reason)
     invalid: list[str] = field(default_factory=list)
-    verdicts: dict[str, tuple[IpVerdict, bool]] = field(default_factory=dict)
-    deferred: list[str] = field(default_factory=list)
+    verdicts: dict[Indicator, tuple[Verdict, bool]] = field(default_factory=dict)
+    deferred: list[Indicator] = field(default_factory=list)
     attempt: int = 0
-    completion: bool = False  # a deferred run: reports the addresses the first comment showed pending
+    completion: bool = False  # a deferred run: reports the indicators the first comment showed pending
     retry_hint: int = 0  # VirusTotal's Retry-After on its quota answer, if it sent one
     incident: dict | None = None  # the incident resource as read (or as the trigger carried it)
+    severity_at_start: str | None = None  # the trigger's (or first read's) severity: the audit line's "from"
+    lines: list[str] = field(default_factory=list)  # audit lines the comment carries under its tables
 
     def to_message(self) -> dict[str, Any]:
+        pending = self.indicators if self.completion else self.deferred
         return {"incident_id": self.incident_id, "label": self.label, "subject": self.subject,
-                "completing": self.public if self.completion else self.deferred, "attempt": self.attempt}
+                "completing": [indicator.key for indicator in pending], "attempt": self.attempt}
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Run:
         # "completing" since the comment-per-update change; older messages listed every address as "public".
         completing = message.get("completing") or message.get("public") or []
         return cls(incident_id=message.get("incident_id"), label=str(message.get("label", "")),
-                   subject=str(message.get("subject") or "incident"), public=[str(ip) for ip in completing],
+                   subject=str(message.get("subject") or "incident"),
+                   indicators=[Indicator.from_key(str(key)) for key in completing],
                    attempt=int(message.get("attempt", 0)), completion=True)
 
     @property
     def gave_up(self) -> bool:
         return self.attempt >= MAX_DEFER_ATTEMPTS
+
+    @property
+    def malicious(self) -> list[Verdict]:
+        return [v for v, _ in self.verdicts.values() if v.verdict == "malicious"]
 
 
 class Enricher:
@@ -91,6 +110,17 @@ class Enricher:
         self.retry_seconds = int(settings["VIRUSTOTAL_QUOTA_RETRY_SECONDS"])
         self.add_label = bool(settings["VIRUSTOTAL_LABEL"])
         self.pool = max(1, int(settings["VIRUSTOTAL_POOL_SIZE"]))
+        self.raise_to = _severity_setting(str(settings["VIRUSTOTAL_RAISE_SEVERITY"] or ""))
+        self.tasks = Tasks(ctx.sentinel, templates_from_setting(str(settings["INCIDENT_TASKS"] or "")))
+        url_lookup = str(settings["VIRUSTOTAL_URL_LOOKUP"] or "url").strip().lower()
+        if url_lookup not in ("url", "domain"):
+            raise ConfigurationError("setting VIRUSTOTAL_URL_LOOKUP must be url or domain")
+        tenant = None
+        if bool(settings["INTERNAL_DOMAINS_FROM_GRAPH"]):
+            tenant = tenant_domains(ctx.session, ctx.tokens, str(settings["GRAPH_ENDPOINT"]))
+        internal = InternalDomains(frozenset(settings["INTERNAL_DOMAINS"] or ()), tenant)
+        self.policy = Policy(internal.reason, url_lookup=url_lookup,
+                             domains_from_urls=bool(settings["VIRUSTOTAL_DOMAINS_FROM_URLS"]))
 
     # -- entry points -------------------------------------------------------------------------
     def enrich(self, case: Case) -> dict[str, Any]:
@@ -99,10 +129,9 @@ class Enricher:
             case, incident = view.case, view.incident
         else:
             incident = case.resource  # the incident trigger carries the incident (etag, labels, comment count)
-        public, skipped = partition([ip.address for ip in case.ips])
-        skipped += [(item.value, item.reason) for item in case.skipped if item.kind == "ip"]
-        run = Run(case.incident_id, case.label, case.subject, public, skipped, list(case.invalid_ips),
-                  incident=incident)
+        chosen = self.policy.select(case)
+        run = Run(case.incident_id, case.label, case.subject, chosen.indicators, chosen.skipped,
+                  list(case.invalid_ips), incident=incident, severity_at_start=case.severity)
         return self._complete(run)
 
     def resume(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -119,21 +148,28 @@ class Enricher:
                                           lambda: self._look_up(run, writes))
             else:
                 self._look_up(run, writes)
-            written, label, _, _ = run_all(lambda: self._comment(run), lambda: self._label(run),
-                                           lambda: self._defer(run), writes.wait)
+            if run.severity_at_start is None and run.incident:
+                run.severity_at_start = (run.incident.get("properties") or {}).get("severity")
+            finished = not (run.completion and run.deferred and not run.gave_up)
+            label = self._update_first(run) if finished and self._raises(run) else None
+            written, later_label, tasks, _, _ = run_all(
+                lambda: self._comment(run) if finished else [],
+                lambda: None if label or not finished else self._label(run),
+                lambda: self._tasks(run) if finished else [],
+                lambda: self._defer(run), writes.wait)
         finally:
             writes.close()  # never leave a write running behind the answer
-        summary = self._summary(run, written, label)
+        summary = self._summary(run, written, label or later_label, tasks)
         summary["virustotalCalls"] = self.vt.calls - calls_before
         return summary
 
     def _look_up(self, run: Run, writes: WriteBehind) -> None:
-        """Verdicts for ``run.public``: cache reads in batches, then VirusTotal ``pool`` at a time. After the first
-        error no look-up starts; a quota answer defers the rest, any other error is the run's answer."""
-        found, absent = self.cache.get_many(run.public, self.pool)
-        run.verdicts.update({ip: (verdict, True) for ip, verdict in found.items()})
-        missing = [ip for ip in run.public if ip not in found]
-        outcomes = run_bounded(lambda ip: self.cache.fetch(ip, self.vt.lookup, writes, absent=ip in absent),
+        """Verdicts for ``run.indicators``: cache reads in batches, then VirusTotal ``pool`` at a time. After the
+        first error no look-up starts; a quota answer defers the rest, any other error is the run's answer."""
+        found, absent = self.cache.get_many(run.indicators, self.pool)
+        run.verdicts.update({indicator: (verdict, True) for indicator, verdict in found.items()})
+        missing = [indicator for indicator in run.indicators if indicator not in found]
+        outcomes = run_bounded(lambda i: self.cache.fetch(i, self.vt.lookup, writes, absent=i in absent),
                                missing, self.pool, stop=lambda error: True)
         errors = []
         for outcome in outcomes:
@@ -143,7 +179,7 @@ class Enricher:
                 errors.append(outcome.error)
         if errors:
             raise errors[0]
-        run.deferred = [ip for ip in missing if ip not in run.verdicts]
+        run.deferred = [indicator for indicator in missing if indicator not in run.verdicts]
         quota = next((o.error for o in outcomes if isinstance(o.error, QuotaExceeded)), None)
         if quota is not None:
             run.retry_hint = quota.retry_after or 0
@@ -160,46 +196,99 @@ class Enricher:
         self.ctx.state.enqueue(DEFER_QUEUE, run.to_message() | {"attempt": run.attempt + 1}, delay_seconds=delay)
         log.info("deferred %d lookups for %s by %ss", len(run.deferred), run.label, delay)
 
+    # -- what the run writes --------------------------------------------------------------------
     def _rows(self, run: Run) -> list[Row]:
         rows: list[Row] = []
-        for ip in run.public:
-            if ip in run.verdicts:
-                rows.append(Row(ip, run.verdicts[ip][0]))
+        for indicator in run.indicators:
+            if indicator in run.verdicts:
+                rows.append(Row(indicator.kind, indicator.value, run.verdicts[indicator][0], label=indicator.label))
             elif run.gave_up:
-                rows.append(Row(ip, note=f"failed: VirusTotal quota still exhausted after {run.attempt} attempts"))
+                rows.append(Row(indicator.kind, indicator.value, label=indicator.label,
+                                note=f"failed: VirusTotal quota still exhausted after {run.attempt} attempts"))
             else:
-                rows.append(Row(ip, note="pending: VirusTotal quota reached; a new comment gives the verdict "
-                                         "when the deferred look-up runs"))
-        rows += [Row(ip, note=f"skipped: {reason}") for ip, reason in run.skipped]  # unparseable values included
+                rows.append(Row(indicator.kind, indicator.value, label=indicator.label,
+                                note="pending: VirusTotal quota reached; a new comment gives the verdict when the "
+                                     "deferred look-up runs"))
+        rows += [Row(kind, value, note=f"skipped: {reason}") for kind, value, reason in run.skipped]
         return rows
 
     def _comment(self, run: Run) -> list[Written]:
-        """The run's comment(s), each under an id derived from its content; none for a deferred round that is not
-        finished (its comment comes when every address has a verdict or the run gives up)."""
-        if not run.incident_id or (run.completion and run.deferred and not run.gave_up):
+        """The run's comment(s), each under an id derived from its content."""
+        if not run.incident_id:
             return []
         rows = self._rows(run)
         if not rows:
             return []
         title = COMPLETION_TITLE if run.completion else TITLE
+        lines = self._task_line(run) + run.lines
+        extra = "".join(f"<p>{escape(line)}</p>" for line in lines)
         parts = []
         for message in render(run.label, rows, self.thresholds, self.ttl / 3600, title=title):
+            message = message + extra if extra and len(message) + len(extra) <= 30_000 else message
             digest = hashlib.sha256(message.encode()).hexdigest()[:24]
-            parts.append((comment_id(run.incident_id, "ip-reputation", digest), message))
+            parts.append((comment_id(run.incident_id, "reputation", digest), message))
         return self.ctx.comments.write_all(run.incident_id, parts, incident=run.incident)
 
+    def _raises(self, run: Run) -> bool:
+        """Whether the run raises the incident's severity (then that update comes before the comment)."""
+        if not (self.raise_to and run.incident_id and run.malicious):
+            return False
+        current = run.severity_at_start or ((run.incident or {}).get("properties") or {}).get("severity")
+        return RANK.get(str(current), -1) < RANK[self.raise_to]
+
+    def _update_first(self, run: Run) -> str | None:
+        """Label and severity in one etag-safe update; the comment then carries the severity's audit line."""
+        label = MALICIOUS_LABEL if self.add_label else None
+        raise_to = self.raise_to
+
+        def change(properties: dict) -> bool:
+            changed = False
+            if label:
+                current = list(properties.get("labels") or [])
+                if all(str(x.get("labelName", "")).lower() != label.lower() for x in current):
+                    properties["labels"] = [*current, {"labelName": label, "labelType": "User"}]
+                    changed = True
+            if raise_to and RANK.get(str(properties.get("severity")), -1) < RANK[raise_to]:
+                properties["severity"] = raise_to  # raised, never lowered
+                changed = True
+            return changed
+
+        current = run.incident if run.incident and run.incident.get("etag") else None
+        result = self.ctx.sentinel.update_incident(run.incident_id, change, current=current)
+        now = (result.get("properties") or {}).get("severity")
+        if now == raise_to and RANK.get(str(run.severity_at_start), -1) < RANK[raise_to]:
+            count = len(run.malicious)
+            run.lines.append(f"Severity raised from {run.severity_at_start or 'unknown'} to {raise_to}: {count} "
+                             f"malicious indicator{'s' if count != 1 else ''} (VIRUSTOTAL_RAISE_SEVERITY).")
+        return label
+
     def _label(self, run: Run) -> str | None:
-        malicious = any(v.verdict == "malicious" for v, _ in run.verdicts.values())
-        if not (malicious and self.add_label and run.incident_id):
+        if not (run.malicious and self.add_label and run.incident_id):
             return None
         current = run.incident if run.incident and run.incident.get("etag") else None
         self.ctx.sentinel.add_labels(run.incident_id, MALICIOUS_LABEL, current=current)
         return MALICIOUS_LABEL
 
+    def _task_values(self, run: Run) -> dict[str, Any]:
+        names = [v.value for v in run.malicious]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        return {"count": len(names), "indicators": shown}
+
+    def _task_line(self, run: Run) -> list[str]:
+        if not (run.incident_id and run.malicious):
+            return []
+        return [f"Analyst task: {title}" for title in self.tasks.titles(TASK_OUTCOME, **self._task_values(run))]
+
+    def _tasks(self, run: Run) -> list[TaskResult]:
+        if not (run.incident_id and run.malicious):
+            return []
+        return self.tasks.add(run.incident_id, TASK_OUTCOME, **self._task_values(run))
+
+    # -- the answer -----------------------------------------------------------------------------
     @staticmethod
-    def _summary(run: Run, written: list[Written], label: str | None) -> dict[str, Any]:
-        looked_up = [v.to_dict() | {"cached": cached} for v, cached in run.verdicts.values()]
-        worst = next((name for name in VERDICTS if any(item["verdict"] == name for item in looked_up)), None)
+    def _summary(run: Run, written: list[Written], label: str | None, tasks: list[TaskResult]) -> dict[str, Any]:
+        items = [v.to_dict() | {"cached": cached} for v, cached in run.verdicts.values()]
+        worst = next((name for name in VERDICTS if any(item["verdict"] == name for item in items)), None)
         notes = [text for text in (notice_text(w) for w in written) if text]
         if not run.incident_id:
             comment_skipped = f"no incident id in the {run.subject} body: nothing to comment on"
@@ -207,19 +296,34 @@ class Enricher:
             comment_skipped = "deferred look-ups still pending: the comment comes when all are done"
         else:
             comment_skipped = "; ".join(notes) or None
-        nothing = not run.public and not run.skipped and not run.invalid
+        nothing = not run.indicators and not run.skipped
         return {
             "incident": run.incident_id,
             "case": run.label,
             "complete": not run.deferred,
             "worstVerdict": worst,
-            "maliciousCount": sum(1 for item in looked_up if item["verdict"] == "malicious"),
-            "ips": looked_up,
-            "skipped": [{"ip": ip, "reason": reason} for ip, reason in run.skipped],
+            "maliciousCount": sum(1 for item in items if item["verdict"] == "malicious"),
+            "indicators": items,
+            "ips": [item for item in items if item["kind"] == "ip"],
+            "skipped": [{"kind": kind, "value": value, "reason": reason} | ({"ip": value} if kind == "ip" else {})
+                        for kind, value, reason in run.skipped],
             "invalid": run.invalid,
-            "deferred": run.deferred,
+            "deferred": [indicator.value for indicator in run.deferred],
             "comments": [w.comment_id for w in written if w.comment_id],
             "commentSkipped": comment_skipped,
             "label": label,
-            "note": f"nothing to look up: the {run.subject} has no IP entities" if nothing else None,
+            "tasks": [task.to_dict() for task in tasks],
+            "notes": run.lines,
+            "note": f"nothing to look up: the {run.subject} has no IP, file, URL or domain entities" if nothing
+            else None,
         }
+
+
+def _severity_setting(raw: str) -> str | None:
+    text = raw.strip()
+    if not text or text.lower() in ("off", "none", "false"):
+        return None
+    for severity in SEVERITIES:
+        if severity.lower() == text.lower():
+            return severity
+    raise ConfigurationError(f"setting VIRUSTOTAL_RAISE_SEVERITY must be empty or one of {', '.join(SEVERITIES)}")

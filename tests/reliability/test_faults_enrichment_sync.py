@@ -44,7 +44,10 @@ from typing import Any
 import pytest
 import requests
 
-from core.state import key_safe
+from enrichment.cache import ROW as VT_ROW
+from enrichment.cache import TABLE as VT_TABLE
+from enrichment.cache import partition_key
+from enrichment.indicators import Indicator
 from localdev.emulators.entra import ARM_AUDIENCE
 from localdev.emulators.sentinel_arm import API_VERSION
 from localdev.stack import SNOW_PASSWORD, SNOW_WEBHOOK_SECRET, VT_KEY
@@ -228,7 +231,7 @@ def enrich_snapshot(stack, client: SyncClient, subject: Subject) -> dict[str, An
     lookups = Counter(stack.vt.lookups()) - subject.ignored_lookups
     cache = {}
     for ip in subject.ips:
-        row = client.state.get("vtcache", key_safe(ip), "v3")
+        row = client.state.get(VT_TABLE, partition_key(Indicator("ip", ip)), VT_ROW)
         if row is not None:
             held = row.get("state") == "pending" and float(row.get("lease_until", 0)) > time.time()
             cache[tokens.text(ip)] = {"state": row.get("state"), "leaseHeld": held,
