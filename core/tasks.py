@@ -16,14 +16,17 @@ Titles and descriptions are ``str.format`` templates over the values the caller 
 ``indicators``, ``user``, ``machine`` ...). Each task's id is derived from the incident, the outcome and the
 template's position, so a retry or a later run finds the same task: an open task (New) is updated when its
 text changed (with its etag: an analyst's concurrent change wins); a task an analyst completed is never
-touched again, so it is never reopened.
+touched again, so it is never reopened. A task this process wrote with the same text is not read again
+(``_WRITTEN``): a repeated run costs no call, and a run with new text reads the task before changing it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 TASK_NAMESPACE = uuid.UUID("3b1f6a2c-8d4e-4f5a-9b6c-7d8e9f0a1b2c")
 MAX_TITLE, MAX_DESCRIPTION = 150, 2000  # kept short; the spec sets no limit
+
+_WRITTEN: OrderedDict[str, tuple[str, str]] = OrderedDict()  # task id -> text this process last wrote
+_WRITTEN_LOCK = threading.Lock()
+_WRITTEN_MAX = 10_000
 
 Template = tuple[str, str]  # (title, description)
 TEMPLATES: dict[str, tuple[Template, ...]] = {
@@ -111,6 +118,19 @@ class Tasks:
 
     def ensure(self, incident_id: str, key: str, title: str, description: str) -> TaskResult:
         """Create the task, or bring an open one's text up to date; a completed task stays as the analyst left it."""
+        with _WRITTEN_LOCK:
+            if _WRITTEN.get(key) == (title, description):
+                return TaskResult(key, title, "unchanged")  # written by this process: nothing to add
+        result = self._ensure(incident_id, key, title, description)
+        if result.outcome in ("created", "updated", "unchanged"):
+            with _WRITTEN_LOCK:
+                _WRITTEN[key] = (title, description)
+                _WRITTEN.move_to_end(key)
+                while len(_WRITTEN) > _WRITTEN_MAX:
+                    _WRITTEN.popitem(last=False)
+        return result
+
+    def _ensure(self, incident_id: str, key: str, title: str, description: str) -> TaskResult:
         for _ in range(3):
             current = self.sentinel.get_task(incident_id, key)
             if current is None:

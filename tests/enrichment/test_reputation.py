@@ -172,7 +172,7 @@ def test_severity_stays_without_the_setting(clean_stack, host):
 
 # -- analyst tasks (issue 18.3) ----------------------------------------------------------------------------
 def test_a_review_task_with_a_deterministic_id_that_is_never_reopened(clean_stack, host):
-    shas = [uuid.uuid4().hex * 2 for _ in range(2)]
+    shas = [uuid.uuid4().hex * 2 for _ in range(3)]
     for sha in shas:
         clean_stack.vt.set_report(sha, malicious=30)
     body, incident_id = fresh(clean_stack, files=shas[:1])
@@ -180,12 +180,19 @@ def test_a_review_task_with_a_deterministic_id_that_is_never_reopened(clean_stac
     assert task == {"taskId": task_id(incident_id, "enrichment.malicious", 0),
                     "title": "Review the 1 malicious indicators", "result": "created"}
     assert host.post(ROUTE, body).json()["tasks"][0]["result"] == "unchanged"
-    more = clean_stack.arm.trigger_body(incident_id)  # the incident updated: it now relates both files
-    more["object"]["properties"]["relatedEntities"] = mixed_incident(1, [], shas, [], [])["object"]["properties"][
-        "relatedEntities"]
-    assert host.post(ROUTE, more).json()["tasks"][0]["result"] == "updated"
+    def updated(files: list[str]) -> dict:
+        """The incident trigger after an update: the incident now relates ``files``."""
+        body = clean_stack.arm.trigger_body(incident_id)
+        body["object"]["properties"]["relatedEntities"] = mixed_incident(1, [], files, [], [])["object"][
+            "properties"]["relatedEntities"]
+        return body
+
+    assert host.post(ROUTE, updated(shas[:2])).json()["tasks"][0]["result"] == "updated"
     clean_stack.arm.analyst_task_change(incident_id, task["taskId"], status="Completed")
-    assert host.post(ROUTE, more).json()["tasks"][0]["result"] == "kept-completed"
+    task_writes = len(clean_stack.arm.requests_to("PUT", r"/tasks/"))
+    assert host.post(ROUTE, updated(shas[:2])).json()["tasks"][0]["result"] == "unchanged"  # nothing new to say
+    assert host.post(ROUTE, updated(shas)).json()["tasks"][0]["result"] == "kept-completed"  # new text: not reopened
+    assert len(clean_stack.arm.requests_to("PUT", r"/tasks/")) == task_writes
     [stored] = clean_stack.arm.tasks(incident_id)
     assert stored["properties"]["status"] == "Completed" and "2 malicious" in stored["properties"]["title"]
 
