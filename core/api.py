@@ -20,6 +20,7 @@ import azure.functions as func
 from core.case import Case, normalise
 from core.errors import BadRequest, Conflict, PackError, PayloadTooLarge
 from core.telemetry import action_scope, bind_incident, outcome
+from core.workspace import Pinning
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ def run_action(req: func.HttpRequest, action: Callable[[Case], Any], *, name: st
     from core.settings import get_settings
 
     def on_case() -> Any:
-        case = normalise(read_json(req), max_entities=int(get_settings()["MAX_ENTITIES"]))
+        settings = get_settings()
+        case = normalise(read_json(req), max_entities=int(settings["MAX_ENTITIES"]))
         bind_incident(case.incident_id or case.alert_id, case.number)
+        Pinning.from_settings(settings).check_case(case)  # SENTINEL_WORKSPACES: before anything is sent anywhere
         return action(case)
 
     return answer(name or getattr(action, "__name__", "action"), on_case)

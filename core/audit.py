@@ -9,6 +9,13 @@ The comment id is derived from the incident, the action, the targets named by th
 the mode (dry run or live), so a Logic App retry of the same call overwrites the same comment
 instead of adding one, and a later live run does not overwrite the dry run's record.
 
+The Defender portal does not show comment edits (issue #15, item 11). With ``edits=False`` a retry whose
+content differs (the first attempt failed, the retry did it) writes a new comment, under an id derived
+from the call and the content; a retry with the same content rewrites the same comment. The default
+(``edits=True``) keeps the older behaviour, in which a retry rewrites the call's one comment, for the
+callers that still rely on it (response/run.py: its owner switches). Either way the comment goes through
+the incident's comment budget (core/comments.py); the case's incident-trigger body gives the count.
+
 A retry must not erase what the first attempt did: when the first attempt disabled a user and its
 answer was lost, the retry finds the user "already disabled". The entries written under a comment
 id are kept in the state store (table ``auditlog``, PartitionKey = the comment id), and a target
@@ -27,6 +34,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from core.case import Case
+from core.comments import CommentBudget
 from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 
 if TYPE_CHECKING:
@@ -85,9 +93,12 @@ def merge(previous: Sequence[AuditEntry], current: Sequence[AuditEntry]) -> list
 class AuditTrail:
     """Writes the log lines and the incident comment of one action call."""
 
-    def __init__(self, sentinel: SentinelClient, store: StateStore | None = None) -> None:
+    def __init__(self, sentinel: SentinelClient, store: StateStore | None = None, budget: CommentBudget | None = None,
+                 *, edits: bool = True) -> None:
         self.sentinel = sentinel
         self.store = store  # keeps what a retry must not overwrite
+        self.budget = budget or CommentBudget.from_settings(sentinel)
+        self.edits = edits
 
     @staticmethod
     def comment_key(case: Case, action: str, subjects: Iterable[str], dry_run: bool) -> str:
@@ -105,12 +116,13 @@ class AuditTrail:
             return None
         key = self.comment_key(case, action, subjects, dry_run)
         written = self._merged(key, entries)
-        self.sentinel.put_comment(case.incident_id, key, render(case.label, title, written, dry_run=dry_run,
-                                                                note=note))
+        message = render(case.label, title, written, dry_run=dry_run, note=note)
+        cid = key if self.edits else comment_id(key, hashlib.sha256(message.encode()).hexdigest()[:24])
+        result = self.budget.write(case.incident_id, cid, message, incident=case.resource)
         if self.store is not None and any(e.outcome in ACTED for e in written):
             self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
                                       "entries": json.dumps([e.to_dict() for e in written])[:60000]})
-        return key
+        return result.comment_id
 
     def _merged(self, key: str, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if self.store is None:
@@ -130,7 +142,7 @@ class AuditTrail:
         _log(action, label, incident_id, None, entries, False, "")
         key = self.followup_key(incident_id, action, key_parts)
         if key and incident_id:
-            self.sentinel.put_comment(incident_id, key, render(label, title, entries, dry_run=False))
+            return self.budget.write(incident_id, key, render(label, title, entries, dry_run=False)).comment_id
         return key
 
     @staticmethod

@@ -147,6 +147,29 @@ SPECS: tuple[SettingSpec, ...] = (
                 doc="Pages one poll run reads at most; the rest follows at the next run"),
     SettingSpec("SERVICENOW_POLL_OVERLAP_SECONDS", "10", "int",
                 doc="How long a ServiceNow update may take to commit; the poll re-reads that window once"),
+    # -- workspace pinning, Sentinel comments, enrichment speed (issues #14.5, #15.11, #16) -----------------
+    SettingSpec("SENTINEL_WORKSPACES", "", "list",
+                doc="Workspace ARM ids (and/or Log Analytics workspace GUIDs) the pack may act on; others get 403. "
+                    "Empty: not pinned with LOCAL_MODE, every action refused without it (core/workspace.py)"),
+    SettingSpec("SENTINEL_COMMENT_RESERVE", "10", "int",
+                doc="Of Sentinel's 100 comments per incident, how many the pack leaves to analysts; one summary "
+                    "comment says when the pack stops commenting (core/comments.py)"),
+    SettingSpec("VIRUSTOTAL_POOL_SIZE", "16", "int",
+                doc="VirusTotal look-ups one run makes at a time (after a quota answer it starts no more)"),
+    # -- reputation of every indicator kind, severity, analyst tasks (issue #18) --------------------------------
+    SettingSpec("INTERNAL_DOMAINS", "", "list",
+                doc="Domains (and their subdomains) never sent to VirusTotal, besides the tenant's verified domains"),
+    SettingSpec("INTERNAL_DOMAINS_FROM_GRAPH", "true", "bool",
+                doc="Treat the tenant's verified domains as internal (Graph GET /domains, Domain.Read.All)"),
+    SettingSpec("VIRUSTOTAL_URL_LOOKUP", "url",
+                doc="url: look up URLs without userinfo, query and fragment; domain: send only the URL's host"),
+    SettingSpec("VIRUSTOTAL_DOMAINS_FROM_URLS", "false", "bool",
+                doc="Also look up the host of every URL entity as a domain"),
+    SettingSpec("VIRUSTOTAL_RAISE_SEVERITY", "",
+                doc="Raise the incident to this severity (Low, Medium, High) when an indicator is malicious; "
+                    "empty: off. Never lowers it"),
+    SettingSpec("INCIDENT_TASKS", "",
+                doc="Analyst tasks per outcome (core/tasks.py): empty = built-in, 'off', or JSON overrides"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

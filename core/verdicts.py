@@ -1,7 +1,8 @@
-"""The latest VirusTotal verdict the pack knows for an IP, read from the enrichment's cache table.
+"""The latest VirusTotal verdict the pack knows for an indicator, read from the enrichment's cache table.
 
-Table ``vtcache`` (written by enrichment/cache.py, which owns its lifecycle): PartitionKey = the IP
-(``key_safe``), RowKey = ``v3``; a ``done`` row carries the verdict JSON and ``fetched_at``. Readers here
+Table ``vtcache`` (written by enrichment/cache.py, which owns its lifecycle): PartitionKey = ``kind:value``
+(``cache_key``: ``ip:203.0.113.45``, ``file:<sha256>``, ``domain:evil.example``, a URL as ``url:<sha256 of the
+cleaned URL>``), RowKey = ``v4``; a ``done`` row carries the verdict JSON and ``fetched_at``. Readers here
 want the *latest* verdict whatever its age (an approval says how old it is), so the enrichment's TTL does
 not apply; a ``pending`` row (a lookup under way) is no verdict yet. The key design lives here, in core,
 because areas may not import each other: enrichment imports TABLE and ROW from this module.
@@ -9,13 +10,22 @@ because areas may not import each other: enrichment imports TABLE and ROW from t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
 from core.state import StateStore, key_safe
 
 TABLE = "vtcache"
-ROW = "v3"
+ROW = "v4"
+
+
+def cache_key(kind: str, value: str) -> str:
+    """The PartitionKey of an indicator's row: ``kind:value``; a URL by its hash (Table keys cannot hold all of
+    a URL's characters)."""
+    if kind == "url":
+        return "url:" + hashlib.sha256(value.encode()).hexdigest()
+    return key_safe(f"{kind}:{value}")[:512]
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class KnownVerdict:
 
 def latest_verdict(store: StateStore, ip: str) -> KnownVerdict | None:
     """The cached verdict of ``ip``, or None when VirusTotal was never asked (or is being asked now)."""
-    row = store.get(TABLE, key_safe(ip), ROW)
+    row = store.get(TABLE, cache_key("ip", ip), ROW)
     if not row or row.get("state") != "done" or not row.get("verdict"):
         return None
     try:
@@ -47,4 +57,4 @@ def latest_verdict(store: StateStore, ip: str) -> KnownVerdict | None:
                         suspicious=counts[1], engines=sum(counts), fetched_at=float(row.get("fetched_at") or 0))
 
 
-__all__ = ["ROW", "TABLE", "KnownVerdict", "latest_verdict"]
+__all__ = ["ROW", "TABLE", "KnownVerdict", "cache_key", "latest_verdict"]

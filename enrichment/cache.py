@@ -1,50 +1,191 @@
-"""Verdict cache in Table Storage, shared by every incident and every function instance.
+"""Verdict cache: a per-process memory layer in front of Table Storage, shared by every incident.
 
-Table ``vtcache``: PartitionKey = IP address, RowKey = ``v3``; columns ``state`` (done | pending),
-``verdict`` (JSON), ``fetched_at`` and ``lease_until`` (epoch seconds). Table Storage has no
-TTL, so expiry is checked on read and an expired row is simply overwritten.
+Table ``vtcache``: one cache for every kind, keyed by kind and value. PartitionKey = ``kind:value``
+(``ip:203.0.113.45``, ``file:<sha256>``, ``domain:evil.example``; a URL, whose characters Table keys cannot
+all hold, as ``url:<sha256 of the cleaned URL>``), RowKey = ``v4`` (the verdict's JSON shape); columns
+``state`` (done | pending), ``verdict`` (JSON), ``fetched_at`` and ``lease_until`` (epoch seconds). Table
+Storage has no TTL, so expiry is checked on read and an expired row is simply overwritten.
 
-A ``pending`` row is a short lease: when an incident storm brings the same IP to several
-instances at once, the one whose conditional insert wins asks VirusTotal, and the others wait
-for its answer instead of spending quota on the same address.
+Reads (issue #16, item 2: fewer calls):
+- the memory layer (``MemoryCache``, one per process) answers what this instance looked up or read in
+  the last ``ttl`` seconds, bounded in size; a verdict keeps the age it had in the table, so the memory
+  layer never extends a verdict's life;
+- the rest is read in batches: one query per 15 addresses (Table Storage allows at most 15 discrete
+  comparisons in a ``$filter``: Learn, "Querying tables and entities"), the batches side by side.
+
+Look-ups (``fetch``): a ``pending`` row is a short lease. When an incident storm brings the same address
+to several runs at once, the one whose conditional insert wins asks VirusTotal and the others wait for
+its answer instead of spending quota on the same address. The verdict is written back by a writer the
+run owns (``WriteBehind``), off the run's critical path: the next look-up starts at once, and the run
+waits for its writes only at its end, beside its comment.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
-from core.state import StateStore, key_safe
-from core.verdicts import ROW, TABLE
-from enrichment.virustotal import IpVerdict
+from core.concurrency import run_bounded
+from core.state import StateStore
+from core.verdicts import ROW, TABLE, cache_key
+from enrichment.indicators import Indicator
+from enrichment.virustotal import Verdict
+
+log = logging.getLogger(__name__)
+
+FILTER_COMPARISONS = 15  # Table Storage: at most 15 discrete comparisons per $filter
+MEMORY_ITEMS = 20_000  # ~1 KB each: a few tens of MB at most per process
+
+
+def partition_key(indicator: Indicator) -> str:
+    """The row's PartitionKey (see the module doc; the key design is core.verdicts.cache_key)."""
+    return cache_key(indicator.kind, indicator.value)
+
+
+class MemoryCache:
+    """Fresh verdicts this process has seen: key -> (verdict, fetched_at), least recently used evicted."""
+
+    def __init__(self, max_items: int = MEMORY_ITEMS) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[Verdict, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, ttl: float, now: float) -> Verdict | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            if now - found[1] >= ttl:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, verdict: Verdict, fetched_at: float) -> None:
+        with self._lock:
+            self._items[key] = (verdict, fetched_at)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+MEMORY = MemoryCache()  # per process: every invocation in this worker shares it
+
+
+class WriteBehind:
+    """Cache writes of one run, started as soon as each verdict is known; ``wait`` at the run's end.
+
+    Its own small pool (core/concurrency.py explains why pools are not shared); writes run in a copy of
+    the caller's context, so their log lines and timing stay with the run.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vt-write")
+        self._futures: list[Future] = []
+
+    def submit(self, write: Callable[[], Any]) -> None:
+        context = contextvars.copy_context()
+        self._futures.append(self._pool.submit(context.run, write))
+
+    def wait(self) -> None:
+        """Wait for every write; the first failure is raised (the run's answer says the state store failed)."""
+        try:
+            for future in list(self._futures):
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Wait for every write without raising: for a run that is already failing for another reason."""
+        self._pool.shutdown(wait=True)
+        for future in self._futures:
+            if future.exception() is not None:
+                log.warning("verdict cache write failed: %s", type(future.exception()).__name__)
 
 
 class VerdictCache:
     def __init__(self, store: StateStore, ttl_seconds: int, lease_seconds: float = 30.0,
-                 wait_seconds: float = 15.0, poll_seconds: float = 0.1, clock: Callable[[], float] = time.time) -> None:
+                 wait_seconds: float = 15.0, poll_seconds: float = 0.05, clock: Callable[[], float] = time.time,
+                 memory: MemoryCache = MEMORY) -> None:
         self.store = store
         self.ttl = ttl_seconds
         self.lease = lease_seconds
         self.wait = wait_seconds
         self.poll = poll_seconds
         self.clock = clock
+        self.memory = memory
 
-    def _fresh(self, row: dict | None) -> IpVerdict | None:
+    def _fresh(self, row: dict | None) -> Verdict | None:
         if row and row.get("state") == "done" and self.clock() - float(row.get("fetched_at", 0)) < self.ttl:
-            return IpVerdict.from_dict(json.loads(row["verdict"]))
+            verdict = Verdict.from_cache(json.loads(row["verdict"]))
+            self.memory.put(str(row["PartitionKey"]), verdict, float(row["fetched_at"]))
+            return verdict
         return None
 
-    def get(self, ip: str) -> IpVerdict | None:
+    # -- reads ----------------------------------------------------------------------------------
+    def get(self, indicator: Indicator) -> Verdict | None:
         """The cached verdict if it is fresh (no lease taken)."""
-        return self._fresh(self.store.get(TABLE, key_safe(ip), ROW))
+        key = partition_key(indicator)
+        return self.memory.get(key, self.ttl, self.clock()) or self._fresh(self.store.get(TABLE, key, ROW))
 
-    def get_or_fetch(self, ip: str, fetch: Callable[[str], IpVerdict]) -> tuple[IpVerdict, bool]:
-        """(verdict, came_from_cache). ``fetch`` runs at most once across concurrent callers."""
+    def get_many(self, indicators: Iterable[Indicator], limit: int = 16
+                 ) -> tuple[dict[Indicator, Verdict], set[Indicator]]:
+        """(fresh verdicts of ``indicators``, those the table holds no row for): from memory, then from the table
+        in batches of 15 side by side."""
+        found: dict[Indicator, Verdict] = {}
+        absent: set[Indicator] = set()
+        missing: list[Indicator] = []
+        now = self.clock()
+        for indicator in dict.fromkeys(indicators):
+            verdict = self.memory.get(partition_key(indicator), self.ttl, now)
+            if verdict is not None:
+                found[indicator] = verdict
+            else:
+                missing.append(indicator)
+        batches = [missing[i:i + FILTER_COMPARISONS] for i in range(0, len(missing), FILTER_COMPARISONS)]
+        for outcome in run_bounded(self._read_batch, batches, limit):
+            batch_found, batch_absent = outcome.get()
+            found.update(batch_found)
+            absent |= batch_absent
+        return found, absent
+
+    def _read_batch(self, indicators: list[Indicator]) -> tuple[dict[Indicator, Verdict], set[Indicator]]:
+        keys = {partition_key(indicator): indicator for indicator in indicators}
+        names = {f"k{i}": key for i, key in enumerate(keys)}
+        query = " or ".join(f"PartitionKey eq @{name}" for name in names)
+        found, present = {}, set()
+        for row in self.store.query(TABLE, query, names):
+            if row.get("RowKey") != ROW or row.get("PartitionKey") not in keys:
+                continue
+            present.add(keys[row["PartitionKey"]])
+            if (verdict := self._fresh(row)) is not None:
+                found[keys[row["PartitionKey"]]] = verdict
+        return found, set(indicators) - present
+
+    # -- look-ups -------------------------------------------------------------------------------
+    def fetch(self, indicator: Indicator, lookup: Callable[[Indicator], Verdict], writes: WriteBehind, *,
+              absent: bool = False) -> tuple[Verdict, bool]:
+        """(verdict, came_from_cache) for an address the reads did not find. ``lookup`` runs at most once across
+        concurrent callers; the verdict's write goes to ``writes``. ``absent``: the batch read just found no row,
+        so the first step is the claim itself (a conditional insert), not another read."""
         deadline = self.clock() + self.wait
-        key = key_safe(ip)
+        key = partition_key(indicator)
+        pause = self.poll
+        first = True
         while True:
-            row = self.store.get(TABLE, key, ROW)
+            row = None if first and absent else self.store.get(TABLE, key, ROW)
+            first = False
             verdict = self._fresh(row)
             if verdict is not None:
                 return verdict, True
@@ -56,21 +197,26 @@ class VerdictCache:
                 won = (self.store.insert_if_absent(TABLE, claim) if row is None
                        else self.store.replace_if_unchanged(TABLE, claim, row["_etag"]))
                 if won:
-                    return self._fetch_and_store(ip, key, fetch), False
-            time.sleep(self.poll)
+                    return self._fetch_and_store(indicator, key, lookup, writes), False
+            time.sleep(pause)  # another run is asking VirusTotal for this address: its answer comes soon
+            pause = min(pause * 2, 0.5)
 
-    def _fetch_and_store(self, ip: str, key: str, fetch: Callable[[str], IpVerdict]) -> IpVerdict:
+    def _fetch_and_store(self, indicator: Indicator, key: str, lookup: Callable[[Indicator], Verdict],
+                         writes: WriteBehind) -> Verdict:
         try:
-            verdict = fetch(ip)
+            verdict = lookup(indicator)
         except BaseException:
             # Give the lease back so the next caller (or the deferred run) does not wait for it.
-            self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": ROW, "state": "pending",
-                                      "lease_until": 0.0, "fetched_at": 0.0, "verdict": ""})
+            writes.submit(lambda: self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": ROW, "state": "pending",
+                                                            "lease_until": 0.0, "fetched_at": 0.0, "verdict": ""}))
             raise
-        self.put(verdict)
+        fetched_at = self.clock()
+        self.memory.put(key, verdict, fetched_at)
+        writes.submit(lambda: self.put(verdict, fetched_at))
         return verdict
 
-    def put(self, verdict: IpVerdict) -> None:
-        self.store.upsert(TABLE, {"PartitionKey": key_safe(verdict.ip), "RowKey": ROW, "state": "done",
-                                  "lease_until": 0.0, "fetched_at": self.clock(),
-                                  "verdict": json.dumps(verdict.to_dict())})
+    def put(self, verdict: Verdict, fetched_at: float | None = None) -> None:
+        fetched_at = self.clock() if fetched_at is None else fetched_at
+        key = partition_key(Indicator(verdict.kind, verdict.value))
+        self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": ROW, "state": "done", "lease_until": 0.0,
+                                  "fetched_at": fetched_at, "verdict": json.dumps(verdict.to_cache())})

@@ -26,16 +26,22 @@ def enrich(case: Case) -> dict:
     return _enricher().enrich(case)
 
 
+@bp.route(route="enrichment/reputation", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def reputation(req: func.HttpRequest) -> func.HttpResponse:
+    """VirusTotal verdict for every indicator entity (IP, file hash, URL, domain), as one incident comment."""
+    return run_action(req, enrich, name="reputation")
+
+
 @bp.route(route="enrichment/ip-reputation", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def ip_reputation(req: func.HttpRequest) -> func.HttpResponse:
-    """VirusTotal verdict for every IP entity of the incident, written as one incident comment."""
+    """The route's first name, kept as an alias for playbooks deployed before: the same action."""
     return run_action(req, enrich, name="ip_reputation")
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="vt-deferred", connection="STATE_STORAGE_CONNECTION")
 @traced("ip_reputation_deferred")
 def ip_reputation_deferred(msg: func.QueueMessage) -> None:
-    """Finish lookups deferred by VirusTotal's quota and complete the run's comment.
+    """Finish look-ups deferred by VirusTotal's quota and write the comment that completes the run.
 
     An exception makes the host retry the message and, after five attempts, park it in
     ``vt-deferred-poison``: nothing is dropped silently.

@@ -1,10 +1,22 @@
-"""IP reputation enrichment of one Case: look up, cache, defer on quota, comment, label.
+"""Reputation enrichment of one Case: every indicator kind looked up side by side, cached, deferred on quota,
+one comment per run, label, severity and analyst task.
 
-The run is idempotent: verdicts come from the shared cache when fresh, the comment id is
-derived from the incident and its set of addresses (a retried or repeated run overwrites the
-same comment), the label is added only if missing, and deferred work completes that same
-comment. When VirusTotal's quota runs out mid-run, the remaining addresses go to the
-``vt-deferred`` queue and the comment shows them as pending until the queued run fills them in.
+Indicators (enrichment/indicators.py): IP addresses, files, URLs and domains, cleaned and filtered so that
+nothing internal or secret reaches VirusTotal; what is left out is a skipped row with its reason.
+
+Fast under real latency (issue #16): the run reads what it needs once (the verdict cache in batches, the
+incident beside the look-ups, or not at all when the trigger body carries it), asks VirusTotal for up to
+``VIRUSTOTAL_POOL_SIZE`` indicators at a time (after a quota answer it starts no more and defers the rest),
+writes verdicts back to the cache while other look-ups run, and writes its comment, label and task side by
+side. Only a severity change (``VIRUSTOTAL_RAISE_SEVERITY``) comes before the comment, whose audit line
+reports it.
+
+Idempotent, and readable in the Defender portal (issue #15, item 11): a comment's id is derived from the
+incident and the comment's own content, so a retried or repeated run with the same result PUTs the same
+comment again (nothing changes), and a run with new information writes a new comment instead of editing an
+old one. When VirusTotal's quota runs out, the remaining indicators go to the ``vt-deferred`` queue and the
+comment shows them as pending; the queued run writes its own comment once every one has a verdict. Comments
+go through the incident's comment budget (core/comments.py).
 """
 
 from __future__ import annotations
@@ -12,15 +24,21 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
-from core.case import Case
+from core.case import SEVERITIES, Case
+from core.comments import Written, notice_text
+from core.concurrency import run_all, run_bounded
 from core.context import Context
+from core.errors import ConfigurationError
 from core.sentinel import comment_id
-from enrichment.cache import VerdictCache
-from enrichment.ip_filter import partition
+from core.tasks import TaskResult, Tasks, templates_from_setting
+from enrichment.cache import VerdictCache, WriteBehind
+from enrichment.indicators import Indicator, Policy
+from enrichment.internal import InternalDomains, tenant_domains
 from enrichment.report import Row, render
-from enrichment.virustotal import VERDICTS, IpVerdict, QuotaExceeded, VerdictThresholds, VirusTotalClient
+from enrichment.virustotal import VERDICTS, QuotaExceeded, Verdict, VerdictThresholds, VirusTotalClient
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +46,52 @@ DEFER_QUEUE = "vt-deferred"
 MALICIOUS_LABEL = "VirusTotal: malicious"
 MAX_DEFER_ATTEMPTS = 30  # with backoff capped at an hour: more than a day of retries
 MAX_DEFER_DELAY = 3600
+TITLE = "VirusTotal reputation"
+COMPLETION_TITLE = "VirusTotal reputation: deferred look-ups completed"
+TASK_OUTCOME = "enrichment.malicious"
+RANK = {name: i for i, name in enumerate(reversed(SEVERITIES))}  # Informational 0 ... High 3
 
 
 @dataclass
 class Run:
-    """One enrichment pass over a fixed set of addresses."""
+    """One enrichment pass over a fixed set of indicators (a trigger's, or a deferred completion's)."""
 
     incident_id: str | None
     label: str
-    public: list[str]
-    skipped: list[tuple[str, str]]
+    subject: str  # "incident", "alert" or "entity": what messages call the case
+    indicators: list[Indicator]
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, value, reason)
     invalid: list[str] = field(default_factory=list)
-    verdicts: dict[str, tuple[IpVerdict, bool]] = field(default_factory=dict)
-    deferred: list[str] = field(default_factory=list)
+    verdicts: dict[Indicator, tuple[Verdict, bool]] = field(default_factory=dict)
+    deferred: list[Indicator] = field(default_factory=list)
     attempt: int = 0
-
-    @property
-    def key(self) -> str:
-        """Same addresses -> same key -> same comment id."""
-        material = "|".join(sorted(self.public) + sorted(ip for ip, _ in self.skipped) + sorted(self.invalid))
-        return hashlib.sha256(material.encode()).hexdigest()[:16]
+    completion: bool = False  # a deferred run: reports the indicators the first comment showed pending
+    retry_hint: int = 0  # VirusTotal's Retry-After on its quota answer, if it sent one
+    incident: dict | None = None  # the incident resource as read (or as the trigger carried it)
+    severity_at_start: str | None = None  # the trigger's (or first read's) severity: the audit line's "from"
+    lines: list[str] = field(default_factory=list)  # audit lines the comment carries under its tables
 
     def to_message(self) -> dict[str, Any]:
-        return {"incident_id": self.incident_id, "label": self.label, "public": self.public,
-                "skipped": self.skipped, "invalid": self.invalid, "attempt": self.attempt}
+        pending = self.indicators if self.completion else self.deferred
+        return {"incident_id": self.incident_id, "label": self.label, "subject": self.subject,
+                "completing": [indicator.key for indicator in pending], "attempt": self.attempt}
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Run:
+        # "completing" since the comment-per-update change; older messages listed every address as "public".
+        completing = message.get("completing") or message.get("public") or []
         return cls(incident_id=message.get("incident_id"), label=str(message.get("label", "")),
-                   public=list(message["public"]), skipped=[tuple(s) for s in message.get("skipped", [])],
-                   invalid=list(message.get("invalid", [])), attempt=int(message.get("attempt", 0)))
+                   subject=str(message.get("subject") or "incident"),
+                   indicators=[Indicator.from_key(str(key)) for key in completing],
+                   attempt=int(message.get("attempt", 0)), completion=True)
+
+    @property
+    def gave_up(self) -> bool:
+        return self.attempt >= MAX_DEFER_ATTEMPTS
+
+    @property
+    def malicious(self) -> list[Verdict]:
+        return [v for v, _ in self.verdicts.values() if v.verdict == "malicious"]
 
 
 class Enricher:
@@ -75,12 +109,29 @@ class Enricher:
         self.cache = VerdictCache(ctx.state, self.ttl)
         self.retry_seconds = int(settings["VIRUSTOTAL_QUOTA_RETRY_SECONDS"])
         self.add_label = bool(settings["VIRUSTOTAL_LABEL"])
+        self.pool = max(1, int(settings["VIRUSTOTAL_POOL_SIZE"]))
+        self.raise_to = _severity_setting(str(settings["VIRUSTOTAL_RAISE_SEVERITY"] or ""))
+        self.tasks = Tasks(ctx.sentinel, templates_from_setting(str(settings["INCIDENT_TASKS"] or "")))
+        url_lookup = str(settings["VIRUSTOTAL_URL_LOOKUP"] or "url").strip().lower()
+        if url_lookup not in ("url", "domain"):
+            raise ConfigurationError("setting VIRUSTOTAL_URL_LOOKUP must be url or domain")
+        tenant = None
+        if bool(settings["INTERNAL_DOMAINS_FROM_GRAPH"]):
+            tenant = tenant_domains(ctx.session, ctx.tokens, str(settings["GRAPH_ENDPOINT"]))
+        internal = InternalDomains(frozenset(settings["INTERNAL_DOMAINS"] or ()), tenant)
+        self.policy = Policy(internal.reason, url_lookup=url_lookup,
+                             domains_from_urls=bool(settings["VIRUSTOTAL_DOMAINS_FROM_URLS"]))
 
     # -- entry points -------------------------------------------------------------------------
     def enrich(self, case: Case) -> dict[str, Any]:
-        case = self.ctx.with_entities(case)
-        public, skipped = partition([ip.address for ip in case.ips])
-        run = Run(case.incident_id, case.label, public, skipped, list(case.invalid_ips))
+        if not case.entities_included and case.incident_id:
+            view = self.ctx.read_case(case)  # a manual run: its entities and the incident, side by side
+            case, incident = view.case, view.incident
+        else:
+            incident = case.resource  # the incident trigger carries the incident (etag, labels, comment count)
+        chosen = self.policy.select(case)
+        run = Run(case.incident_id, case.label, case.subject, chosen.indicators, chosen.skipped,
+                  list(case.invalid_ips), incident=incident, severity_at_start=case.severity)
         return self._complete(run)
 
     def resume(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -90,78 +141,189 @@ class Enricher:
     # -- the run ------------------------------------------------------------------------------
     def _complete(self, run: Run) -> dict[str, Any]:
         calls_before = self.vt.calls
-        for position, ip in enumerate(run.public):
-            try:
-                run.verdicts[ip] = self.cache.get_or_fetch(ip, self.vt.lookup)
-            except QuotaExceeded as quota:
-                run.deferred = run.public[position:]
-                self._defer(run, quota)
-                break
-        comments = self._comment(run)
-        label = self._label(run)
-        summary = self._summary(run, comments, label)
+        writes = WriteBehind()
+        try:
+            if run.incident_id and run.incident is None:
+                run.incident, _ = run_all(lambda: self.ctx.sentinel.get_incident(run.incident_id),
+                                          lambda: self._look_up(run, writes))
+            else:
+                self._look_up(run, writes)
+            if run.severity_at_start is None and run.incident:
+                run.severity_at_start = (run.incident.get("properties") or {}).get("severity")
+            finished = not (run.completion and run.deferred and not run.gave_up)
+            label = self._update_first(run) if finished and self._raises(run) else None
+            written, later_label, tasks, _, _ = run_all(
+                lambda: self._comment(run) if finished else [],
+                lambda: None if label or not finished else self._label(run),
+                lambda: self._tasks(run) if finished else [],
+                lambda: self._defer(run), writes.wait)
+        finally:
+            writes.close()  # never leave a write running behind the answer
+        summary = self._summary(run, written, label or later_label, tasks)
         summary["virustotalCalls"] = self.vt.calls - calls_before
         return summary
 
-    def _defer(self, run: Run, quota: QuotaExceeded) -> None:
-        if run.attempt >= MAX_DEFER_ATTEMPTS:
+    def _look_up(self, run: Run, writes: WriteBehind) -> None:
+        """Verdicts for ``run.indicators``: cache reads in batches, then VirusTotal ``pool`` at a time. After the
+        first error no look-up starts; a quota answer defers the rest, any other error is the run's answer."""
+        found, absent = self.cache.get_many(run.indicators, self.pool)
+        run.verdicts.update({indicator: (verdict, True) for indicator, verdict in found.items()})
+        missing = [indicator for indicator in run.indicators if indicator not in found]
+        outcomes = run_bounded(lambda i: self.cache.fetch(i, self.vt.lookup, writes, absent=i in absent),
+                               missing, self.pool, stop=lambda error: True)
+        errors = []
+        for outcome in outcomes:
+            if outcome.ok:
+                run.verdicts[outcome.item] = outcome.get()
+            elif not isinstance(outcome.error, QuotaExceeded):
+                errors.append(outcome.error)
+        if errors:
+            raise errors[0]
+        run.deferred = [indicator for indicator in missing if indicator not in run.verdicts]
+        quota = next((o.error for o in outcomes if isinstance(o.error, QuotaExceeded)), None)
+        if quota is not None:
+            run.retry_hint = quota.retry_after or 0
+            log.info("VirusTotal quota reached (%s): %d of %d look-ups deferred for %s", quota.code,
+                     len(run.deferred), len(missing), run.label)
+
+    def _defer(self, run: Run) -> None:
+        if not run.deferred:
+            return
+        if run.gave_up:
             log.error("giving up VirusTotal lookups for %s after %d attempts", run.label, run.attempt)
             return
-        delay = min(MAX_DEFER_DELAY, max(self.retry_seconds, quota.retry_after or 0) * 2 ** min(run.attempt, 6))
-        message = run.to_message() | {"attempt": run.attempt + 1}
-        self.ctx.state.enqueue(DEFER_QUEUE, message, delay_seconds=delay)
-        log.info("deferred %d lookups for %s by %ss (%s)", len(run.deferred), run.label, delay, quota.code)
+        delay = min(MAX_DEFER_DELAY, max(self.retry_seconds, run.retry_hint) * 2 ** min(run.attempt, 6))
+        self.ctx.state.enqueue(DEFER_QUEUE, run.to_message() | {"attempt": run.attempt + 1}, delay_seconds=delay)
+        log.info("deferred %d lookups for %s by %ss", len(run.deferred), run.label, delay)
 
+    # -- what the run writes --------------------------------------------------------------------
     def _rows(self, run: Run) -> list[Row]:
         rows: list[Row] = []
-        gave_up = run.attempt >= MAX_DEFER_ATTEMPTS
-        for ip in run.public:
-            if ip in run.verdicts:
-                rows.append(Row(ip, run.verdicts[ip][0]))
-            elif gave_up:
-                rows.append(Row(ip, note=f"failed: VirusTotal quota still exhausted after {run.attempt} attempts"))
+        for indicator in run.indicators:
+            if indicator in run.verdicts:
+                rows.append(Row(indicator.kind, indicator.value, run.verdicts[indicator][0], label=indicator.label))
+            elif run.gave_up:
+                rows.append(Row(indicator.kind, indicator.value, label=indicator.label,
+                                note=f"failed: VirusTotal quota still exhausted after {run.attempt} attempts"))
             else:
-                rows.append(Row(ip, note="pending: VirusTotal quota reached; this comment is completed "
-                                         "when the deferred lookup runs"))
-        rows += [Row(ip, note=f"skipped: {reason}") for ip, reason in run.skipped]
-        rows += [Row(raw, note="skipped: not an IP address") for raw in run.invalid]
+                rows.append(Row(indicator.kind, indicator.value, label=indicator.label,
+                                note="pending: VirusTotal quota reached; a new comment gives the verdict when the "
+                                     "deferred look-up runs"))
+        rows += [Row(kind, value, note=f"skipped: {reason}") for kind, value, reason in run.skipped]
         return rows
 
-    def _comment(self, run: Run) -> list[str]:
+    def _comment(self, run: Run) -> list[Written]:
+        """The run's comment(s), each under an id derived from its content."""
         if not run.incident_id:
             return []
         rows = self._rows(run)
         if not rows:
             return []
-        ids = []
-        for part, message in enumerate(render(run.label, rows, self.thresholds, self.ttl / 3600)):
-            cid = comment_id(run.incident_id, "ip-reputation", run.key, str(part))
-            self.ctx.sentinel.put_comment(run.incident_id, cid, message)
-            ids.append(cid)
-        return ids
+        title = COMPLETION_TITLE if run.completion else TITLE
+        lines = self._task_line(run) + run.lines
+        extra = "".join(f"<p>{escape(line)}</p>" for line in lines)
+        parts = []
+        for message in render(run.label, rows, self.thresholds, self.ttl / 3600, title=title):
+            message = message + extra if extra and len(message) + len(extra) <= 30_000 else message
+            digest = hashlib.sha256(message.encode()).hexdigest()[:24]
+            parts.append((comment_id(run.incident_id, "reputation", digest), message))
+        return self.ctx.comments.write_all(run.incident_id, parts, incident=run.incident)
+
+    def _raises(self, run: Run) -> bool:
+        """Whether the run raises the incident's severity (then that update comes before the comment)."""
+        if not (self.raise_to and run.incident_id and run.malicious):
+            return False
+        current = run.severity_at_start or ((run.incident or {}).get("properties") or {}).get("severity")
+        return RANK.get(str(current), -1) < RANK[self.raise_to]
+
+    def _update_first(self, run: Run) -> str | None:
+        """Label and severity in one etag-safe update; the comment then carries the severity's audit line."""
+        label = MALICIOUS_LABEL if self.add_label else None
+        raise_to = self.raise_to
+
+        def change(properties: dict) -> bool:
+            changed = False
+            if label:
+                current = list(properties.get("labels") or [])
+                if all(str(x.get("labelName", "")).lower() != label.lower() for x in current):
+                    properties["labels"] = [*current, {"labelName": label, "labelType": "User"}]
+                    changed = True
+            if raise_to and RANK.get(str(properties.get("severity")), -1) < RANK[raise_to]:
+                properties["severity"] = raise_to  # raised, never lowered
+                changed = True
+            return changed
+
+        current = run.incident if run.incident and run.incident.get("etag") else None
+        result = self.ctx.sentinel.update_incident(run.incident_id, change, current=current)
+        now = (result.get("properties") or {}).get("severity")
+        if now == raise_to and RANK.get(str(run.severity_at_start), -1) < RANK[raise_to]:
+            count = len(run.malicious)
+            run.lines.append(f"Severity raised from {run.severity_at_start or 'unknown'} to {raise_to}: {count} "
+                             f"malicious indicator{'s' if count != 1 else ''} (VIRUSTOTAL_RAISE_SEVERITY).")
+        return label
 
     def _label(self, run: Run) -> str | None:
-        malicious = any(v.verdict == "malicious" for v, _ in run.verdicts.values())
-        if not (malicious and self.add_label and run.incident_id):
+        if not (run.malicious and self.add_label and run.incident_id):
             return None
-        self.ctx.sentinel.add_labels(run.incident_id, MALICIOUS_LABEL)
+        current = run.incident if run.incident and run.incident.get("etag") else None
+        self.ctx.sentinel.add_labels(run.incident_id, MALICIOUS_LABEL, current=current)
         return MALICIOUS_LABEL
 
+    def _task_values(self, run: Run) -> dict[str, Any]:
+        names = [v.value for v in run.malicious]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        return {"count": len(names), "indicators": shown}
+
+    def _task_line(self, run: Run) -> list[str]:
+        if not (run.incident_id and run.malicious):
+            return []
+        return [f"Analyst task: {title}" for title in self.tasks.titles(TASK_OUTCOME, **self._task_values(run))]
+
+    def _tasks(self, run: Run) -> list[TaskResult]:
+        if not (run.incident_id and run.malicious):
+            return []
+        return self.tasks.add(run.incident_id, TASK_OUTCOME, **self._task_values(run))
+
+    # -- the answer -----------------------------------------------------------------------------
     @staticmethod
-    def _summary(run: Run, comments: list[str], label: str | None) -> dict[str, Any]:
-        looked_up = [v.to_dict() | {"cached": cached} for v, cached in run.verdicts.values()]
-        worst = next((name for name in VERDICTS if any(item["verdict"] == name for item in looked_up)), None)
+    def _summary(run: Run, written: list[Written], label: str | None, tasks: list[TaskResult]) -> dict[str, Any]:
+        items = [v.to_dict() | {"cached": cached} for v, cached in run.verdicts.values()]
+        worst = next((name for name in VERDICTS if any(item["verdict"] == name for item in items)), None)
+        notes = [text for text in (notice_text(w) for w in written) if text]
+        if not run.incident_id:
+            comment_skipped = f"no incident id in the {run.subject} body: nothing to comment on"
+        elif run.completion and run.deferred and not run.gave_up:
+            comment_skipped = "deferred look-ups still pending: the comment comes when all are done"
+        else:
+            comment_skipped = "; ".join(notes) or None
+        nothing = not run.indicators and not run.skipped
         return {
             "incident": run.incident_id,
             "case": run.label,
             "complete": not run.deferred,
             "worstVerdict": worst,
-            "maliciousCount": sum(1 for item in looked_up if item["verdict"] == "malicious"),
-            "ips": looked_up,
-            "skipped": [{"ip": ip, "reason": reason} for ip, reason in run.skipped],
+            "maliciousCount": sum(1 for item in items if item["verdict"] == "malicious"),
+            "indicators": items,
+            "ips": [item for item in items if item["kind"] == "ip"],
+            "skipped": [{"kind": kind, "value": value, "reason": reason} | ({"ip": value} if kind == "ip" else {})
+                        for kind, value, reason in run.skipped],
             "invalid": run.invalid,
-            "deferred": run.deferred,
-            "comments": comments,
-            "commentSkipped": None if run.incident_id else "no incident id in the payload: nothing to comment on",
+            "deferred": [indicator.value for indicator in run.deferred],
+            "comments": [w.comment_id for w in written if w.comment_id],
+            "commentSkipped": comment_skipped,
             "label": label,
+            "tasks": [task.to_dict() for task in tasks],
+            "notes": run.lines,
+            "note": f"nothing to look up: the {run.subject} has no IP, file, URL or domain entities" if nothing
+            else None,
         }
+
+
+def _severity_setting(raw: str) -> str | None:
+    text = raw.strip()
+    if not text or text.lower() in ("off", "none", "false"):
+        return None
+    for severity in SEVERITIES:
+        if severity.lower() == text.lower():
+            return severity
+    raise ConfigurationError(f"setting VIRUSTOTAL_RAISE_SEVERITY must be empty or one of {', '.join(SEVERITIES)}")

@@ -295,12 +295,19 @@ def definitions() -> dict[str, Schema]:
             "complete": boolean("False while lookups wait for VirusTotal's quota"),
             "worstVerdict": string("malicious, suspicious, harmless or unknown", nullable=True),
             "maliciousCount": integer(),
+            "indicators": array(obj({"kind": string(enum=["ip", "file", "url", "domain"]), "value": string(),
+                                     "verdict": string(), "malicious": integer(), "suspicious": integer(),
+                                     "cached": boolean(), "link": string(nullable=True)},
+                                    required=("kind", "value", "verdict")), "Every verdict, all kinds"),
             "ips": array(obj({"ip": string(), "verdict": string(), "malicious": integer(),
-                              "suspicious": integer(), "cached": boolean(), "link": string()},
-                             required=("ip", "verdict"))),
-            "skipped": array(obj({"ip": string(), "reason": string()})),
+                              "suspicious": integer(), "cached": boolean(), "link": string(nullable=True)},
+                             required=("ip", "verdict")), "The IP verdicts (as before other kinds existed)"),
+            "skipped": array(obj({"kind": string(), "value": string(), "reason": string(), "ip": string()})),
             "invalid": array(string()), "deferred": array(string()), "comments": array(string()),
             "commentSkipped": nullable_text, "label": nullable_text, "virustotalCalls": integer(),
+            "tasks": array(obj({"taskId": string(), "title": string(), "result": string()})),
+            "notes": array(string(), "Audit lines of the run (a severity raised)"),
+            "note": nullable_text,
         }, required=("case", "complete", "ips", "comments")),
         "NotifySummary": obj({
             "incident": nullable_text, "case": string(),
@@ -446,10 +453,15 @@ ACTIONS: dict[tuple[str, str], Action] = {
         "Readiness per feature, flags such as DRY_RUN, and the state of each setting, never a value.",
         ok={200: "HealthDetails"}, errors=(401, 503), error_schema="HealthDetails", visibility="advanced",
         notes={503: "Degraded: a shared setting is malformed or the state store is unreachable"}),
-    ("ip_reputation", "POST"): Action(
-        "EnrichIpReputation", "Enrich IP entities with VirusTotal",
-        "VirusTotal verdict for every IP entity; writes one comment per incident run (same comment on retries).",
+    ("reputation", "POST"): Action(
+        "EnrichReputation", "Enrich indicators with VirusTotal",
+        "VirusTotal verdict for every IP, file hash, URL and domain entity; one comment per run with a section per "
+        "kind (the same comment on retries, a new one for new information).",
         ok={200: "EnrichmentSummary"}, body="TriggerBody"),
+    ("ip_reputation", "POST"): Action(
+        "EnrichIpReputation", "Enrich indicators with VirusTotal (former route)",
+        "The route's first name, kept as an alias of enrichment/reputation: the same action and answer.",
+        ok={200: "EnrichmentSummary"}, body="TriggerBody", visibility="advanced"),
     ("orchestration_notify", "POST"): Action(
         "NotifyIncident", "Post the incident to Teams and Slack",
         "An Adaptive Card to Teams and Block Kit to Slack, once per incident event and channel.",

@@ -13,13 +13,11 @@ import requests
 @pytest.fixture(scope="session")
 def stack():
     from localdev.stack import Stack
+    from tests.sentinel_spec import stack_validator
 
-    try:
-        from tests.sentinel_spec import SPEC_AVAILABLE, validate_request
-    except ImportError:  # pragma: no cover - the spec module is part of the tree
-        SPEC_AVAILABLE, validate_request = False, None
-    # With the official spec beside the project, the ARM emulator rejects what the spec rejects.
-    with Stack(validator=validate_request if SPEC_AVAILABLE else None) as running:
+    # With the official spec beside the project, the ARM emulator rejects what the spec rejects (in CI the
+    # spec must be there: a missing one fails the session instead of quietly running a lenient emulator).
+    with Stack(validator=stack_validator()) as running:
         yield running
 
 

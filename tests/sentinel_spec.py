@@ -2,6 +2,10 @@
 
 The spec lives beside the project in ``../shared/contracts/sentinel/specification/`` and may be absent
 from a clone: ``SPEC_AVAILABLE`` says whether it is there, and ``requires_spec`` skips a test when not.
+Where the contracts are: ``$CONTRACTS_DIR`` when set, else the first ``shared/contracts`` beside the project
+or beside one of its parent folders (a git worktree under ``wt/`` finds the same copy as the main clone).
+In CI (``CI=true``) a missing spec is a failure, never a skip: ``requires_spec`` then lets the test run and
+the first spec look-up fails naming the folder, and ``stack_validator()`` fails the session's stack.
 
 Request bodies are validated with jsonschema Draft 4 (Swagger 2.0's schema dialect) and the
 ``referencing`` library, which loads the referenced spec files by their relative paths. How the
@@ -19,6 +23,7 @@ Swagger-only parts are read:
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -34,13 +39,37 @@ from jsonschema import Draft4Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-CONTRACT_DIR = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "sentinel"
+PROJECT = Path(__file__).resolve().parents[1]
+_INCIDENTS = Path("sentinel", "specification", "securityinsights", "resource-manager", "Microsoft.SecurityInsights",
+                  "stable", "2025-09-01", "Incidents.json")
+
+
+def contracts_dir(env: dict[str, str] | None = None) -> Path:
+    """``$CONTRACTS_DIR``, else the first ``shared/contracts`` holding the spec beside the project or one of
+    its parents; else the documented place (``../shared/contracts``), which then does not exist."""
+    env = os.environ if env is None else env
+    if env.get("CONTRACTS_DIR"):
+        return Path(env["CONTRACTS_DIR"]).resolve()
+    for parent in PROJECT.parents:
+        if (parent / "shared" / "contracts" / _INCIDENTS).is_file():
+            return parent / "shared" / "contracts"
+    return PROJECT.parent / "shared" / "contracts"
+
+
+def in_ci(env: dict[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+CONTRACT_DIR = contracts_dir() / "sentinel"
 SPEC_DIR = CONTRACT_DIR / "specification"
-INCIDENTS_JSON = (SPEC_DIR / "securityinsights" / "resource-manager" / "Microsoft.SecurityInsights" / "stable"
-                  / "2025-09-01" / "Incidents.json")
+INCIDENTS_JSON = contracts_dir() / _INCIDENTS
 EXAMPLES_DIR = INCIDENTS_JSON.parent / "examples" / "incidents"
 SPEC_AVAILABLE = INCIDENTS_JSON.is_file()
-requires_spec = pytest.mark.skipif(not SPEC_AVAILABLE, reason=f"Sentinel spec not found under {CONTRACT_DIR}")
+MISSING = (f"Sentinel spec not found under {CONTRACT_DIR} (set CONTRACTS_DIR to the folder holding "
+           "sentinel/specification/...)")
+# Outside CI a clone without ../shared skips the conformance tests; in CI they run and fail on the missing spec.
+requires_spec = pytest.mark.skipif(not SPEC_AVAILABLE and not in_ci(), reason=MISSING)
 
 FORMATS = FormatChecker(())
 
@@ -90,7 +119,7 @@ def _token(text: str) -> str:
 @cache
 def _spec() -> tuple[Registry, tuple[Operation, ...]]:
     if not SPEC_AVAILABLE:
-        raise RuntimeError(f"the Sentinel spec is not available under {CONTRACT_DIR}")
+        raise RuntimeError(MISSING + (": CI=true, so conformance checks fail instead of skipping" if in_ci() else ""))
     base = INCIDENTS_JSON.as_uri()
     registry: Registry = Registry(retrieve=_retrieve).with_resource(base, _retrieve(base))
     resolver = registry.resolver(base_uri=base)
@@ -207,8 +236,9 @@ def example(name: str) -> dict:
 
 
 def operation_examples() -> list[tuple[Operation, str, dict]]:
-    """Every (operation, example title, example) the spec's x-ms-examples name; [] without the spec."""
-    if not SPEC_AVAILABLE:
+    """Every (operation, example title, example) the spec's x-ms-examples name; [] without the spec outside CI
+    (in CI the look-up fails, naming the missing folder)."""
+    if not SPEC_AVAILABLE and not in_ci():
         return []
     registry, ops = _spec()
     found = []
@@ -226,6 +256,16 @@ def example_request(operation: Operation, example_: dict) -> tuple[str, dict[str
     query = {p["name"]: str(parameters[p["name"]]) for p in operation.parameters
              if p["in"] == "query" and p["name"] in parameters}
     return path, query, parameters.get(operation.body_name) if operation.body_name else None
+
+
+def stack_validator():
+    """The request validator for an emulator: None without the spec (the emulator still runs), except in CI,
+    where a missing spec fails whoever asks."""
+    if SPEC_AVAILABLE:
+        return validate_request
+    if in_ci():
+        pytest.fail(MISSING + ": CI=true, so conformance checks fail instead of skipping", pytrace=False)
+    return None
 
 
 # What the emulator takes as ``validator=``: None when the spec is absent, so the emulator still runs.

@@ -46,6 +46,7 @@ from urllib.parse import urlencode
 
 from localdev.emulators.base import Emulator, Request, Response
 from localdev.emulators.entra import GRAPH_AUDIENCE
+from localdev.emulators.graph_domains import install_domains
 from localdev.emulators.mail import install_send_mail
 
 V1 = "https://graph.microsoft.com/v1.0/$metadata#"
@@ -111,6 +112,7 @@ class GraphEmulator(Emulator):
         ):
             self.route(method, pattern, self._guarded(handler))
         self.outbox = install_send_mail(self, authority, mailboxes)
+        self.directory = install_domains(self, authority)  # GET /v1.0/domains (localdev/emulators/graph_domains.py)
         self._seed()
 
     # -- state and test controls --------------------------------------------------------------
@@ -125,6 +127,7 @@ class GraphEmulator(Emulator):
     def reset(self) -> None:
         super().reset()
         self.outbox.clear()
+        self.directory.reset()
         with self._state:
             self.licensed = self._licensed_default
             self._licence_forms = itertools.cycle(LICENCE_ERRORS)

@@ -1,10 +1,18 @@
 """Microsoft Sentinel incidents REST API (ARM, api-version 2025-09-01) on loopback.
 
 Implements the part of ``../shared/contracts/sentinel/`` the playbooks touch: incidents (GET, PUT
-with etag checks), their comments, and the entities / alerts / bookmarks listings, with the
-errors Azure answers. State lives in memory; incidents are keyed by (subscription, resource
-group, workspace, incident id), lower-cased, because ARM ids are case-insensitive and trigger
-bodies spell ``Incidents`` where the REST reference spells ``incidents``.
+with etag checks, the workspace's incident list), their comments, relations and tasks, and the
+entities / alerts / bookmarks listings, with the errors Azure answers.
+
+Paging: the lists the spec marks ``x-ms-pageable`` (incidents, comments, relations, tasks) answer at most
+``page_size`` items (default 50; tests set small pages) and a ``nextLink`` carrying ``$skipToken``, the way
+ARM pages; ``$top`` asks for smaller pages (Incidents_List allows at most 1000). The entities and alerts
+lists are POSTs without paging, as in the spec. ``$filter`` and ``$orderby`` are not modelled: a request
+that uses them is refused (400 ``NotModelled``) rather than answered as if they had been applied.
+
+State lives in memory; incidents are keyed by (subscription, resource group, workspace, incident id),
+lower-cased, because ARM ids are case-insensitive and trigger bodies spell ``Incidents`` where the
+REST reference spells ``incidents``.
 
 Error codes, and where they come from:
 - ``MissingApiVersionParameter`` and ``NoRegisteredProviderFound`` (400): ARM's answers for a
@@ -22,6 +30,7 @@ rejects; the emulator's own checks below cover what Sentinel enforces beyond the
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import threading
@@ -30,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from localdev.emulators.base import Emulator, Request, Response
 from localdev.emulators.entra import ARM_AUDIENCE, EntraEmulator
@@ -37,6 +47,8 @@ from localdev.emulators.entra import ARM_AUDIENCE, EntraEmulator
 API_VERSION = "2025-09-01"
 MAX_COMMENT_LENGTH = 30_000
 MAX_COMMENTS = 100
+TASK_STATUSES = ("New", "Completed")  # IncidentTaskStatus
+MAX_TOP = 1000  # Incidents_List: $top maximum
 
 _WS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.OperationalInsights"
        r"/workspaces/(?P<ws>[^/]+)/providers/Microsoft\.SecurityInsights")
@@ -49,6 +61,10 @@ DEFAULT_WORKSPACE = ("6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "rg-sentinel-prod",
 # The identity our function app writes comments as (same shape as the samples' ClientInfo).
 APP_AUTHOR = {"objectId": "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b", "email": None,
               "name": "func-sentinel-playbooks", "userPrincipalName": None}
+
+# An analyst in the portal (ClientInfo), for changes the tests make as a person would.
+ANALYST = {"objectId": "6c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "email": "megan.bowen@contoso.com",
+           "name": "Megan Bowen", "userPrincipalName": "megan.bowen@contoso.com"}
 
 # IncidentProperties, as the spec splits them. The x-ms-enum lists are enforced as closed lists.
 ENUMS = {
@@ -91,6 +107,8 @@ class _Incident:
     alerts: list[dict] = field(default_factory=list)
     bookmarks: list[dict] = field(default_factory=list)
     comments: dict[str, dict] = field(default_factory=dict)  # lower-cased comment name -> resource
+    relations: dict[str, dict] = field(default_factory=dict)  # lower-cased relation name -> resource
+    tasks: dict[str, dict] = field(default_factory=dict)  # lower-cased task id -> resource
 
     def view(self) -> dict:
         """The resource as GET serves it, with additionalData counts that follow the sub-resources."""
@@ -139,8 +157,12 @@ class SentinelArmEmulator(Emulator):
         self.validator = validator
         self._incidents: dict[Key, _Incident] = {}
         self._state = threading.RLock()
+        self.page_size = 50  # items per page of a pageable list (not documented by Microsoft; tests use 2-3)
         comment = _INCIDENT + r"/comments/(?P<comment>[^/]+)"
+        relation = _INCIDENT + r"/relations/(?P<relation>[^/]+)"
+        task = _INCIDENT + r"/tasks/(?P<task>[^/]+)"
         for method, pattern, handler in (
+            ("GET", _WS + "/incidents", self._list_incidents),
             ("GET", _INCIDENT, self._get_incident),
             ("PUT", _INCIDENT, self._put_incident),
             ("POST", _INCIDENT + "/entities", self._list_entities),
@@ -150,11 +172,20 @@ class SentinelArmEmulator(Emulator):
             ("GET", comment, self._get_comment),
             ("PUT", comment, self._put_comment),
             ("DELETE", comment, self._delete_comment),
+            ("GET", _INCIDENT + "/relations", self._list_relations),
+            ("GET", relation, self._get_relation),
+            ("PUT", relation, self._put_relation),
+            ("DELETE", relation, self._delete_relation),
+            ("GET", _INCIDENT + "/tasks", self._list_tasks),
+            ("GET", task, self._get_task),
+            ("PUT", task, self._put_task),
+            ("DELETE", task, self._delete_task),
         ):
             self.route(method, pattern, self._guarded(handler))
 
     def reset(self) -> None:
         super().reset()
+        self.page_size = 50
         with self._state:
             self._incidents.clear()
 
@@ -190,6 +221,35 @@ class SentinelArmEmulator(Emulator):
         with self._state:
             incident = self._incidents[self._key(incident_id, existing=True)]
             return copy.deepcopy(self._ordered(incident))
+
+    def trigger_body(self, incident_id: str, event_type: str = "Update") -> dict:
+        """The incident trigger body Sentinel would post now: the envelope, and the incident's current state with
+        its entities, alerts and comments inline (the shape of the samples)."""
+        with self._state:
+            incident = self._incidents[self._key(incident_id, existing=True)]
+            obj = incident.view()
+            obj["properties"].update(relatedEntities=copy.deepcopy(incident.entities),
+                                     alerts=copy.deepcopy(incident.alerts),
+                                     comments=copy.deepcopy(self._ordered(incident)))
+        match = _INCIDENT_ID.match(obj["id"])
+        sub, rg, ws = match["sub"], match["rg"], match["ws"]
+        return {"eventUniqueId": str(uuid.uuid4()), "objectSchemaType": "Incident", "objectEventType": event_type,
+                "workspaceInfo": {"SubscriptionId": sub, "ResourceGroupName": rg, "WorkspaceName": ws},
+                "workspaceId": "8b7a6c5d-4e3f-4a2b-9c1d-0e1f2a3b4c5d", "object": obj}
+
+    def tasks(self, incident_id: str) -> list[dict]:
+        with self._state:
+            incident = self._incidents[self._key(incident_id, existing=True)]
+            return copy.deepcopy(self._by_created(incident.tasks))
+
+    def analyst_task_change(self, incident_id: str, task_id: str, **changes: Any) -> dict:
+        """An analyst edits a task in the portal (e.g. ``status="Completed"``): new etag, analyst as modifier."""
+        with self._state:
+            incident = self._incidents[self._key(incident_id, existing=True)]
+            resource = incident.tasks[task_id.lower()]
+            resource["properties"].update(changes, lastModifiedTimeUtc=_now(), lastModifiedBy=dict(ANALYST))
+            resource["etag"] = _etag()
+            return copy.deepcopy(resource)
 
     def touch(self, incident_id: str, **property_changes: Any) -> dict:
         """An analyst edits the incident in the portal: new etag, so a client holding the old one gets 409."""
@@ -267,6 +327,46 @@ class SentinelArmEmulator(Emulator):
     def _ordered(incident: _Incident) -> list[dict]:
         return sorted(incident.comments.values(), key=lambda c: c["properties"].get("createdTimeUtc") or "")
 
+    @staticmethod
+    def _by_created(resources: dict[str, dict]) -> list[dict]:
+        return sorted(resources.values(), key=lambda r: (r["properties"].get("createdTimeUtc") or "", r["name"]))
+
+    # -- paging (x-ms-pageable lists) -------------------------------------------------------------
+    def _page(self, req: Request, items: list[dict]) -> Response:
+        """One page of ``items`` and, when more remain, a ``nextLink`` that repeats the query with $skipToken."""
+        for unmodelled in ("$filter", "$orderby"):
+            if req.query.get(unmodelled):
+                return _error(400, "NotModelled", f"the emulator does not model {unmodelled}")
+        size = self.page_size
+        if req.query.get("$top"):
+            try:
+                top = int(req.query["$top"])
+            except ValueError:
+                return _error(400, "BadRequest", f"$top '{req.query['$top']}' is not an integer")
+            if not 0 < top <= MAX_TOP:
+                return _error(400, "BadRequest", f"$top must be between 1 and {MAX_TOP}")
+            size = min(size, top)
+        start = 0
+        if req.query.get("$skipToken"):
+            try:
+                start = int(base64.urlsafe_b64decode(req.query["$skipToken"].encode()).decode())
+            except ValueError:
+                return _error(400, "BadRequest", "The $skipToken is not valid.")
+        body: dict[str, Any] = {"value": copy.deepcopy(items[start:start + size])}
+        if start + size < len(items):
+            token = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+            query = {k: v for k, v in req.query.items() if k != "$skipToken"} | {"$skipToken": token}
+            body["nextLink"] = f"{self.url}{req.path}?" + urlencode(query, safe="$")
+        return Response(200, body)
+
+    def _list_incidents(self, req: Request, _body: Any) -> Response:
+        p = req.params
+        workspace = (p["sub"].lower(), p["rg"].lower(), p["ws"].lower())
+        with self._state:
+            found = [i.view() for key, i in self._incidents.items() if key[:3] == workspace]
+        found.sort(key=lambda r: (r["properties"].get("createdTimeUtc") or "", r["name"]))
+        return self._page(req, found)
+
     # -- incidents ------------------------------------------------------------------------------
     def _get_incident(self, req: Request, _body: Any) -> Response:
         with self._state:
@@ -325,7 +425,7 @@ class SentinelArmEmulator(Emulator):
             _, incident = self._incident_at(req)
             if incident is None:
                 return self._not_found(req)
-            return Response(200, {"value": copy.deepcopy(self._ordered(incident))})
+            return self._page(req, self._ordered(incident))
 
     def _get_comment(self, req: Request, _body: Any) -> Response:
         with self._state:
@@ -369,3 +469,90 @@ class SentinelArmEmulator(Emulator):
                 return self._not_found(req)
             removed = incident.comments.pop(req.params["comment"].lower(), None)
             return Response(200 if removed else 204)
+
+    # -- relations (IncidentRelations_*) ---------------------------------------------------------
+    def _list_relations(self, req: Request, _body: Any) -> Response:
+        with self._state:
+            _, incident = self._incident_at(req)
+            return self._page(req, self._by_created(incident.relations)) if incident else self._not_found(req)
+
+    def _get_relation(self, req: Request, _body: Any) -> Response:
+        return self._get_child(req, "relations", req.params["relation"], "Relation")
+
+    def _delete_relation(self, req: Request, _body: Any) -> Response:
+        return self._delete_child(req, "relations", req.params["relation"])
+
+    def _put_relation(self, req: Request, body: Any) -> Response:
+        props = body.get("properties") if isinstance(body, dict) else None
+        related = props.get("relatedResourceId") if isinstance(props, dict) else None
+        if not isinstance(related, str) or not related:
+            return _error(400, "BadRequest", "'properties.relatedResourceId' is required.")
+        parts = related.rstrip("/").split("/")
+        derived = {"relatedResourceId": related, "relatedResourceName": parts[-1],
+                   "relatedResourceType": "/".join(parts[-3:-1]) if len(parts) >= 3 else ""}
+        return self._put_child(req, body, "relations", req.params["relation"],
+                               "Microsoft.SecurityInsights/incidents/relations", derived)
+
+    # -- tasks (IncidentTasks_*) -----------------------------------------------------------------
+    def _list_tasks(self, req: Request, _body: Any) -> Response:
+        with self._state:
+            _, incident = self._incident_at(req)
+            return self._page(req, self._by_created(incident.tasks)) if incident else self._not_found(req)
+
+    def _get_task(self, req: Request, _body: Any) -> Response:
+        return self._get_child(req, "tasks", req.params["task"], "Task")
+
+    def _delete_task(self, req: Request, _body: Any) -> Response:
+        return self._delete_child(req, "tasks", req.params["task"])
+
+    def _put_task(self, req: Request, body: Any) -> Response:
+        props = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict):
+            return _error(400, "BadRequest", "'properties' is required.")
+        problems = [f"'{name}' is required" for name in ("title", "status") if not props.get(name)]
+        if props.get("status") and props["status"] not in TASK_STATUSES:
+            problems.append(f"status '{props['status']}' is not one of {', '.join(TASK_STATUSES)}")
+        if problems:
+            return _error(400, "BadRequest", "; ".join(problems))
+        values = {name: copy.deepcopy(props[name]) for name in ("title", "description", "status") if name in props}
+        return self._put_child(req, body, "tasks", req.params["task"], "Microsoft.SecurityInsights/incidents/tasks",
+                               values, track_author=True)
+
+    # -- sub-resources shared by relations and tasks ---------------------------------------------
+    def _get_child(self, req: Request, kind: str, name: str, label: str) -> Response:
+        with self._state:
+            _, incident = self._incident_at(req)
+            if incident is None:
+                return self._not_found(req)
+            found = getattr(incident, kind).get(name.lower())
+            if found is None:
+                return _error(404, "NotFound", f"{label} '{name}' was not found.")
+            return Response(200, copy.deepcopy(found))
+
+    def _delete_child(self, req: Request, kind: str, name: str) -> Response:
+        with self._state:
+            _, incident = self._incident_at(req)
+            if incident is None:
+                return self._not_found(req)
+            return Response(200 if getattr(incident, kind).pop(name.lower(), None) else 204)
+
+    def _put_child(self, req: Request, body: dict, kind: str, name: str, type_: str, values: dict, *,
+                   track_author: bool = False) -> Response:
+        """Create or replace a relation or task: ResourceWithEtag, so a stale ``etag`` in the body is a 409."""
+        with self._state:
+            _, incident = self._incident_at(req)
+            if incident is None:
+                return self._not_found(req)
+            children = getattr(incident, kind)
+            existing = children.get(name.lower())
+            if existing and "etag" in body and body["etag"] != existing["etag"]:
+                return _error(409, "Conflict", f"New version of resource '{name}' exists. Data was not saved")
+            now = _now()
+            props = {**values, "createdTimeUtc": existing["properties"]["createdTimeUtc"] if existing else now,
+                     "lastModifiedTimeUtc": now}
+            if track_author:
+                props["createdBy"] = existing["properties"]["createdBy"] if existing else dict(APP_AUTHOR)
+                props["lastModifiedBy"] = dict(APP_AUTHOR)
+            children[name.lower()] = {"id": f"{incident.resource['id']}/{kind}/{name}", "name": name,
+                                      "etag": _etag(), "type": type_, "properties": props}
+            return Response(200 if existing else 201, copy.deepcopy(children[name.lower()]))

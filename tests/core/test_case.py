@@ -141,3 +141,83 @@ def test_entity_count_limit():
     with pytest.raises(PayloadTooLarge) as error:
         normalise(body, max_entities=500)
     assert error.value.status == 413
+
+
+# -- trigger shapes seen in the wild (issue #15, item 10) ---------------------------------------------
+def test_an_ipv4_mapped_ipv6_address_is_its_ipv4():
+    alert = sample("alert-trigger.json")
+    alert["Entities"] = [{"Type": "ip", "Address": "::ffff:203.0.113.10"}, {"Type": "ip", "Address": "203.0.113.10"},
+                         {"Type": "ip", "Address": "::FFFF:CB00:710A"}]
+    assert [ip.address for ip in normalise(alert).ips] == ["203.0.113.10"]
+
+
+@pytest.mark.parametrize(("entity_type", "properties", "kind"), [
+    ("IP", {"Address": "198.51.100.7"}, "ip"),
+    (None, {"Address": "198.51.100.7"}, "ip"),
+    ("Host", {"HostName": "ws-1"}, "host"),
+    (None, {"HostName": "ws-1"}, "host"),
+    (None, {"accountName": "adele", "upnSuffix": "contoso.com"}, "account"),
+])
+def test_an_entity_without_kind_takes_the_envelope_type_or_its_properties(entity_type, properties, kind):
+    body = {"Entity": {"properties": properties}, "IncidentArmID": INCIDENT_4711}
+    if entity_type:
+        body["EntityType"] = entity_type
+    case = normalise(body)
+    found = {"ip": case.ips, "host": case.hosts, "account": case.accounts}[kind]
+    assert len(found) == 1 and case.skipped == ()
+
+
+def test_an_entity_that_cannot_be_told_is_a_skipped_row():
+    case = normalise({"Entity": {"properties": {"friendlyName": "mystery"}}, "IncidentArmID": INCIDENT_4711})
+    assert case.ips == () and [(s.kind, s.value) for s in case.skipped] == [("unknown", "mystery")]
+
+
+@pytest.mark.parametrize("address", ["", "   ", None])
+def test_an_ip_entity_without_an_address_is_a_skipped_row_with_its_reason(address):
+    alert = sample("alert-trigger.json")
+    alert["Entities"] = [{"Type": "ip", "Address": address}, {"Type": "ip", "Address": "bogus"}]
+    case = normalise(alert)
+    assert [(s.kind, s.value, s.reason) for s in case.skipped] == [
+        ("ip", "" if address is None else str(address)[:100], "IP entity without an address"),
+        ("ip", "bogus", "not an IP address")]
+    assert case.invalid_ips == ("bogus",)
+
+
+def test_alert_severity_falls_back_to_the_table_column():
+    alert = sample("alert-trigger.json")
+    alert.pop("Severity")
+    alert["AlertSeverity"] = "high"
+    assert normalise(alert).severity == "High"
+
+
+def test_the_subject_says_alert_for_alert_runs():
+    assert normalise(sample("alert-trigger.json")).subject == "alert"
+    assert normalise(sample("alert-trigger.json") | {"incidentArmId": INCIDENT_4711}).subject == "incident"
+    assert normalise(sample("entity-trigger-host.json")).subject == "entity"
+    assert normalise(sample("incident-trigger.json")).subject == "incident"
+
+
+def test_an_entity_body_states_its_workspace():
+    body = {"Entity": {"kind": "Ip", "properties": {"address": "198.51.100.7"}}, "IncidentArmID": None,
+            "WorkspaceInfo": {"SubscriptionId": "s", "ResourceGroupName": "rg", "WorkspaceName": "ws"},
+            "WorkspaceId": "8b7a6c5d-4e3f-4a2b-9c1d-0e1f2a3b4c5d"}
+    ws = normalise(body).workspace
+    assert (ws.subscription_id, ws.resource_group, ws.name, ws.customer_id) == (
+        "s", "rg", "ws", "8b7a6c5d-4e3f-4a2b-9c1d-0e1f2a3b4c5d")
+
+
+@pytest.mark.parametrize("body", [
+    {"SystemAlertId": "x", "Entities": [0] * 5001},
+    {"SystemAlertId": "x", "Entities": json.dumps([0] * 5001)},
+    {"SystemAlertId": "x", **{f"k{i}": 0 for i in range(5001)}},
+    {"Entity": {"kind": "Ip", "properties": {f"k{i}": 0 for i in range(5001)}}},
+])
+def test_every_list_and_object_is_measured_before_it_is_walked(body):
+    with pytest.raises(PayloadTooLarge, match="10 x MAX_ENTITIES"):
+        normalise(body)
+
+
+def test_an_arm_entity_without_kind_is_not_typed_by_its_resource_type():
+    body = sample("entity-trigger-ip.json")  # Entity.type is "Microsoft.SecurityInsights/Entities"
+    body["Entity"].pop("kind")
+    assert [ip.address for ip in normalise(body).ips] == ["198.51.100.23"]

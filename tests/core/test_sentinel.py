@@ -11,7 +11,7 @@ from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 from localdev.emulators.entra import EntraEmulator
 from localdev.emulators.sentinel_arm import SentinelArmEmulator
 from tests.fixtures import INCIDENT_4711, sample
-from tests.sentinel_spec import REQUEST_VALIDATOR, SPEC_AVAILABLE, requires_spec, validate_request
+from tests.sentinel_spec import SPEC_AVAILABLE, requires_spec, stack_validator, validate_request
 
 
 class EmulatorCredential:
@@ -31,7 +31,7 @@ class EmulatorCredential:
 
 @pytest.fixture(scope="module")
 def servers():
-    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=REQUEST_VALIDATOR) as arm:
+    with EntraEmulator() as entra, SentinelArmEmulator(authority=entra, validator=stack_validator()) as arm:
         yield entra, arm
 
 
@@ -128,3 +128,77 @@ def test_every_request_the_client_sent_conforms_to_the_spec(arm, client):
     assert SPEC_AVAILABLE and len(arm.received) >= 4
     for request in arm.received:
         assert validate_request(request.method, request.path, request.query, request.json) == []
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "error"), ("", "skipped")])
+def test_a_missing_spec_fails_in_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    """A clone without ../shared/contracts skips the conformance checks; CI must not pass by skipping them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CI": ci, "CONTRACTS_DIR": str(tmp_path / "nowhere")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/core/test_sentinel.py::test_every_request_the_client_sent_conforms_to_the_spec"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert outcome in summary, run.stdout[-2000:]
+    assert (run.returncode != 0) == (outcome == "error")
+    if ci:
+        assert "Sentinel spec not found" in run.stdout and "CI=true" in run.stdout
+
+
+# -- paging (issue 15.5), pinning, the incident read once ----------------------------------------------
+def test_every_page_of_comments_is_read(arm, client):
+    arm.page_size = 2
+    for i in range(7):
+        client.put_comment(INCIDENT_4711, comment_id(INCIDENT_4711, "page", str(i)), f"<p>{i}</p>")
+    assert [c["properties"]["message"] for c in client.list_comments(INCIDENT_4711)] == [
+        f"<p>{i}</p>" for i in range(7)]
+    assert len(arm.requests_to("GET", r"/comments$")) == 4
+
+
+def test_tasks_relations_and_incidents_follow_next_link(arm, client):
+    arm.page_size = 1
+    for i in range(3):
+        arm_task = {"properties": {"title": f"task {i}", "status": "New"}}
+        client._request("PUT", f"{INCIDENT_4711}/tasks/task-{i}", arm_task)
+    assert [t["properties"]["title"] for t in client.list_tasks(INCIDENT_4711)] == ["task 0", "task 1", "task 2"]
+    assert client.list_relations(INCIDENT_4711) == []
+    arm.seed_incident("second-incident", {"title": "t", "severity": "Low", "status": "New"})
+    workspace = INCIDENT_4711.split("/providers/Microsoft.SecurityInsights")[0]
+    assert len(client.list_incidents(workspace)) == 2
+
+
+def test_a_next_link_to_another_host_is_not_followed(arm, client):
+    """The token goes to the ARM endpoint only: a nextLink elsewhere (a compromised or confused answer) stops."""
+    from core.errors import DownstreamError
+
+    arm.fail(200, path=r"/comments$", body={"value": [], "nextLink": "https://evil.example/subscriptions/x/comments"})
+    with pytest.raises(DownstreamError, match="nextLink"):
+        client.list_comments(INCIDENT_4711)
+
+
+def test_the_client_refuses_paths_outside_the_pinned_workspaces(servers):
+    from core.workspace import Pinning, WorkspaceNotAllowed
+
+    entra, arm = servers
+    other = INCIDENT_4711.split("/providers/Microsoft.SecurityInsights")[0].replace("law-sentinel-prod", "law-x")
+    pinned = SentinelClient(build_session(timeout=2, retries=0), TokenProvider(EmulatorCredential(entra)), arm.url,
+                            pinning=Pinning.from_values([other], local_mode=False))
+    arm.reset()
+    with pytest.raises(WorkspaceNotAllowed):
+        pinned.get_incident(INCIDENT_4711)
+    assert arm.received == []
+
+
+def test_an_update_with_the_incident_just_read_sends_one_put(arm, client):
+    incident = client.get_incident(INCIDENT_4711)
+    arm.reset()
+    arm.seed_from_trigger(sample("incident-trigger.json"))
+    client.add_labels(INCIDENT_4711, "once", current=incident)
+    assert [r.method for r in arm.received] == ["PUT"]
+    arm.touch(INCIDENT_4711, severity="Low")  # the incident read earlier is now stale: 409, read, PUT again
+    client.add_labels(INCIDENT_4711, "twice", current=incident)
+    assert [r.method for r in arm.received] == ["PUT", "PUT", "GET", "PUT"]
+    assert client.get_comment(INCIDENT_4711, "no-such-comment") is None

@@ -99,6 +99,7 @@ def test_action_span_and_log_lines_are_exported_to_application_insights():
             f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={ingestion.url}/;"
             f"LiveEndpoint={ingestion.url}/"),
             SLACK_WEBHOOK_URL=slack, OTEL_TRACES_SAMPLER="always_on",  # the default samples by rate
+            SENTINEL_WORKSPACES=INCIDENT.split("/providers/Microsoft.SecurityInsights")[0],  # pinned to its workspace
             APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL="true", OTEL_EXPERIMENTAL_RESOURCE_DETECTORS="otel")
         assert result.returncode == 0, result.stderr
         envelopes = ingestion.envelopes()

@@ -40,7 +40,8 @@ def test_sample_incident_gets_one_comment_with_every_verdict(clean_stack, host):
     summary = response.json()
     verdicts = {item["ip"]: item for item in summary["ips"]}
     assert verdicts.keys() == {"203.0.113.45", "198.51.100.23"}
-    assert summary["skipped"] == [{"ip": "10.0.0.5", "reason": "private address (RFC 1918)"}]
+    assert summary["skipped"] == [{"kind": "ip", "value": "10.0.0.5", "ip": "10.0.0.5",
+                                   "reason": "private address (RFC 1918)"}]
     assert summary["complete"] is True and summary["worstVerdict"] == "malicious"
     assert len(summary["comments"]) == 1
     assert summary["label"] == "VirusTotal: malicious"
@@ -118,26 +119,49 @@ def test_real_concurrent_edit_keeps_both_changes(clean_stack, host):
     assert props["severity"] == "Medium" and props["labels"][0]["labelName"] == "VirusTotal: malicious"
 
 
-def test_quota_exhaustion_defers_and_completes_the_same_comment(clean_stack, host):
+def test_quota_exhaustion_defers_and_a_new_comment_completes(clean_stack, host):
+    """The Defender portal shows no comment edits: the deferred verdicts arrive as a comment of their own."""
     ips = fresh_ips(3)
     body, incident_id = fresh_incident(clean_stack, ips)
     quota = {"error": {"code": "QuotaExceededError", "message": "Quota exceeded"}}
     clean_stack.vt.fail(429, path=ips[1].replace(":", r"\:"), body=quota)
     summary = host.post(ROUTE, body).json()
     assert summary["complete"] is False
-    assert summary["deferred"] == ips[1:]
-    [comment] = clean_stack.arm.comments(incident_id)
-    assert "pending" in comment["properties"]["message"]
+    assert summary["deferred"] == [ips[1]]  # the others were already asked for, side by side
+    [first] = clean_stack.arm.comments(incident_id)
+    assert "pending" in first["properties"]["message"]
 
-    def completed():
-        [current] = clean_stack.arm.comments(incident_id)
-        return "pending" not in current["properties"]["message"] and current
-
-    final = wait_for(completed, timeout=30)
-    assert final["name"] == comment["name"]  # the same comment, completed in place
-    for ip in ips:
-        assert ip in final["properties"]["message"]
+    final = wait_for(lambda: len(clean_stack.arm.comments(incident_id)) == 2 and clean_stack.arm.comments(incident_id),
+                     timeout=30)
+    [kept] = [c for c in final if c["name"] == first["name"]]
+    assert kept["properties"] == first["properties"]  # the first comment was never edited
+    [second] = [c for c in final if c["name"] != first["name"]]
+    message = second["properties"]["message"]
+    assert "deferred look-ups completed" in message and ips[1] in message and "pending" not in message
     assert sorted(set(clean_stack.vt.lookups())) == sorted(ips)  # nothing lost, each looked up
+    # The same trigger again: every verdict is cached now, so a third comment (new information) is all it adds.
+    again = host.post(ROUTE, body).json()
+    assert again["complete"] is True and again["virustotalCalls"] == 0
+
+
+def test_after_the_first_quota_answer_no_look_up_starts(stack):
+    from tests.conftest import HostClient
+
+    process = stack.host(VIRUSTOTAL_POOL_SIZE="2")
+    try:
+        stack.reset()
+        ips = fresh_ips(6)
+        body, incident_id = fresh_incident(stack, ips)
+        quota = {"error": {"code": "QuotaExceededError", "message": "Quota exceeded"}}
+        stack.vt.fail(429, path=ips[0].replace(":", r"\:") + "$", body=quota)
+        stack.vt.fail(path=ips[1].replace(":", r"\:") + "$", delay=0.5)  # still in flight when the 429 comes
+        summary = HostClient(process).post(ROUTE, body).json()
+        assert sorted(stack.vt.lookups()) == sorted(ips[:2])  # both in flight at once: in either order
+        assert summary["deferred"] == [ips[0], *ips[2:]]
+        # This host finishes its deferred work before it stops: no other test's host may pick it up later.
+        wait_for(lambda: len(stack.arm.comments(incident_id)) == 2, timeout=30)
+    finally:
+        process.stop()
 
 
 def test_concurrent_triggers_write_one_comment_and_one_lookup_per_ip(clean_stack, host):
@@ -222,3 +246,127 @@ def test_api_key_never_leaves_the_function(clean_stack, host):
     assert response.status_code == 200 and VT_KEY not in response.text
     for request in clean_stack.arm.received:
         assert VT_KEY not in request.text and VT_KEY not in str(dict(request.headers))
+
+
+class FakeClock:
+    """VirusTotal's clock in the emulator: the test moves it a minute at a time."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_public_api_quota_of_four_a_minute_defers_and_completes(clean_stack, host):
+    """Issue 15.8: a public (free) key allows 4 look-ups a minute. Ten new addresses: four verdicts at once, the
+    rest pending; each following minute the queued run gets four more; the last round writes the comment that
+    completes them. The emulator's clock is injected, so the test takes seconds, not minutes."""
+    clock = FakeClock(1_795_000_000.0)
+    clean_stack.vt.clock = clock
+    clean_stack.vt.public_api()
+    try:
+        ips = fresh_ips(10)
+        body, incident_id = fresh_incident(clean_stack, ips)
+        summary = host.post(ROUTE, body).json()
+        assert len(summary["ips"]) == 4 and len(summary["deferred"]) == 6 and summary["complete"] is False
+        [first] = clean_stack.arm.comments(incident_id)
+        assert first["properties"]["message"].count("pending: VirusTotal quota reached") == 6
+
+        def answered() -> int:
+            return len({r.path for r in clean_stack.vt.requests_to("GET", "/ip_addresses/")
+                        if r.status == 200 and r.path.rsplit("/", 1)[-1] in ips})
+
+        clock.advance(61)
+        wait_for(lambda: answered() == 8, timeout=30)
+        assert len(clean_stack.arm.comments(incident_id)) == 1  # no comment for an unfinished round
+        clock.advance(61)
+        comments = wait_for(lambda: len(clean_stack.arm.comments(incident_id)) == 2
+                            and clean_stack.arm.comments(incident_id), timeout=30)
+        completion = next(c for c in comments if c["name"] != first["name"])["properties"]["message"]
+        assert "deferred look-ups completed" in completion and "pending" not in completion
+        assert all(ip in completion for ip in summary["deferred"])
+        assert answered() == 10 and clean_stack.vt.faults_served == 0
+        assert any(r.status == 429 for r in clean_stack.vt.received)
+    finally:
+        clean_stack.vt.per_minute = clean_stack.vt.per_day = None
+        import time
+
+        clean_stack.vt.clock = time.time
+
+
+def test_a_long_lived_incident_gets_new_comments_until_the_budget_and_never_an_edit(stack):
+    """An incident updated again and again, each update bringing changed verdicts (cache TTL 0): every run with
+    new information adds a comment, none edits one, and the pack stops with a summary before Sentinel's 100."""
+    from tests.conftest import HostClient
+
+    process = stack.host(VIRUSTOTAL_CACHE_TTL_SECONDS="0")
+    try:
+        client = HostClient(process)
+        stack.reset()
+        [ip] = fresh_ips(1)
+        _, incident_id = fresh_incident(stack, [ip])
+        messages: dict[str, str] = {}
+        for run in range(95):
+            stack.vt.set_report(ip, malicious=run % 7, harmless=60 + run)  # VirusTotal's view keeps changing
+            answer = client.post(ROUTE, stack.arm.trigger_body(incident_id)).json()
+            for comment in stack.arm.comments(incident_id):
+                before = messages.setdefault(comment["name"], comment["properties"]["message"])
+                assert before == comment["properties"]["message"], "a comment was edited"
+        comments = stack.arm.comments(incident_id)
+        assert len(comments) == 90  # 89 runs' comments and the summary; the last 10 slots are the analysts'
+        assert "comment budget reached" in comments[-1]["properties"]["message"]
+        assert "leaves the last 10 to analysts" in answer["commentSkipped"] and answer["comments"] == []
+    finally:
+        process.stop()
+
+
+# -- trigger shapes seen in the wild (issue 15.10) -------------------------------------------------------
+def test_an_ipv4_mapped_address_is_one_look_up_of_its_ipv4(clean_stack, host):
+    [ip] = [f"203.0.113.{uuid.uuid4().int % 200 + 20}"]
+    body, _ = fresh_incident(clean_stack, [f"::ffff:{ip}", ip])
+    summary = host.post(ROUTE, body).json()
+    assert [item["ip"] for item in summary["ips"]] == [ip]
+    assert clean_stack.vt.lookups().count(ip) <= 1 and not any(":" in x for x in clean_stack.vt.lookups())
+
+
+def test_an_ip_entity_without_an_address_is_a_skipped_row(clean_stack, host):
+    body, incident_id = fresh_incident(clean_stack, fresh_ips(1))
+    body["object"]["properties"]["relatedEntities"].append(
+        {"kind": "Ip", "properties": {"address": "", "friendlyName": "empty"}})
+    summary = host.post(ROUTE, body).json()
+    assert {"kind": "ip", "value": "", "ip": "", "reason": "IP entity without an address"} in summary["skipped"]
+    [comment] = clean_stack.arm.comments(incident_id)
+    assert "(no value)" in comment["properties"]["message"]
+    assert "IP entity without an address" in comment["properties"]["message"]
+
+
+def test_an_entity_body_without_kind_is_enriched(clean_stack, host):
+    clean_stack.arm.seed_from_trigger(sample("incident-trigger.json"))
+    body = sample("entity-trigger-ip.json")
+    body["Entity"].pop("kind")
+    body["EntityType"] = "IP"
+    summary = host.post(ROUTE, body).json()
+    assert [item["ip"] for item in summary["ips"]] == ["198.51.100.23"]
+
+
+def test_a_run_with_nothing_to_look_up_says_so_and_calls_the_alert_an_alert(clean_stack, host):
+    alert = sample("alert-trigger.json")
+    alert["Entities"] = [e for e in alert["Entities"] if e["Type"] != "ip"]
+    summary = host.post(ROUTE, alert).json()
+    assert summary["note"] == "nothing to look up: the alert has no IP, file, URL or domain entities"
+    assert summary["commentSkipped"] == "no incident id in the alert body: nothing to comment on"
+    assert clean_stack.vt.received == [] and clean_stack.arm.received == []
+
+
+def test_verdicts_are_read_in_batches_and_then_from_memory(clean_stack, host):
+    """50 cached addresses: one table query per 15 the first time, none once this process holds them."""
+    ips = fresh_ips(50)
+    first, _ = fresh_incident(clean_stack, ips)
+    assert host.post(ROUTE, first).json()["virustotalCalls"] == 50
+    second, _ = fresh_incident(clean_stack, ips)
+    summary = host.post(ROUTE, second).json()
+    assert summary["virustotalCalls"] == 0 and all(item["cached"] for item in summary["ips"])

@@ -23,3 +23,21 @@ def test_public_addresses_are_looked_up(ip):
 def test_partition_keeps_order():
     assert partition(["10.0.0.5", "8.8.8.8", "127.0.0.1", "1.1.1.1"]) == (
         ["8.8.8.8", "1.1.1.1"], [("10.0.0.5", "private address (RFC 1918)"), ("127.0.0.1", "loopback")])
+
+
+@pytest.mark.parametrize(("ip", "reason"), [
+    ("2002:0a00:0001::1", "6to4 address of 10.0.0.1: private address (RFC 1918)"),
+    ("2002:7f00:0001::1", "6to4 address of 127.0.0.1: loopback"),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffa", "Teredo address of 10.0.0.5: private address (RFC 1918)"),
+    ("64:ff9b::c0a8:0101", "NAT64 address of 192.168.1.1: private address (RFC 1918)"),
+    ("64:ff9b:1::1", "NAT64 local-use prefix (RFC 8215)"),
+    ("::10.0.0.1", "IPv4-compatible"),
+    ("100::1", "discard-only"),
+])
+def test_ipv6_wrappers_of_private_ipv4_addresses_are_skipped_with_the_reason(ip, reason):
+    assert reason in skip_reason(ip)
+
+
+@pytest.mark.parametrize("ip", ["2002:cb00:712d::1", "64:ff9b::cb00:712d", "2001:0:4136:e378:8000:63bf:34ff:8ed2"])
+def test_ipv6_wrappers_of_public_ipv4_addresses_are_looked_up(ip):
+    assert skip_reason(ip) is None

@@ -65,6 +65,17 @@ NOT_SET_IN_AZURE = {
     "SERVICENOW_SYNC_CONCURRENCY": "tuned default in core/settings.py (ServiceNow sync)",
     "SERVICENOW_POLL_MAX_PAGES": "tuned default in core/settings.py (ServiceNow sync)",
     "SERVICENOW_POLL_OVERLAP_SECONDS": "tuned default in core/settings.py (ServiceNow sync)",
+    # Enrichment and Sentinel settings (helper H4): defaults documented in core/settings.py.
+    "SENTINEL_WORKSPACES": "NOT YET SET: infra/app/api.bicep must set the Sentinel workspace's ARM id (issue 14.5); "
+                           "until then the deployed app refuses every action with 403 (fail closed)",
+    "SENTINEL_COMMENT_RESERVE": "tuned default in core/settings.py",
+    "VIRUSTOTAL_POOL_SIZE": "tuned default in core/settings.py (size it to the VirusTotal key's per-minute quota)",
+    "INTERNAL_DOMAINS": "optional additions; the tenant's verified domains are read through Graph",
+    "INTERNAL_DOMAINS_FROM_GRAPH": "on by default (needs Domain.Read.All)",
+    "VIRUSTOTAL_URL_LOOKUP": "default url (without userinfo, query and fragment)",
+    "VIRUSTOTAL_DOMAINS_FROM_URLS": "off by default",
+    "VIRUSTOTAL_RAISE_SEVERITY": "off by default (a SOC's choice)",
+    "INCIDENT_TASKS": "the built-in task templates by default",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

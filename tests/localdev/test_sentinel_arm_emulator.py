@@ -301,3 +301,101 @@ def test_emulator_answers_conform_to_the_spec(arm, http):
         assert validate_response(operation_id, 200, body) == [], operation_id
     error = call(http, arm, "GET", REST_ID[:-4] + "0000").json()
     assert validate_response("Incidents_Get", 404, error) == []
+
+
+# -- paging, relations, tasks (the lists the spec marks x-ms-pageable) ------------------------------
+def test_comments_are_paged_with_a_next_link(arm, http):
+    arm.page_size = 2
+    for i in range(5):
+        assert put_comment(http, arm, f"c{i}", f"m{i}").status_code == 201
+    seen, link, pages = [], None, 0
+    response = call(http, arm, "GET", REST_ID + "/comments")
+    while True:
+        page = response.json()
+        pages += 1
+        seen += [c["properties"]["message"] for c in page["value"]]
+        link = page.get("nextLink")
+        if not link:
+            break
+        assert link.startswith(arm.url) and "$skipToken" in link and "api-version" in link
+        response = http.get(link, timeout=5)
+    assert seen == [f"m{i}" for i in range(5)] and pages == 3
+    top = call(http, arm, "GET", REST_ID + "/comments", query=QUERY | {"$top": "1"}).json()
+    assert len(top["value"]) == 1 and "$top=1" in top["nextLink"]
+
+
+@pytest.mark.parametrize(("query", "code"), [
+    ({"$skipToken": "!!"}, "BadRequest"),
+    ({"$top": "0"}, "BadRequest"),
+    ({"$filter": "properties/status eq 'New'"}, "NotModelled"),
+])
+def test_paging_parameters_are_checked(arm, http, query, code):
+    response = call(http, arm, "GET", REST_ID + "/comments", query=QUERY | query)
+    assert response.status_code == 400 and response.json()["error"]["code"] == code
+
+
+def test_the_workspace_lists_its_incidents_in_pages(arm, http):
+    arm.page_size = 1
+    second = arm.seed_incident("second", {"title": "t", "severity": "Low", "status": "New"})
+    workspace = REST_ID.split("/incidents/")[0]
+    first = call(http, arm, "GET", workspace + "/incidents").json()
+    assert len(first["value"]) == 1 and first["nextLink"]
+    rest = http.get(first["nextLink"], timeout=5).json()
+    assert {first["value"][0]["name"], rest["value"][0]["name"]} == {INCIDENT_4711.rsplit("/", 1)[1], "second"}
+    assert "nextLink" not in rest and second.endswith("/second")
+
+
+def test_relations_are_served_and_paged(arm, http):
+    arm.page_size = 1
+    bookmark = REST_ID.split("/incidents/")[0] + "/bookmarks/2216d0e1-91e3-4902-89fd-d2df8c535096"
+    for name in ("rel-1", "rel-2"):
+        created = call(http, arm, "PUT", f"{REST_ID}/relations/{name}", {"properties": {"relatedResourceId": bookmark}})
+        assert created.status_code == 201
+        assert created.json()["properties"]["relatedResourceType"] == "Microsoft.SecurityInsights/bookmarks"
+    page = call(http, arm, "GET", REST_ID + "/relations").json()
+    assert len(page["value"]) == 1 and page["nextLink"]
+    assert call(http, arm, "PUT", f"{REST_ID}/relations/rel-3", {"properties": {}}).status_code == 400
+    assert call(http, arm, "DELETE", f"{REST_ID}/relations/rel-1").status_code == 200
+    assert call(http, arm, "GET", f"{REST_ID}/relations/rel-1").status_code == 404
+
+
+def test_tasks_are_validated_and_keep_their_author(arm, http):
+    task = {"properties": {"title": "Review the 2 malicious indicators", "status": "New"}}
+    created = call(http, arm, "PUT", f"{REST_ID}/tasks/task-1", task)
+    assert created.status_code == 201
+    assert created.json()["properties"]["createdBy"]["name"] == "func-sentinel-playbooks"
+    for bad, fragment in ((task | {"properties": {"status": "New"}}, "'title' is required"),
+                          (task | {"properties": {"title": "x", "status": "Done"}}, "not one of")):
+        refused = call(http, arm, "PUT", f"{REST_ID}/tasks/task-2", bad)
+        assert refused.status_code == 400 and fragment in refused.json()["error"]["message"]
+    closed = arm.analyst_task_change(INCIDENT_4711, "task-1", status="Completed")
+    assert closed["properties"]["lastModifiedBy"]["name"] == "Megan Bowen"
+    stale = call(http, arm, "PUT", f"{REST_ID}/tasks/task-1", task | {"etag": created.json()["etag"]})
+    assert stale.status_code == 409
+    assert call(http, arm, "GET", f"{REST_ID}/tasks/task-1").json()["properties"]["status"] == "Completed"
+    assert [t["name"] for t in call(http, arm, "GET", REST_ID + "/tasks").json()["value"]] == ["task-1"]
+
+
+@requires_spec
+def test_paged_lists_relations_and_tasks_conform_to_the_spec(arm, http):
+    arm.page_size = 1
+    put_comment(http, arm, "c1")
+    put_comment(http, arm, "c2")
+    bookmark = REST_ID.split("/incidents/")[0] + "/bookmarks/2216d0e1-91e3-4902-89fd-d2df8c535096"
+    relation = {"properties": {"relatedResourceId": bookmark}}
+    task = {"properties": {"title": "Collect an investigation package", "description": "d", "status": "New"}}
+    for path, body in ((f"{REST_ID}/relations/rel-1", relation), (f"{REST_ID}/tasks/task-1", task)):
+        assert validate_request("PUT", path, QUERY, body) == []
+    checks = [
+        ("IncidentRelations_CreateOrUpdate", 201, call(http, arm, "PUT", f"{REST_ID}/relations/rel-1", relation)),
+        ("IncidentTasks_CreateOrUpdate", 201, call(http, arm, "PUT", f"{REST_ID}/tasks/task-1", task)),
+        ("IncidentTasks_CreateOrUpdate", 200, call(http, arm, "PUT", f"{REST_ID}/tasks/task-1", task)),
+        ("IncidentComments_List", 200, call(http, arm, "GET", REST_ID + "/comments")),
+        ("IncidentRelations_List", 200, call(http, arm, "GET", REST_ID + "/relations")),
+        ("IncidentTasks_List", 200, call(http, arm, "GET", REST_ID + "/tasks")),
+        ("IncidentTasks_Get", 200, call(http, arm, "GET", REST_ID + "/tasks/task-1")),
+        ("Incidents_List", 200, call(http, arm, "GET", REST_ID.split("/incidents/")[0] + "/incidents")),
+    ]
+    for operation_id, status, response in checks:
+        assert response.status_code == status, (operation_id, response.text)
+        assert validate_response(operation_id, status, response.json()) == [], operation_id
