@@ -23,6 +23,7 @@ import uuid
 import pytest
 import requests
 
+from localdev.emulators.sentinel_arm import DEFAULT_WORKSPACE
 from tests.conftest import HostClient, wait_for
 from tests.fixtures import fresh_incident
 from tests.orchestration.helpers import CallbackReceiver, link_for, links_in
@@ -30,6 +31,11 @@ from tests.reliability.test_auth import concrete, protected
 
 ROUTE = "orchestration/approvals"
 LOGIC_APP = "https://prod-07.westeurope.logic.azure.com/workflows/{}/triggers/manual/paths/invoke?sig=sas-secret"
+
+# Outside LOCAL_MODE the deployment pins the pack to its workspace (issue 14.5): the samples' one.
+HOME_WORKSPACE = ("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}"
+                  .format(*DEFAULT_WORKSPACE))
+
 pytestmark = pytest.mark.e2e
 
 
@@ -151,7 +157,7 @@ def test_14_3_a_function_key_opens_its_own_function_only(clean_stack, host_with)
 
 # -- 14.4 -------------------------------------------------------------------------------------------------------
 def test_14_4_links_never_come_from_the_host_header_and_never_carry_a_key(clean_stack, host_with, incident):
-    unconfigured = host_with(LOCAL_MODE="false")
+    unconfigured = host_with(LOCAL_MODE="false", SENTINEL_WORKSPACES=HOME_WORKSPACE)
     callback = LOGIC_APP.format(uuid.uuid4().hex)
     forged_host = {"Host": "approvals.evil.example", "x-functions-key": unconfigured.host.function_key}
     response = requests.post(f"{unconfigured.host.url}/api/{ROUTE}", json={"callbackUrl": callback,
@@ -161,7 +167,7 @@ def test_14_4_links_never_come_from_the_host_header_and_never_carry_a_key(clean_
     assert clean_stack.outbox.sent == [] and clean_stack.teams.messages == []
 
     public = "https://func-sentinel-test.azurewebsites.net"
-    configured = host_with(LOCAL_MODE="false", PUBLIC_BASE_URL=public)
+    configured = host_with(LOCAL_MODE="false", SENTINEL_WORKSPACES=HOME_WORKSPACE, PUBLIC_BASE_URL=public)
     master = {"Host": "approvals.evil.example", "x-functions-key": configured.host.master_key}
     response = requests.post(f"{configured.host.url}/api/{ROUTE}", json={"callbackUrl": callback,
                                                                           "incident": incident},

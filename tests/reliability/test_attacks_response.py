@@ -25,9 +25,14 @@ from core.radius import BlastRadius
 from core.settings import Settings
 from core.state import StateStore
 from localdev.emulators.defender import WS_FIN_0042
+from localdev.emulators.sentinel_arm import DEFAULT_WORKSPACE
 from localdev.stack import APPROVAL_SIGNING_KEY
 from tests.conftest import HostClient
 from tests.response.helpers import account_entity, comments, host_entity, incident, outcomes
+
+# Outside LOCAL_MODE the deployment pins the pack to its workspace (issue 14.5): the samples' one.
+HOME_WORKSPACE = ("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}"
+                  .format(*DEFAULT_WORKSPACE))
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +43,7 @@ ISOLATE, DISABLE, ENABLE = "response/mde/isolate", "response/entra/disable-user"
 @pytest.fixture(scope="module")
 def deployed(stack):
     """A host configured as in Azure: not LOCAL_MODE, PUBLIC_BASE_URL set."""
-    process = stack.host(LOCAL_MODE="false", PUBLIC_BASE_URL=PUBLIC)
+    process = stack.host(LOCAL_MODE="false", SENTINEL_WORKSPACES=HOME_WORKSPACE, PUBLIC_BASE_URL=PUBLIC)
     try:
         yield HostClient(process)
     finally:
@@ -48,7 +53,7 @@ def deployed(stack):
 @pytest.fixture(scope="module")
 def unconfigured(stack):
     """A host outside LOCAL_MODE whose PUBLIC_BASE_URL was forgotten."""
-    process = stack.host(LOCAL_MODE="false")
+    process = stack.host(LOCAL_MODE="false", SENTINEL_WORKSPACES=HOME_WORKSPACE)
     try:
         yield HostClient(process)
     finally:

@@ -82,7 +82,8 @@ def new_case(stack, *entities: dict, ips: Iterable[str] = ()) -> Case:
 
 
 # -- normalisation -------------------------------------------------------------------------------
-TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+                  r"|(?:[A-Z][a-z]{2} )?\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}")  # ISO, and the deadlines people read (core/pages.py)
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 HEX32 = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 LINK_QUERY = re.compile(r"\b(sig|expires)=[^&\"'<>\s]+")
