@@ -82,8 +82,9 @@ def new_case(stack, *entities: dict, ips: Iterable[str] = ()) -> Case:
 
 
 # -- normalisation -------------------------------------------------------------------------------
+# ISO times, and the deadlines people read in approval comments ("Sat 05 Dec 2026, 18:37", core/pages.py).
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
-                  r"|(?:[A-Z][a-z]{2} )?\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}")  # ISO, and the deadlines people read (core/pages.py)
+                  r"|(?:[A-Z][a-z]{2} )?\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}")
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 HEX32 = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 LINK_QUERY = re.compile(r"\b(sig|expires)=[^&\"'<>\s]+")
