@@ -64,8 +64,17 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        ports = {service: self._proxies[service].port if service in self._proxies else port
-                 for service, port in self.ports.items()}
+        """What the pack uses: through the latency proxies when there are any."""
+        return self._connection_string({service: self._proxies[service].port if service in self._proxies else port
+                                        for service, port in self.ports.items()})
+
+    @property
+    def direct_connection_string(self) -> str:
+        """Straight to Azurite, past any latency proxy: for observers (the bench) that must not be slowed."""
+        return self._connection_string(self.ports)
+
+    @staticmethod
+    def _connection_string(ports: dict[str, int]) -> str:
         endpoints = "".join(f"{service.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT};"
                             for service, port in ports.items())
         return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};{endpoints}"

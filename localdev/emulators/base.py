@@ -111,6 +111,14 @@ class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a stopped host, a timed-out test) is normal here: no traceback for it."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class Emulator:
     """Base class: subclasses register routes in ``__init__`` with ``self.route``."""
