@@ -35,6 +35,8 @@ from localdev.timing import parse as parse_timing
 from tests.response.helpers import account_entity, fresh_ips, host_entity, incident, ip_entity
 
 OWN_P50_GOAL_MS = 5.0
+NOT_COMPLETED = "runs not completed (failed or timed out after 4 retries)"
+NOMINAL_WAIT = "Azure's wait for the slowest run (s, nominal)"
 COPIES = 4  # each incident's trigger is sent this many times in the concurrency part
 
 
@@ -181,11 +183,10 @@ def concurrency(stack: Stack, host, action: Action, triggers: int, scenario_note
     return [
         row(scenario, "duplicate side effects", effects - wanted, None, "0"),
         row(scenario, "side effects", effects, wanted, "= one per incident (or unique IP)"),
-        row(scenario, "runs not completed (failed or timed out after 4 retries)",
-            sum(1 for r in runs if r.status != "Succeeded"), None, "0"),
+        row(scenario, NOT_COMPLETED, sum(1 for r in runs if r.status != "Succeeded"), None, "0"),
         row(scenario, "runs that needed a retry", len(retried), None, "reported"),
         row(scenario, "retries in all", sum(r.attempts - 1 for r in runs), None, "reported"),
-        row(scenario, "Azure's wait for the slowest run (s, nominal)", max(r.nominal_wait for r in runs), None,
+        row(scenario, NOMINAL_WAIT, max(r.nominal_wait for r in runs), None,
             "reported: retry waits and polls as Azure would wait them"),
         row(scenario, "wall time, waits compressed 100x (s)", wall, None, "reported"),
         row(scenario, "redundant write requests", sent - effects, None,

@@ -29,6 +29,8 @@ APPROVAL_SIGNING_KEY = "approval-" + secrets.token_hex(24)
 SNOW_USER = "svc_sentinel_sync"  # the integration user of the sample tickets
 SNOW_PASSWORD = "snow-local-" + secrets.token_hex(6)
 SNOW_WEBHOOK_SECRET = "snow-hook-" + secrets.token_hex(8)
+# A host imports the whole app before it listens: about a second idle, much longer on a loaded 2-core machine.
+HOST_STARTUP_SECONDS = 120.0
 
 
 class Stack:
@@ -118,6 +120,6 @@ class Stack:
 
     def host(self, **overrides: str) -> HostProcess:
         """A started function host process with this stack's settings (stop it when done)."""
-        host = HostProcess(env=self.env(**overrides))
+        host = HostProcess(env=self.env(**overrides), startup_timeout=HOST_STARTUP_SECONDS)
         host.start()
         return host
