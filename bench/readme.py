@@ -46,7 +46,8 @@ def section(results: dict) -> str:
                 "|---|---|---|---|---|---|---|"]
         for r in timed:
             bound = " (lower bound)" if r.get("lower_bound") else ""
-            out.append(f"| {r['scenario']} | {_s(r['value'])} s{bound} | {r['chain']} = {_s(r['limit'])} s | "
+            chain = r["chain"].replace("|", "\\|")  # a pipe would end the table cell
+            out.append(f"| {r['scenario']} | {_s(r['value'])} s{bound} | {chain} = {_s(r['limit'])} s | "
                        f"{r['ratio']:.1f}x | {_s(r.get('reference')) + ' s' if r.get('reference') else ''} | "
                        f"{r['goal']} | {_verdict(r)} |")
         out.append("")
