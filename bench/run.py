@@ -52,6 +52,7 @@ from bench import response as bench_response  # noqa: E402
 from bench import sync as bench_sync  # noqa: E402
 from bench.common import row  # noqa: E402
 from bench.limits import DEFAULT_POOL  # noqa: E402
+from localdev.latency import ENV as LATENCY_ENV  # noqa: E402
 from localdev.latency import profile as latency_profile  # noqa: E402
 from localdev.stack import Stack  # noqa: E402
 from tests.fixtures import incident_with  # noqa: E402
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the count scenarios at small sizes (make test)")
     parser.add_argument("--strict", action="store_true", help="exit non-zero when any goal is missed")
-    parser.add_argument("--profile", default="real", help="latency profile: a name in localdev/latency.py or JSON")
+    parser.add_argument("--profile", default=os.environ.get(LATENCY_ENV) or "real",
+                        help=f"latency profile: a name in localdev/latency.py or JSON (default ${LATENCY_ENV}, real)")
     parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="pool size the limits assume")
     parser.add_argument("--repeat", type=int, default=5, help="calls per latency scenario (median)")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="run only these groups")
