@@ -12,15 +12,17 @@ from localdev import timing
 from localdev.emulators.base import Emulator, Response
 
 
+class Slow(Emulator):
+    """Answers ``GET /slow`` after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.route("GET", "/slow", lambda req: (time.sleep(seconds), Response(200, {"ok": True}))[1])
+
+
 def test_parse_reads_what_measure_writes():
     timing.install()
-
-    class Slow(Emulator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.route("GET", "/slow", lambda req: (time.sleep(0.05), Response(200, {"ok": True}))[1])
-
-    with Slow() as slow:
+    with Slow(0.05) as slow:
         def work() -> int:
             time.sleep(0.02)  # our own time
             return requests.get(f"{slow.url}/slow", timeout=5).status_code
@@ -39,13 +41,7 @@ def test_calls_side_by_side_count_their_overlap_once():
     from core.concurrency import run_all
 
     timing.install()
-
-    class Slow(Emulator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.route("GET", "/slow", lambda req: (time.sleep(0.1), Response(200, {"ok": True}))[1])
-
-    with Slow() as slow:
+    with Slow(0.1) as slow:
         both = threading.Barrier(2)
 
         def call() -> int:
