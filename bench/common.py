@@ -1,9 +1,13 @@
-"""What every bench scenario shares: the result row, percentiles and a keyed HTTP caller."""
+"""What every bench scenario shares: result rows, percentiles, a keyed HTTP caller, the latency switch."""
 
 from __future__ import annotations
 
 import math
+import os
+import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,49 @@ def row(scenario: str, metric: str, value: float, reference: float | None, goal:
     ratio = round(value / reference, 3) if reference else None
     return {"scenario": scenario, "metric": metric, "value": round(value, 3), "reference": reference,
             "ratio": ratio, "goal": goal}
+
+
+RATIO_GOAL = 1.3  # issue #16: every action <= 1.3x its longest chain given its pool size
+
+
+def timed_row(scenario: str, samples: list[float], chain, profile: dict[str, float], *,
+              reference: float | None = None, absolute: float | None = None, note: str = "") -> dict:
+    """A latency row: the median of ``samples`` (seconds) beside the chain's limit and the reference.
+
+    ``met`` is True when the median is <= 1.3x the limit, never slower than the reference and within the
+    absolute bound (when given); ``problems`` says which of those it missed.
+    """
+    median = statistics.median(samples)
+    limit = chain.seconds(profile)
+    goals = [f"<= {RATIO_GOAL:g}x limit"]
+    problems = []
+    if median > RATIO_GOAL * limit:
+        problems.append(f"{median / limit:.1f}x its limit ({median:.2f} s vs {limit:.2f} s: {chain.describe()})")
+    if reference is not None:
+        goals.append("<= reference")
+        if median > reference:
+            why = " (even the limit is: the reference reads no cache and checks nothing)" if limit > reference else ""
+            problems.append(f"slower than the Logic-App-only reference ({median:.2f} s vs {reference:.2f} s){why}")
+    if absolute is not None:
+        goals.append(f"<= {absolute:g} s")
+        if median > absolute:
+            problems.append(f"over {absolute:g} s ({median:.2f} s)")
+    return {"kind": "latency", "scenario": scenario, "metric": "median (s)", "value": round(median, 3),
+            "samples": [round(s, 3) for s in samples], "limit": round(limit, 3), "chain": chain.describe(),
+            "ratio": round(median / limit, 2) if limit else None,
+            "reference": None if reference is None else round(reference, 3),
+            "goal": ", ".join(goals), "met": not problems, "problems": problems, "note": note,
+            "load": round(os.getloadavg()[0], 1)}
+
+
+@contextmanager
+def latency_off(stack) -> Iterator[None]:
+    """Set-up work inside runs at loopback speed; the stack's profile applies again after."""
+    stack.set_latency({})
+    try:
+        yield
+    finally:
+        stack.set_latency(stack.latency or {})
 
 
 def percentile(values: list[float], p: float) -> float:

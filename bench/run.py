@@ -1,32 +1,42 @@
-"""``make bench``: what users pay, measured side by side in one run.
+"""``make bench``: what users feel, under real latencies, beside the physical limit and the reference.
 
-Scenarios:
-1. incident storm, enrichment: N incidents sharing U unique public IPs with private IPs mixed
-   in, sent through the local host by 8 concurrent callers. VirusTotal calls made vs what a
-   one-call-per-IP-entity playbook makes; comments per incident; wall time.
-2. ServiceNow sync (bench/sync.py): requests per poll cycle when idle and with k changed
-   tickets among many; tickets created per incident; ticket updates for an Updated burst.
-3. response (bench/response.py): isolating 5 machines: Defender calls, writes, re-runs, polls
-   and time to the final state.
-4. cold start: ``import function_app`` in fresh processes (median) vs a bare
-   ``import azure.functions, requests``.
-5. overhead (bench/overhead.py): p50/p95 latency and own time of every action; 200 triggers at
-   once with 0 duplicate side effects.
-Results go to ``bench/results.json`` as rows {scenario, metric, value, reference, ratio}.
-``--quick`` (CI) uses small sizes and asserts the count goals, never timing goals.
+Groups (``--only`` picks some; each runs on its own and a failure in one is reported, not fatal):
+- ``latency`` (bench/latency.py): enrichment 1 / 10 / 50 / 200 IPs new and cached, isolate 5 machines,
+  notify, sync create, close; medians beside each action's longest chain of dependent calls
+  (bench/limits.py) and, for enrichment, the Logic-App-only reference (bench/reference.py);
+- ``poll`` (bench/poll.py): the ServiceNow poll idle, 1 / 10 / 100 / 1,000 changed tickets and a burst;
+- ``cold`` (bench/cold.py): the first request of each area in a fresh process, imports plus first call;
+- ``concurrency`` (bench/overhead.py): 200 triggers at once per action, each run as its Logic App runs
+  it (retry policy and 202 polling, waits compressed); 0 duplicates, every run completes;
+- ``counts``: the call-count scenarios at loopback speed: the incident storm, bench/sync.py (poll requests
+  per cycle), bench/response.py (isolation writes), own time per action (bench/overhead.py).
+The emulators and Table Storage answer with the latency profile (``--profile``, default ``real``:
+localdev/latency.py) in every group but ``counts``.
+
+Goals (issue #16), checked here on medians with the machine's load noted, never by unit tests: every action
+<= 1.3x its longest chain given its pool size (``--pool``, default 16); enrichment of 50 new IPs <= 2 s;
+never slower than the reference; 200 concurrent triggers all complete with 0 duplicates; the cold first
+request <= the imports plus 1.5x a warm one. Misses are listed at the end; the exit status is non-zero for
+them only with ``--strict``. ``--quick`` (part of ``make test``) runs the ``counts`` group at small sizes
+(with 20 concurrent Logic App runs per action) and fails on a missed count goal, never on a timing.
+
+Results go to bench/results.json (full runs; ``--only`` replaces just its groups' rows); README's bench
+section is generated from it (``python -m bench.readme``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import statistics
-import subprocess
 import sys
 import time
+import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -34,14 +44,21 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import cold as bench_cold  # noqa: E402
+from bench import latency as bench_latency  # noqa: E402
 from bench import overhead as bench_overhead  # noqa: E402
+from bench import poll as bench_poll  # noqa: E402
 from bench import response as bench_response  # noqa: E402
 from bench import sync as bench_sync  # noqa: E402
 from bench.common import row  # noqa: E402
+from bench.limits import DEFAULT_POOL  # noqa: E402
+from localdev.latency import ENV as LATENCY_ENV  # noqa: E402
+from localdev.latency import profile as latency_profile  # noqa: E402
 from localdev.stack import Stack  # noqa: E402
 from tests.fixtures import incident_with  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
+GROUPS = ("latency", "poll", "cold", "concurrency", "counts")
 
 
 def incident_storm(incidents: int, unique_ips: int, callers: int = 8) -> list[dict]:
@@ -89,61 +106,162 @@ def incident_storm(incidents: int, unique_ips: int, callers: int = 8) -> list[di
     ]
 
 
-def _import_seconds(statement: str, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", statement], cwd=ROOT, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def cold_start(runs: int) -> list[dict]:
-    bare = _import_seconds("import azure.functions, requests", runs)
-    app = _import_seconds("import function_app", runs)
-    return [row(f"cold start: median of {runs} fresh processes", "import function_app (s)", app, bare,
-                "<= 1.3x of bare import azure.functions, requests")]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes; assert count goals (CI)")
-    args = parser.parse_args()
-    rows = incident_storm(20, 10) if args.quick else incident_storm(200, 50)
-    sync_rows = bench_sync.run(args.quick)
-    response_rows = bench_response.run(args.quick)
-    overhead_rows = bench_overhead.run(args.quick)
-    rows += sync_rows + response_rows
-    rows += cold_start(3 if args.quick else 10)
-    rows += overhead_rows
-
-    width = max(len(r["metric"]) for r in rows)
-    print(f"{'metric':<{width}}  {'value':>10}  {'reference':>10}  {'ratio':>7}  goal")
-    scenario = None
-    for r in rows:
-        if r["scenario"] != scenario:
-            scenario = r["scenario"]
-            print(f"-- {scenario}")
-        print(f"{r['metric']:<{width}}  {r['value']:>10}  {r['reference'] if r['reference'] is not None else '':>10}"
-              f"  {r['ratio'] if r['ratio'] is not None else '':>7}  {r['goal']}")
-    if not args.quick:
-        RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
-
-    by_metric = {r["metric"]: r for r in rows}
+def storm_goals_missed(rows: list[dict]) -> list[str]:
+    by_metric = {r["metric"]: r for r in rows if r["scenario"].startswith("storm:")}
+    if not by_metric:
+        return []
     problems = []
     if by_metric["VirusTotal calls vs unique public IPs"]["ratio"] != 1.0:
         problems.append("VirusTotal calls != unique public IPs")
     if by_metric["comments per incident (max)"]["value"] != 1:
         problems.append("an incident got more than one comment")
     if by_metric["failed requests"]["value"]:
-        problems.append("some requests failed")
-    problems += bench_sync.goals_missed(sync_rows)
-    problems += bench_response.goals_missed(response_rows)
-    problems += bench_overhead.goals_missed(overhead_rows)
+        problems.append("some storm requests failed")
+    return problems
+
+
+def count_goals_missed(rows: list[dict]) -> list[str]:
+    """Every count goal a run missed (the timing goals are in each latency row's ``problems``)."""
+    counts = [r for r in rows if r.get("kind", "count") == "count"]
+    return (storm_goals_missed(counts) + bench_sync.goals_missed(counts) + bench_response.goals_missed(counts)
+            + bench_overhead.goals_missed(counts))
+
+
+def misses(rows: list[dict]) -> list[str]:
+    timed = [f"{r['scenario']}: {problem}" for r in rows if r.get("kind") in ("latency", "cold", "error")
+             for problem in r.get("problems", [])]
+    return timed + count_goals_missed(rows)
+
+
+# -- the groups ---------------------------------------------------------------------------------
+def _group_latency(args, profile: dict[str, float]) -> list[dict]:
+    with Stack(latency=profile) as stack:
+        return bench_latency.run(stack, profile, args.pool, args.repeat)
+
+
+def _group_poll(args, profile: dict[str, float]) -> list[dict]:
+    with Stack(latency=profile) as stack:
+        return bench_poll.run(stack, profile, args.pool, args.repeat)
+
+
+def _group_cold(args, profile: dict[str, float]) -> list[dict]:
+    with Stack(latency=profile) as stack:
+        return bench_cold.run(stack, processes=3)
+
+
+def _group_concurrency(args, profile: dict[str, float]) -> list[dict]:
+    with Stack(latency=profile) as stack:
+        return bench_overhead.run_concurrency(stack, 200, f", {args.profile} latency")
+
+
+def _group_counts(args, profile: dict[str, float]) -> list[dict]:
+    quick = args.quick
+    rows = incident_storm(20, 10) if quick else incident_storm(200, 50)
+    rows += bench_sync.run(quick)
+    rows += bench_response.run(quick)
+    rows += bench_overhead.run(quick)
+    return rows
+
+
+RUNNERS: dict[str, Callable] = {"latency": _group_latency, "poll": _group_poll, "cold": _group_cold,
+                                "concurrency": _group_concurrency, "counts": _group_counts}
+
+
+def run_groups(args, profile: dict[str, float]) -> tuple[list[dict], dict[str, dict]]:
+    rows: list[dict] = []
+    groups: dict[str, dict] = {}
+    for name in args.only:
+        load, started = os.getloadavg()[0], time.perf_counter()
+        print(f"== {name} (load {load:.1f})", file=sys.stderr, flush=True)
+        try:
+            got = RUNNERS[name](args, profile)
+        except Exception as error:  # one group's failure is reported; the others still run
+            traceback.print_exc()
+            got = [{"kind": "error", "scenario": f"{name} group", "metric": "error", "value": None,
+                    "goal": "runs", "met": False, "problems": [f"{type(error).__name__}: {error}"[:500]]}]
+        for r in got:
+            r["group"] = name
+        rows += got
+        groups[name] = {"seconds": round(time.perf_counter() - started, 1),
+                        "load": [round(load, 1), round(os.getloadavg()[0], 1)]}
+    return rows, groups
+
+
+# -- output -------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def print_table(rows: list[dict]) -> None:
+    timed = [r for r in rows if r.get("kind") in ("latency", "cold")]
+    if timed:
+        width = max(len(r["scenario"]) for r in timed)
+        print(f"{'scenario':<{width}}  {'median s':>8}  {'limit s':>7}  {'x limit':>7}  {'ref s':>6}  ok   chain")
+        for r in timed:
+            print(f"{r['scenario']:<{width}}  {_fmt(r['value']):>8}  {_fmt(r['limit']):>7}  {_fmt(r['ratio']):>7}  "
+                  f"{_fmt(r.get('reference')):>6}  {'yes' if r['met'] else 'NO ':<3}  {r['chain']}")
+        print()
+    counts = [r for r in rows if r.get("kind", "count") == "count"]
+    if counts:
+        width = max(len(r["metric"]) for r in counts)
+        print(f"{'metric':<{width}}  {'value':>10}  {'reference':>10}  {'ratio':>7}  goal")
+        scenario = None
+        for r in counts:
+            if r["scenario"] != scenario:
+                scenario = r["scenario"]
+                print(f"-- {scenario}")
+            print(f"{r['metric']:<{width}}  {_fmt(r['value']):>10}  {_fmt(r['reference']):>10}"
+                  f"  {_fmt(r['ratio']):>7}  {r['goal']}")
+
+
+def write_results(rows: list[dict], groups: dict[str, dict], args, profile: dict[str, float]) -> None:
+    """bench/results.json; a partial run (``--only``) replaces only its groups' rows."""
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not isinstance(previous, dict):
+        previous = {}
+    ran = set(args.only)
+    kept = [r for r in previous.get("rows", []) if r.get("group") not in ran]
+    merged_groups = {**{k: v for k, v in previous.get("groups", {}).items() if k not in ran}, **groups}
+    order = {name: i for i, name in enumerate(GROUPS)}
+    all_rows = sorted(kept + rows, key=lambda r: order.get(r.get("group", ""), len(order)))
+    document = {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "profile": args.profile, "profile_seconds": profile, "pool": args.pool, "repeat": args.repeat,
+        "machine": {"cpus": os.cpu_count(), "load_1min_per_group": {k: v["load"] for k, v in merged_groups.items()}},
+        "groups": merged_groups, "rows": all_rows, "misses": misses(all_rows),
+    }
+    RESULTS.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}; README: python -m bench.readme", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the count scenarios at small sizes (make test)")
+    parser.add_argument("--strict", action="store_true", help="exit non-zero when any goal is missed")
+    parser.add_argument("--profile", default=os.environ.get(LATENCY_ENV) or "real",
+                        help=f"latency profile: a name in localdev/latency.py or JSON (default ${LATENCY_ENV}, real)")
+    parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="pool size the limits assume")
+    parser.add_argument("--repeat", type=int, default=5, help="calls per latency scenario (median)")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="run only these groups")
+    args = parser.parse_args(argv)
+    args.only = ["counts"] if args.quick else (args.only or list(GROUPS))
+    profile = latency_profile(args.profile)
+
+    rows, groups = run_groups(args, profile)
+    print_table(rows)
+    if not args.quick:
+        write_results(rows, groups, args, profile)
+    if args.quick:
+        problems = count_goals_missed(rows) + [p for r in rows if r.get("kind") == "error" for p in r["problems"]]
+    else:
+        problems = misses(rows)
     for problem in problems:
         print(f"GOAL MISSED: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    if problems and not args.quick and not args.strict:
+        print(f"{len(problems)} goal(s) missed (exit 0 without --strict)", file=sys.stderr)
+    return 1 if problems and (args.quick or args.strict) else 0
 
 
 if __name__ == "__main__":

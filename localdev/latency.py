@@ -76,7 +76,7 @@ class LatencyProxy:
     def start(self) -> LatencyProxy:
         self._thread = threading.Thread(target=self._run, name=f"latency-proxy-{self.port}", daemon=True)
         self._thread.start()
-        if not self._started.wait(10):
+        if not self._started.wait(60):  # an event; the bound is generous for a loaded machine
             raise RuntimeError(f"latency proxy on port {self.port} did not start")
         return self
 
@@ -143,9 +143,9 @@ class LatencyProxy:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._thread.join(60)
         self._thread = None
         self._loop.close()
 

@@ -310,9 +310,10 @@ def definitions() -> dict[str, Schema]:
             "note": nullable_text,
         }, required=("case", "complete", "ips", "comments")),
         "NotifySummary": obj({
-            "incident": nullable_text, "case": string(),
-            "channels": obj(description="Channel -> sent, already-sent, unconfirmed (the answer was lost: not "
-                                        "sent again), in-progress or not-configured",
+            "incident": nullable_text, "alert": nullable_text, "case": string(),
+            "channels": obj(description="Channel -> sent (Slack posted it), accepted (Teams started its flow: "
+                                        "202 says no more), already-sent / already-accepted, unconfirmed (the "
+                                        "answer was lost: not sent again), in-progress or not-configured",
                             additionalProperties=string()),
             "ticket": nullable_text,
         }, required=("case", "channels")),
@@ -464,7 +465,8 @@ ACTIONS: dict[tuple[str, str], Action] = {
         ok={200: "EnrichmentSummary"}, body="TriggerBody", visibility="advanced"),
     ("orchestration_notify", "POST"): Action(
         "NotifyIncident", "Post the incident to Teams and Slack",
-        "An Adaptive Card to Teams and Block Kit to Slack, once per incident event and channel.",
+        "An Adaptive Card to Teams and Block Kit to Slack, side by side, once per incident, alert or entity event "
+        "and channel.",
         ok={200: "NotifySummary"}, body="NotifyRequest"),
     ("orchestration_approvals", "POST"): Action(
         "StartApproval", "Ask approvers (HTTP webhook subscribe)",

@@ -35,6 +35,8 @@ SIGN_IN_CLIENT_ID = "e45a0000-0000-4000-8000-00000000a991"  # the app registrati
 MFA_AUTH_CONTEXT = "c1"  # the Conditional Access authentication context: MFA, sign-in frequency every time
 # Functions with their own key (issue 14.3): the ServiceNow push and the firewall block list.
 OWN_KEY_FUNCTIONS = ("servicenow_inbound", "ip_blocklist")
+# A host imports the whole app before it listens: about a second idle, much longer on a loaded 2-core machine.
+HOST_STARTUP_SECONDS = 120.0
 
 
 class Stack:
@@ -165,6 +167,6 @@ class Stack:
 
     def host(self, **overrides: str) -> HostProcess:
         """A started function host process with this stack's settings (stop it when done)."""
-        host = HostProcess(env=self.env(**overrides))
+        host = HostProcess(env=self.env(**overrides), startup_timeout=HOST_STARTUP_SECONDS)
         host.start()
         return host

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ENV = "LOCAL_SERVER_TIMING"
@@ -26,10 +27,31 @@ ENV = "LOCAL_SERVER_TIMING"
 
 @dataclass
 class Ledger:
-    """Downstream time of one invocation (shared by the threads and tasks it spawns)."""
+    """Downstream time of one invocation (shared by the threads and tasks it spawns).
+
+    ``downstream`` is wall time during which at least one send was in flight: calls made side by side
+    (core/concurrency.py) overlap, and summing them would count the same wait twice and make the
+    invocation's own time negative.
+    """
 
     downstream: float = 0.0
     calls: int = 0
+    in_flight: int = 0
+    busy_since: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def started(self) -> None:
+        with self.lock:
+            if self.in_flight == 0:
+                self.busy_since = time.perf_counter()
+            self.in_flight += 1
+
+    def ended(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.calls += 1
+            if self.in_flight == 0:
+                self.downstream += time.perf_counter() - self.busy_since
 
 
 _current: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("server_timing", default=None)
@@ -42,12 +64,11 @@ def _timed(send: Callable[..., Any]) -> Callable[..., Any]:
         ledger = _current.get()
         if ledger is None:
             return send(*args, **kwargs)
-        started = time.perf_counter()
+        ledger.started()
         try:
             return send(*args, **kwargs)
         finally:
-            ledger.downstream += time.perf_counter() - started
-            ledger.calls += 1
+            ledger.ended()
     return wrapper
 
 
@@ -57,12 +78,11 @@ def _timed_async(send: Callable[..., Any]) -> Callable[..., Any]:
         ledger = _current.get()
         if ledger is None:
             return await send(*args, **kwargs)
-        started = time.perf_counter()
+        ledger.started()
         try:
             return await send(*args, **kwargs)
         finally:
-            ledger.downstream += time.perf_counter() - started
-            ledger.calls += 1
+            ledger.ended()
     return wrapper
 
 

@@ -6,15 +6,25 @@ independent: one failing never stops the other, and a retried call posts only wh
 posted yet (``orchestration/ledger.py``).
 
 Everything that comes from the incident is untrusted text. Slack's control characters ``& < >``
-are entity-encoded (so ``<!channel>`` or ``<http://evil|click>`` stay text); in Adaptive Cards, whose
-TextBlocks and facts read Markdown, ``< > &`` are encoded and Markdown punctuation is backslash
-escaped (so ``[click](http://evil)`` stays text). Links are only ever ones the pack built itself.
+are entity-encoded (so ``<!channel>`` or ``<http://evil|click>`` stay text). In Adaptive Cards Teams
+reads a small Markdown subset in TextBlocks and facts (bold, italic, lists, ``[title](url)`` links) and
+no HTML (https://learn.microsoft.com/microsoftteams/platform/task-modules-and-cards/cards/cards-format):
+only those forms are backslash-escaped, because some Teams clients show backslash escapes literally
+and would turn every escaped ``(`` or ``#`` into noise. Links are only ever ones the pack built itself.
 Webhook URLs are secrets: they never reach a log line, an error message or an answer.
+
+A Teams Workflows webhook answers 202 when the flow starts, not when the card is posted: a card the
+flow cannot post (over ~28 KB, or not a card) fails inside the flow, unseen by the sender. So the
+notify answer says ``accepted`` for Teams (Slack's 200 ``ok`` means posted: ``sent``), and the cards
+are kept valid and small here: every card the pack builds parses without a warning in Microsoft's
+``adaptivecards`` parser (tests/orchestration/test_cards.py) and stays under ``TEAMS_CARD_MAX_BYTES``,
+long entity lists ending with "and N more". Teams and Slack are posted side by side.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -24,6 +34,7 @@ from typing import Any
 import requests
 
 from core.case import Case
+from core.concurrency import run_bounded
 from core.errors import ConfigurationError, DownstreamError, PackError, Throttled
 from core.http import call, reject_broken_json
 
@@ -35,8 +46,19 @@ SEVERITY_EMOJI = {"High": ":red_circle:", "Medium": ":large_orange_circle:", "Lo
 MAX_ENTITIES_SHOWN = 15
 SLACK_SECTION_MAX = 3000
 SLACK_HEADER_MAX = 150
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#|~])")
-_LIST_START = re.compile(r"^(\s*)([-+]|\d+\.)(?=\s)", re.M)
+# Teams refuses a message over about 28 KB ("Request Entity Too Large", inside the flow): the Teams
+# connector's known limits, https://learn.microsoft.com/connectors/teams/#known-issues-and-limitations,
+# and the incoming-webhook page. A margin of 1 KB stays for what the flow adds around the card.
+TEAMS_CARD_MAX_BYTES = 27 * 1024
+CARD_FIELD_MAX = {"headline": 200, "title": 1000, "entity": 300, "text": 2000, "caption": 300}
+# Markdown that Teams interprets in a TextBlock or Fact: a backslash before punctuation (so a literal one
+# must be doubled there), every ``*`` (bold/italic, intraword too), ``_`` at a word edge (intraword
+# ``snake_case`` stays literal), ``[title](`` links, list markers at a line start, and entity references.
+_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")
+_ENTITY_REF = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
+_LINK = re.compile(r"\[([^\]\n]*)\](?=\()")
+_EMPHASIS = re.compile(r"\*|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_LIST_START = re.compile(r"^(\s*)([-+]|\d+[.)])(?=\s|$)", re.M)
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,60}$")
 
 
@@ -47,9 +69,15 @@ def slack_escape(text: str) -> str:
 
 
 def card_escape(text: str) -> str:
-    """Adaptive Card Markdown (TextBlock, Fact) as literal text: no link, mention or formatting forms."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _LIST_START.sub(lambda m: m[1] + "\\" + m[2], _MARKDOWN.sub(r"\\\1", text))
+    """Adaptive Card Markdown (TextBlock, Fact) as literal text: no link or formatting forms.
+
+    Only what Teams interprets is escaped; ``< > # ( ) | ~`` and backticks are shown as they are.
+    """
+    text = _BACKSLASH.sub(r"\\\\", text)
+    text = _ENTITY_REF.sub(r"\\&", text)
+    text = _LINK.sub(lambda m: "\\[" + m[1] + "\\]", text)
+    text = _EMPHASIS.sub(lambda m: "\\" + m[0], text)
+    return _LIST_START.sub(lambda m: m[1] + (m[2][:-1] + "\\" + m[2][-1] if m[2][-1] in ".)" else "\\" + m[2]), text)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -96,17 +124,19 @@ class Notice:
             button_rows=tuple((caption, tuple(buttons)) for caption, buttons in button_rows),
         )
 
-    def facts(self) -> list[tuple[str, str]]:
+    def facts(self, shown: int = MAX_ENTITIES_SHOWN, *, entity_max: int | None = None) -> list[tuple[str, str]]:
+        """Label/value pairs; past ``shown`` entities the list ends with "and N more" (each label clipped
+        to ``entity_max`` characters when given)."""
         facts = [("Severity", self.severity or "unknown")]
         if self.number is not None:
             facts.append(("Incident", str(self.number)))
         if self.ticket:
             facts.append(("Ticket", self.ticket))
         if self.entities:
-            shown = list(self.entities[:MAX_ENTITIES_SHOWN])
-            if len(self.entities) > MAX_ENTITIES_SHOWN:
-                shown.append(f"and {len(self.entities) - MAX_ENTITIES_SHOWN} more")
-            facts.append(("Entities", ", ".join(shown)))
+            listed = [label if entity_max is None else _clip(label, entity_max) for label in self.entities[:shown]]
+            if len(self.entities) > shown:
+                listed.append(f"and {len(self.entities) - shown} more")
+            facts.append(("Entities", ", ".join(listed)))
         return facts
 
     def links(self) -> list[Button]:
@@ -125,18 +155,47 @@ def entity_labels(case: Case) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def adaptive_card(notice: Notice) -> dict[str, Any]:
-    """A Teams Workflows webhook message: one Adaptive Card attachment (schema 1.4)."""
+def card_size(message: dict[str, Any]) -> int:
+    """Bytes of the webhook message as sent (compact UTF-8 JSON, as requests encodes ``json=``)."""
+    return len(json.dumps(message).encode("utf-8"))
+
+
+def adaptive_card(notice: Notice, max_bytes: int = TEAMS_CARD_MAX_BYTES) -> dict[str, Any]:
+    """A Teams Workflows webhook message: one Adaptive Card attachment (schema 1.4) under ``max_bytes``.
+
+    Each text is clipped to its field's length; when the card is still too large, fewer entities are
+    listed (the list ends with "and N more") and then the free text is shortened.
+    """
+    shown = MAX_ENTITIES_SHOWN
+    text_max = CARD_FIELD_MAX["text"]
+    while True:
+        message = _card(notice, shown, text_max)
+        if card_size(message) <= max_bytes or (shown == 0 and text_max <= 200):
+            if card_size(message) > max_bytes:
+                log.warning("Teams card is %d bytes, over the %d limit: the flow may fail to post it",
+                            card_size(message), max_bytes)
+            return message
+        if shown > 0:
+            shown //= 2
+        else:
+            text_max = max(200, text_max // 2)
+
+
+def _card(notice: Notice, shown: int, text_max: int) -> dict[str, Any]:
+    limit = CARD_FIELD_MAX
+    facts = notice.facts(shown, entity_max=limit["entity"])
     body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "text": card_escape(notice.headline), "weight": "Bolder", "size": "Medium",
-         "color": SEVERITY_COLOR.get(notice.severity or "", "Default"), "wrap": True},
-        {"type": "TextBlock", "text": card_escape(notice.title), "weight": "Bolder", "wrap": True},
-        {"type": "FactSet", "facts": [{"title": card_escape(k), "value": card_escape(v)} for k, v in notice.facts()]},
+        {"type": "TextBlock", "text": card_escape(_clip(notice.headline, limit["headline"])), "weight": "Bolder",
+         "size": "Medium", "color": SEVERITY_COLOR.get(notice.severity or "", "Default"), "wrap": True},
+        {"type": "TextBlock", "text": card_escape(_clip(notice.title, limit["title"])), "weight": "Bolder",
+         "wrap": True},
+        {"type": "FactSet", "facts": [{"title": card_escape(k), "value": card_escape(v)} for k, v in facts]},
     ]
     if notice.text:
-        body.append({"type": "TextBlock", "text": card_escape(notice.text), "wrap": True})
+        body.append({"type": "TextBlock", "text": card_escape(_clip(notice.text, text_max)), "wrap": True})
     for caption, buttons in notice.button_rows:
-        body.append({"type": "TextBlock", "text": card_escape(caption), "wrap": True, "spacing": "Medium"})
+        body.append({"type": "TextBlock", "text": card_escape(_clip(caption, limit["caption"])), "wrap": True,
+                     "spacing": "Medium"})
         body.append({"type": "ActionSet", "actions": [
             {"type": "Action.OpenUrl", "title": b.label, "url": b.url,
              **({"style": "destructive" if b.style == "danger" else "positive"} if b.style != "default" else {})}
@@ -218,25 +277,47 @@ def event_key(*parts: str) -> str:
 
 def deliver_all(ledger, channels: dict[str, tuple[WebhookClient | None, dict[str, Any]]],
                 event: str) -> tuple[dict[str, str], list[PackError]]:
-    """Send each configured channel's message once for ``event``; every channel is tried.
+    """Send each configured channel's message once for ``event``, the channels side by side; every
+    channel is tried, one failing never stops another.
 
     Returns (channel -> ``sent`` | ``already-sent`` | ``unconfirmed`` | ``in-progress`` | ``not-configured`` |
-    ``failed: ...``,
-    the errors of the channels that failed).
+    ``failed: ...``, in the channels' order; the errors of the channels that failed).
     """
+    configured = [(name, client, payload) for name, (client, payload) in channels.items() if client is not None]
+
+    def deliver(channel: tuple[str, WebhookClient, dict[str, Any]]) -> str:
+        name, client, payload = channel
+        return ledger.send_once(event, name, lambda: client.post(payload))
+
+    outcomes = {o.item[0]: o for o in run_bounded(deliver, configured, len(configured))}
     results: dict[str, str] = {}
     errors: list[PackError] = []
-    for name, (client, payload) in channels.items():
-        if client is None:
+    for name in channels:
+        outcome = outcomes.get(name)
+        if outcome is None:
             results[name] = "not-configured"
-            continue
-        try:
-            results[name] = ledger.send_once(event, name, lambda c=client, p=payload: c.post(p))
-        except PackError as error:
-            log.warning("%s message failed: %s %s", name, error.code, error.message)
-            results[name] = f"failed: {error.message}"
-            errors.append(error)
+        elif outcome.ok:
+            results[name] = str(outcome.value)
+        elif isinstance(outcome.error, PackError):
+            log.warning("%s message failed: %s %s", name, outcome.error.code, outcome.error.message)
+            results[name] = f"failed: {outcome.error.message}"
+            errors.append(outcome.error)
+        else:
+            raise outcome.error  # a bug, not a channel outcome
     return results, errors
+
+
+# A Teams Workflows webhook answers 202 when its flow starts; whether the card was posted is only in the
+# flow's run history. So what the pack can say about Teams is "accepted", never "sent" (delivered).
+ACCEPTED_ONLY = frozenset({"teams"})
+
+
+def acknowledged(results: dict[str, str]) -> dict[str, str]:
+    """Channel outcomes in words that claim no more than the service said: ``sent`` / ``already-sent``
+    become ``accepted`` / ``already-accepted`` for channels that only acknowledge acceptance (Teams)."""
+    words = {"sent": "accepted", "already-sent": "already-accepted"}
+    return {name: words.get(result, result) if name in ACCEPTED_ONLY else result
+            for name, result in results.items()}
 
 
 def incomplete(results: dict[str, str], errors: list[PackError]) -> PackError:
@@ -292,36 +373,55 @@ class Notifier:
         return deliver_all(self.ledger, {k: v for k, v in channels.items() if k in only}, event)
 
     def notify(self, case: Case, body: dict) -> dict[str, Any]:
-        """``POST orchestration/notify``: one message per channel per incident event."""
+        """``POST orchestration/notify``: one message per channel per incident, alert or entity event.
+
+        Accepts every trigger body: an incident (its update is a new event), an alert, an entity (with or
+        without its incident), or ``{"incidentArmId": ...}`` (a manual run: the incident is read).
+        """
+        from dataclasses import replace
+
         from core.case import ci_get, ci_path
 
+        if not (case.incident_id or case.alert_id or case.source == "entity"):
+            from core.errors import BadRequest
+
+            raise BadRequest("notify needs an incident, alert or entity trigger body (or {\"incidentArmId\": ...})")
         explicit = ci_get(body, "notifyKey")
         if explicit is not None:
             key_material = ["key", str(explicit)[:200]]
+        elif case.source == "entity":
+            # An entity run names the entity (its ARM id, else what it is) within its incident, if any.
+            entity_id = ci_path(body, "Entity", "id") or "|".join(entity_labels(case))
+            key_material = ["entity", str(entity_id)[:400], case.incident_id or ""]
         else:
             # The same trigger event (retried by the Logic App) gives the same key; a later update of
             # the incident is a new event, told apart by its modification time.
             modified = ci_path(body, "object", "properties", "lastModifiedTimeUtc") or ""
             key_material = [case.incident_id or case.alert_id or "", case.event_type or "Created", str(modified)]
-        if not (case.incident_id or case.alert_id):
-            from core.errors import BadRequest
-
-            raise BadRequest("notify needs an incident or alert trigger body (or {\"incidentArmId\": ...})")
-        if not case.entities_included and case.incident_id:
+        if case.incident_id and (not case.entities_included or case.source == "entity"):
             incident = self.ctx.sentinel.get_incident(case.incident_id)
             props = incident.get("properties") or {}
-            from dataclasses import replace
-
             case = replace(case, title=props.get("title"), severity=props.get("severity"),
                            number=props.get("incidentNumber"), url=props.get("incidentUrl"))
-            case = self.ctx.with_entities(case)
+            case = self.ctx.with_entities(case)  # a manual run's entities; an entity run keeps its entity
         ticket = ticket_of(self.ctx, case)
-        headline = "Sentinel incident updated" if (case.event_type or "").lower() == "update" \
-            else "New Sentinel incident"
         text = ci_get(body, "message")
-        notice = Notice.for_case(case, headline, ticket=ticket, text=str(text)[:1000] if text else None)
+        notice = Notice.for_case(case, _headline(case), ticket=ticket, text=str(text)[:1000] if text else None)
+        if case.source == "entity" and not case.title:
+            named = notice.entities or tuple(other.label for other in case.others)
+            notice = replace(notice, title=_clip(", ".join(named), CARD_FIELD_MAX["title"]) or "an entity")
         channels, errors = self.send(notice, event_key("notify", *key_material))
+        channels = acknowledged(channels)
         if errors:
             raise incomplete(channels, errors)
-        return {"incident": case.incident_id, "case": case.label, "channels": channels,
+        return {"incident": case.incident_id, "alert": case.alert_id, "case": case.label, "channels": channels,
                 "ticket": (ticket or {}).get("number")}
+
+
+def _headline(case: Case) -> str:
+    """Says what the run is about: an entity, an alert or an incident (new or updated)."""
+    if case.source == "entity":
+        return "Sentinel entity" + (" of an incident" if case.incident_id else "")
+    if case.alert_id and not case.incident_id:
+        return "New Sentinel alert"
+    return "Sentinel incident updated" if (case.event_type or "").lower() == "update" else "New Sentinel incident"

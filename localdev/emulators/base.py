@@ -7,6 +7,7 @@ assert on effects, not on our internals), and can be told to fail on demand:
     vt.fail(429, times=2, retry_after=1, body={"error": {"code": "QuotaExceededError", ...}})
     arm.fail(500, path=r"/comments/")
     vt.fail(delay=5)                     # slow answer, past the client's timeout
+    vt.hold(until=lambda: done.is_set()) # answer only once something else has happened (an event, not a sleep)
     vt.fail(drop=True)                   # connection closed without an answer
     vt.fail(malformed=True)              # 200 with a body that is not JSON
     with vt.offline(): ...               # connection refused, then back on the same port
@@ -95,6 +96,9 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     malformed: bool = False
+    until: Callable[[], bool] | None = None  # hold the answer until this is true (or ``until_timeout`` passes)
+    until_timeout: float = 60.0
+    released: list[bool] = field(default_factory=list)  # per held request: True when ``until`` came true
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -110,6 +114,14 @@ class LoopbackServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 256
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (a stopped host, a timed-out test) is normal here: no traceback for it."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class Emulator:
@@ -221,6 +233,20 @@ class Emulator:
                 body=body, delay=delay, drop=drop, malformed=malformed,
             ))
 
+    def hold(self, until: Callable[[], bool], *, timeout: float = 60.0, times: int = 1, path: str | None = None,
+             method: str | None = None) -> Fault:
+        """Hold the next ``times`` matching requests until ``until()`` is true, then answer them as usual.
+
+        Tests wait on events, not on the clock: a request held until another one arrived proves they were in
+        flight together, whatever the machine's load. Past ``timeout`` the request is answered anyway; the
+        returned fault's ``released`` says, per held request, whether ``until`` came true.
+        """
+        fault = Fault(times=times, path=re.compile(path, re.IGNORECASE) if path else None, method=method,
+                      until=until, until_timeout=timeout)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -262,6 +288,11 @@ class Emulator:
 
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
+            if fault.until is not None:
+                deadline = time.monotonic() + fault.until_timeout
+                while not (met := bool(fault.until())) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                fault.released.append(met)
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:

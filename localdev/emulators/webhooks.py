@@ -2,10 +2,14 @@
 
 Teams (Workflows "When a Teams webhook request is received"): ``POST /workflows/{id}/triggers/manual/
 paths/invoke?api-version=2016-06-01&sp=...&sv=1.0&sig=<sig>``; the signature in the URL is the only
-credential. A message is ``{"type": "message", "attachments": [{"contentType":
-"application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}``; the flow accepts it with
-202 and an empty body. A wrong signature is 401, a body that is not such a message is 400, both with
-the Logic Apps error shape.
+credential. The trigger answers 202 with an empty body as soon as the flow run starts, for any JSON:
+whether the card is then posted is decided inside the run, which the sender never sees ("Post card in a
+chat or channel" fails on a body that is not an Adaptive Card message, and on a message over about
+28 KB: https://learn.microsoft.com/connectors/teams/#known-issues-and-limitations). So the emulator
+answers 202 for every JSON body and records the run: ``messages`` holds every accepted body, ``cards``
+the cards a run would post, ``failed_runs`` the runs that would fail and why. The pack validates its
+cards itself (tests/orchestration/test_cards.py). A wrong signature is 401 and a body that is not JSON
+is 400, both with the Logic Apps error shape.
 
 Slack: ``POST /services/{T}/{B}/{secret}`` with ``{"text", "blocks"}``; 200 ``ok`` (text/html). Errors are
 plain text: 400 ``invalid_payload`` (not JSON), ``no_text`` (neither text nor blocks), ``invalid_blocks``
@@ -24,6 +28,7 @@ from typing import Any
 from localdev.emulators.base import Emulator, Request, Response
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
+MESSAGE_LIMIT = 28 * 1024  # "about 28 KB" per posted message (Teams connector, known limitations)
 SLACK_BLOCK_TYPES = {"section", "header", "actions", "context", "divider", "image", "rich_text", "input", "markdown"}
 
 
@@ -34,7 +39,8 @@ class TeamsWebhookEmulator(Emulator):
         super().__init__(**kw)
         self.workflow_id = secrets.token_hex(16)
         self.signature = secrets.token_urlsafe(24)
-        self.messages: list[dict] = []
+        self.messages: list[Any] = []
+        self.failed_runs: list[tuple[Any, str]] = []  # (body, why the flow run would fail)
         self.route("POST", r"/workflows/(?P<wf>[^/]+)/triggers/manual/paths/invoke", self._invoke)
 
     @property
@@ -46,10 +52,13 @@ class TeamsWebhookEmulator(Emulator):
         super().reset()
         with self._lock:
             self.messages.clear()
+            self.failed_runs.clear()
 
     @property
     def cards(self) -> list[dict]:
-        return [m["attachments"][0]["content"] for m in self.messages]
+        """The cards the flow runs would post (runs that would fail are left out)."""
+        failed = {id(body) for body, _ in self.failed_runs}
+        return [m["attachments"][0]["content"] for m in self.messages if id(m) not in failed]
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> Response:
@@ -63,11 +72,12 @@ class TeamsWebhookEmulator(Emulator):
             body = json.loads(req.body or b"null")
         except ValueError:
             return self._error(400, "InvalidRequestContent", "The request content is not valid JSON.")
-        problem = self._check(body)
-        if problem:
-            return self._error(400, "InvalidRequestContent", problem)
+        problem = self._check(body) or (f"the message is {len(req.body)} bytes, over the {MESSAGE_LIMIT} byte limit "
+                                        "(Request Entity Too Large)" if len(req.body) > MESSAGE_LIMIT else None)
         with self._lock:
             self.messages.append(body)
+            if problem:
+                self.failed_runs.append((body, problem))
         return Response(202)
 
     @staticmethod

@@ -35,7 +35,9 @@ from tests.sync.conftest import SyncClient
 
 pytestmark = pytest.mark.e2e
 
-HOLD_SECONDS = 3.0  # a ServiceNow create held this long while Azurite restarts (about a second) inside it
+# A ServiceNow create is held until Azurite has restarted (an event, not a fixed window: a restart takes about a
+# second on an idle machine and far longer on a loaded one); past this bound the test fails.
+HOLD_BOUND = 90.0
 # One try and one retry of the fault settings' timeout, plus backoff: what "bounded" means for a 503 here.
 ANSWER_WITHIN = 2 * float(FAULT_HOST_SETTINGS["HTTP_TIMEOUT_SECONDS"]) + 3
 
@@ -127,22 +129,24 @@ def test_restart_during_a_ticket_create_is_invisible(stack, storage, client, bas
     expected = baseline(stack, client, baselines, scenario)
     stack.reset()
     subject = scenario.prepare(stack, client)
-    # An instance whose timeout lets ServiceNow take HOLD_SECONDS, on the same storage and tables.
-    process = stack.host(**restart_settings(storage, HTTP_TIMEOUT_SECONDS=str(int(HOLD_SECONDS) + 2),
+    # An instance whose timeout lets ServiceNow take HOLD_BOUND, on the same storage and tables.
+    process = stack.host(**restart_settings(storage, HTTP_TIMEOUT_SECONDS=str(int(HOLD_BOUND) + 5),
                                             STATE_TABLE_PREFIX=client.host.env["STATE_TABLE_PREFIX"]))
     try:
         patient = SyncClient(process, stack)
-        stack.snow.fail(times=1, method="POST", delay=HOLD_SECONDS)  # served, just late
+        restarted = threading.Event()
+        held = stack.snow.hold(until=restarted.is_set, timeout=HOLD_BOUND, method="POST")  # served, just late
         answers: list[requests.Response] = []
         worker = threading.Thread(target=lambda: answers.append(scenario.act(patient, subject)))
         worker.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not stack.snow.requests_to("POST") and time.monotonic() < deadline:
             time.sleep(0.02)
-        [create] = stack.snow.requests_to("POST")
+        [_create] = stack.snow.requests_to("POST")
         running.restart()
-        assert time.time() < create.at + HOLD_SECONDS, "Azurite took longer to restart than the create was held"
-        worker.join(30)
+        restarted.set()
+        worker.join(HOLD_BOUND + 60)
+        assert held.released == [True], "the create was answered before Azurite had restarted"
     finally:
         process.stop()
     assert answers and answers[0].status_code == 200, answers[0].text if answers else "no answer"

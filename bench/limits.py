@@ -1,0 +1,133 @@
+"""The physical limit of each action: its longest chain of dependent calls under a latency profile.
+
+An action cannot answer sooner than the calls that must happen one after another: a verdict needs its
+look-up, the comment needs the verdicts. Independent calls can run side by side, ``pool`` at a time
+(issue #16: a pool size setting, default 16), so ``n`` of them cost ``ceil(n / pool)`` rounds. What each
+action must do is written down here as data, step by step, with the reason; the bench divides the measured
+median by the chain's time (goal: <= 1.3x) and prints the chain beside it, so a reader can check both.
+
+Calls the pack may make off the critical path (cache writes, lock releases, audit rows written after the
+answer) are not in a chain. Token requests are not either: a warm process has its tokens (one request
+per audience per process, core/credentials.py), and the cold-start scenario measures the first ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_POOL = 16  # issue #16 item 1: "a pool size setting, default 16"
+LOGIC_APP_FOREACH = 20  # For each runs 20 iterations at a time by default (Logic Apps limits and configuration)
+
+
+@dataclass(frozen=True)
+class Step:
+    """``rounds`` sequential round trips to ``service`` (a latency-profile name); ``also`` runs beside it."""
+
+    service: str
+    why: str
+    rounds: int = 1
+    also: tuple[str, ...] = ()  # services called at the same time (the step costs the slowest)
+
+    def seconds(self, profile: dict[str, float]) -> float:
+        return self.rounds * max(profile.get(s, 0.0) for s in (self.service, *self.also))
+
+    def label(self) -> str:
+        names = " | ".join((self.service, *self.also))
+        names = f"({names})" if self.also else names
+        return f"{self.rounds}x{names}" if self.rounds != 1 else names
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The calls an action must make one after another."""
+
+    steps: tuple[Step, ...]
+
+    def seconds(self, profile: dict[str, float]) -> float:
+        return sum(step.seconds(profile) for step in self.steps)
+
+    def describe(self) -> str:
+        return " + ".join(step.label() for step in self.steps if step.rounds)
+
+    def reasons(self) -> list[str]:
+        return [f"{step.label()}: {step.why}" for step in self.steps if step.rounds]
+
+
+def rounds(n: int, pool: int) -> int:
+    return math.ceil(n / max(1, pool)) if n else 0
+
+
+def enrichment(ips: int, pool: int = DEFAULT_POOL, *, cached: bool = False) -> Chain:
+    if cached:
+        return Chain((
+            Step("storage", "the cached verdicts (one query, or reads side by side)"),
+            Step("sentinel-arm", "the comment (the label beside it)"),
+        ))
+    return Chain((
+        Step("storage", "the cached verdicts: none found"),
+        Step("virustotal", f"{ips} look-ups, {pool} at a time", rounds(ips, pool)),
+        Step("sentinel-arm", "the comment with every verdict (the label beside it)"),
+    ))
+
+
+def isolate(machines: int, pool: int = DEFAULT_POOL) -> Chain:
+    r = rounds(machines, pool)
+    return Chain((
+        Step("storage", "claim each target (conditional insert), targets side by side", r),
+        Step("defender", "each machine and its pending actions (two reads side by side)", r),
+        Step("defender", "the isolate request of each machine", r),
+        Step("sentinel-arm", "the audit comment"),
+    ))
+
+
+def notify() -> Chain:
+    return Chain((
+        Step("storage", "claim the send-once rows (Teams and Slack side by side)"),
+        Step("teams-webhook", "the card and the Slack message, side by side", also=("slack-webhook",)),
+        Step("storage", "mark them sent"),
+    ))
+
+
+def sync_create() -> Chain:
+    return Chain((
+        Step("storage", "claim the incident's link (conditional insert: one ticket for concurrent triggers)"),
+        Step("servicenow", "is there a ticket already (a create whose answer was lost)"),
+        Step("servicenow", "create the ticket"),
+        Step("storage", "record the link"),
+        Step("sentinel-arm", "the audit comment (the ticket number in it)"),
+    ))
+
+
+def close(with_ticket: bool = True) -> Chain:
+    first = Step("sentinel-arm", "read the incident (its etag)", also=("storage",) if with_ticket else ())
+    return Chain((
+        first,
+        Step("sentinel-arm", "close it (the comment and the ticket's resolution beside it)",
+             also=("servicenow",) if with_ticket else ()),
+    ))
+
+
+def poll(changed: int, page: int, pool: int = DEFAULT_POOL) -> Chain:
+    if not changed:
+        return Chain((
+            Step("storage", "the watermark"),
+            Step("servicenow", "one page: nothing changed"),
+        ))
+    return Chain((
+        Step("storage", "the watermark"),
+        Step("servicenow", "the first page of changes (later pages are read while tickets are applied)"),
+        Step("servicenow", "that page's work notes (one journal query)", also=("storage",)),
+        Step("sentinel-arm", f"read each incident, {pool} tickets at a time", rounds(changed, pool)),
+        Step("sentinel-arm", "update each incident", rounds(changed, pool)),
+        Step("storage", "the new watermark"),
+    ))
+
+
+def reference(ips: int, foreach: int = LOGIC_APP_FOREACH) -> Chain:
+    """Azure-Sentinel's Get-VirusTotalIPReport: For each IP (20 at a time), one look-up then one comment."""
+    r = rounds(ips, foreach)
+    return Chain((
+        Step("virustotal", f"each IP's report, {foreach} at a time", r),
+        Step("sentinel-arm", "each IP's comment, in the same iteration", r),
+    ))
