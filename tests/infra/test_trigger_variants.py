@@ -221,3 +221,23 @@ def test_the_definitions_trigger_is_the_modelled_incident_trigger():
     incident = trigger_shapes()["incident"]["triggers"]
     for entry in playbook_check.registry():
         assert load_definition(entry.file)["triggers"] == incident, entry.name
+
+
+# --- docs ---------------------------------------------------------------------------------------------------
+
+def test_readme_lists_every_deployed_playbook_with_its_trigger():
+    readme = (INFRA.parent / "README.md").read_text()
+    table = readme.split("## The playbooks: one per use case and trigger")[1].split("\n## ")[0]
+    listed = dict(re.findall(r"^\| `([a-z0-9-]+)` \| ([a-z]+)", table, re.M))
+    assert listed == {p.name: p.trigger for p in DEPLOYED}
+    for playbook in DEPLOYED:
+        if playbook.entity_type:
+            assert f"| `{playbook.name}` | entity: {playbook.entity_type} |" in table
+
+
+def test_deploy_guide_tells_how_to_attach_alert_playbooks_and_run_entity_playbooks():
+    deploy = (INFRA.parent / "docs" / "deploy.md").read_text()
+    section = deploy.split("## 5. Run the playbooks from Sentinel")[1].split("\n## ")[0]
+    for phrase in ("When alert is created", "Analytics rule name", "Automated response", "Alert - Get incident",
+                   "Run playbook on \\<entity type>", "Entity behavior", "alertRunOn", "entities: ['IP', ...]"):
+        assert phrase in section, phrase
