@@ -175,6 +175,8 @@ var playbooks = [
     definition: loadJsonContent('playbooks/enrichment-ip-reputation.json')
     runOn: ['Created']
     alert: true
+    // No alert rule: every incident is enriched on creation already. ['Created'] = also on every new alert.
+    alertRunOn: []
     entities: ['IP']
   }
   {
