@@ -166,21 +166,31 @@ param instanceMemoryMB int = 2048
 @description('Zone-redundant Flex plan (region permitting); bills two always-ready instances per function group.')
 param zoneRedundant bool = false
 
-// The playbook registry. To add a playbook: put its workflow definition in infra/playbooks/ and add
-// one entry here. `runOn` = the incident events ('Created', 'Updated') on which an automation rule runs
-// it when createAutomationRules is true; [] = run manually or from your own automation rules.
-// Optional: `parameters` = values of the definition's own parameters ({name: {value: ...}}), and
-// `updateConditions` = the conditions of its Updated automation rule (infra/automation/*.json).
+// The playbook registry. To add a playbook: put its workflow definition in infra/playbooks/ (written for the
+// Microsoft Sentinel incident trigger) and add one entry here. `runOn` = the incident events ('Created', 'Updated')
+// on which an automation rule runs it when createAutomationRules is true; [] = run manually or from your own
+// automation rules. Optional: `parameters` = values of the definition's own parameters ({name: {value: ...}}),
+// `updateConditions` = the conditions of its Updated automation rule (infra/automation/*.json), and the variants
+// generated from the same definition (infra/app/playbook.bicep, docs/deploy.md "Run the playbooks from Sentinel"):
+// `alert: true` = also deploy it with the alert trigger (`<name>-alert`: a manual run on an alert, or an automation
+// rule "When alert is created" when `alertRunOn` is ['Created']); `entities` = also deploy it with the entity
+// trigger, one playbook per entity type (`<name>-entity-<type>`: a manual run on an entity, from an incident or the
+// entity page; automation rules cannot run these).
 var playbooks = [
   {
     name: 'enrichment-ip-reputation'
     definition: loadJsonContent('playbooks/enrichment-ip-reputation.json')
     runOn: ['Created']
+    alert: true
+    // No alert rule: every incident is enriched on creation already. ['Created'] = also on every new alert.
+    alertRunOn: []
+    entities: ['IP']
   }
   {
     // One playbook for both events: the function creates the ticket once and syncs it on every run.
     // The Updated rule skips the pack's own comments (they would re-trigger it) but not a severity, status
     // or label change the pack makes: infra/automation/sync-servicenow-outbound-updated.json, docs/deploy.md.
+    // Incident only: a ticket follows an incident, which the automation rules already cover.
     name: 'sync-servicenow-outbound'
     definition: loadJsonContent('playbooks/sync-servicenow-outbound.json')
     runOn: ['Created', 'Updated']
@@ -192,10 +202,29 @@ var playbooks = [
     name: 'response-isolate-machines'
     definition: loadJsonContent('playbooks/response-isolate-machines.json')
     runOn: []
+    alert: true
+    entities: ['Host']
+  }
+  {
+    // Blocks the incident's IPs (Defender indicator + the firewall block list), within BLOCK_IP_VERDICTS.
+    name: 'response-block-ip'
+    definition: loadJsonContent('playbooks/response-block-ip.json')
+    runOn: []
+    alert: true
+    entities: ['IP']
+  }
+  {
+    // Disables the incident's user accounts in Entra ID (protected accounts, blast radius and dry run apply).
+    name: 'response-disable-user'
+    definition: loadJsonContent('playbooks/response-disable-user.json')
+    runOn: []
+    alert: true
+    entities: ['Account']
   }
   {
     // Ticket, Teams/Slack, approval wait, then Block (Entra + IP block) or Ignore (close). It asks people,
     // so no blanket rule: attach it with an automation rule scoped to the compromised-user analytics rules.
+    // Incident only: Ignore closes the incident, which an alert or a single entity does not decide.
     name: 'orchestration-compromised-user'
     definition: loadJsonContent('playbooks/orchestration-compromised-user.json')
     runOn: []
@@ -210,8 +239,45 @@ var playbooks = [
     name: 'response-ask-user'
     definition: loadJsonContent('playbooks/response-ask-user.json')
     runOn: []
+    alert: true
+    entities: ['Account']
   }
 ]
+
+// What the registry deploys: each entry as written (incident trigger), its alert variant and its entity variants.
+// Loops below index this list; only incident and alert variants can have automation rules (`triggersOn`).
+var deployedPlaybooks = flatten(map(playbooks, playbook => concat([
+  {
+    name: playbook.name
+    definition: playbook.definition
+    trigger: 'incident'
+    entityType: ''
+    triggersOn: 'Incidents'
+    runOn: playbook.runOn
+    parameters: playbook.?parameters ?? {}
+    updateConditions: playbook.?updateConditions ?? []
+  }
+], (playbook.?alert ?? false) ? [
+  {
+    name: '${playbook.name}-alert'
+    definition: playbook.definition
+    trigger: 'alert'
+    entityType: ''
+    triggersOn: 'Alerts'
+    runOn: playbook.?alertRunOn ?? []
+    parameters: playbook.?parameters ?? {}
+    updateConditions: []
+  }
+] : [], map(playbook.?entities ?? [], entityType => {
+  name: '${playbook.name}-entity-${toLower(entityType)}'
+  definition: playbook.definition
+  trigger: 'entity'
+  entityType: entityType
+  triggersOn: ''
+  runOn: []
+  parameters: playbook.?parameters ?? {}
+  updateConditions: []
+}))))
 
 // Queues that queue triggers listen on (enrichment/functions.py: ip_reputation_deferred).
 var stateQueueNames = ['vt-deferred']
@@ -383,7 +449,7 @@ module sentinelConnection 'app/sentinel-connection.bicep' = if (deployPlaybooks)
 }
 
 // Loops filter their array instead of `[for ...: if (...)]`, a form checkov's Bicep parser (pycep 0.7) cannot read.
-module playbookApps 'app/playbook.bicep' = [for playbook in (deployPlaybooks ? playbooks : []): {
+module playbookApps 'app/playbook.bicep' = [for playbook in (deployPlaybooks ? deployedPlaybooks : []): {
   name: 'playbook-${playbook.name}'
   scope: rg
   params: {
@@ -396,7 +462,9 @@ module playbookApps 'app/playbook.bicep' = [for playbook in (deployPlaybooks ? p
     sentinelConnectionName: deployPlaybooks ? sentinelConnection.outputs.name : ''
     sentinelApiId: deployPlaybooks ? sentinelConnection.outputs.apiId : ''
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
-    definitionParameters: playbook.?parameters ?? {}
+    definitionParameters: playbook.parameters
+    trigger: playbook.trigger
+    entityType: playbook.entityType
   }
 }]
 
@@ -420,21 +488,22 @@ module rbacSentinel 'app/rbac.bicep' = if (sentinelEnabled) {
   params: {
     functionPrincipalId: identity.outputs.principalId
     sentinelWorkspaceName: sentinelWorkspaceName
-    playbookPrincipalIds: [for (playbook, i) in (deployPlaybooks ? playbooks : []): playbookApps[i].outputs.principalId]
+    playbookPrincipalIds: [for (playbook, i) in (deployPlaybooks ? deployedPlaybooks : []): playbookApps[i].outputs.principalId]
   }
 }
 
-// A playbook whose runOn is [] gets no rule (the module loops over runOn).
-module automationRules 'app/automation-rules.bicep' = [for (playbook, i) in (deployPlaybooks && createAutomationRules && sentinelEnabled ? playbooks : []): {
+// A playbook whose runOn is [] gets no rule (the module loops over runOn); entity variants always have [].
+module automationRules 'app/automation-rules.bicep' = [for (playbook, i) in (deployPlaybooks && createAutomationRules && sentinelEnabled ? deployedPlaybooks : []): {
   name: 'automation-${playbook.name}-${resourceToken}'
   scope: resourceGroup(sentinelSubscriptionId, sentinelResourceGroupName)
   params: {
     workspaceName: sentinelWorkspaceName
     playbookName: playbook.name
     logicAppResourceId: playbookApps[i].outputs.id
+    triggersOn: playbook.triggersOn
     triggersWhen: playbook.runOn
     order: 100 + i
-    updateConditions: playbook.?updateConditions ?? []
+    updateConditions: playbook.updateConditions
   }
   // Sentinel refuses a RunPlaybook action it has no permission to run.
   dependsOn: [

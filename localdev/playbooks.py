@@ -12,9 +12,13 @@ Azure Logic Apps reference (schema reference for triggers and actions, expressio
 "Handle errors and exceptions"):
 
 * **Trigger**: the definition's single trigger (for the playbooks the ``azuresentinel``
-  ``ApiConnectionWebhook``) fires with the body given to :meth:`PlaybookRunner.run`; its inputs
-  (the connector subscription) are not evaluated. ``triggerBody()`` is that body,
-  ``triggerOutputs()`` is ``{"headers": ..., "body": ...}``.
+  ``ApiConnectionWebhook``) fires with the body given to :meth:`PlaybookRunner.run`; of its inputs
+  (the connector subscription) only ``path`` is evaluated. ``triggerBody()`` is that body,
+  ``triggerOutputs()`` is ``{"headers": ..., "body": ...}``. When ``connectors`` holds a stand-in
+  for the trigger's connection that knows its triggers (``trigger_problem(path, body)``, e.g.
+  :class:`localdev.sentinel_connector.SentinelConnector`), a body that trigger never hands over
+  (an incident body to an entity trigger, a Host to the IP entity trigger) raises
+  :class:`PlaybookError` instead of running.
 * **Ordering**: an action runs when every ``runAfter`` predecessor finished with one of the
   listed statuses (``Succeeded``, ``Failed``, ``Skipped``, ``TimedOut``), else it is ``Skipped``.
   Actions run **one at a time**, in definition order among those that are ready: parallel
@@ -32,6 +36,12 @@ Azure Logic Apps reference (schema reference for triggers and actions, expressio
   with GET (``Retry-After`` or every 20 s; custom headers are not re-sent) until an answer that is
   not 202, within ``limit.timeout`` (default P1D), unless ``operationOptions`` holds
   ``DisableAsyncPattern``. A final answer outside 2xx fails the action.
+* **ApiConnection** (a managed connector's action, e.g. the Sentinel connector's "Alert - Get
+  incident"): ``host.connection.name`` evaluates to the connection id that ``$connections`` holds;
+  the request (``method``, ``path``, ``queries``, ``headers``, ``body``, ``retryPolicy``) goes to the
+  local stand-in that ``connectors`` maps that id to (``connectors={connection_id: stand_in}``, the
+  stand-in a URL or an object with ``url``), at ``<stand-in url><path>``, with the Http action's
+  retries, asynchronous pattern and outputs. A connection without a stand-in fails the action.
 * **HttpWebhook**: a loopback callback server (an :class:`~localdev.emulators.base.Emulator`,
   one per runner) gives each action run a unique, signed ``listCallbackUrl()`` that answers 404
   once the action has finished; ``subscribe`` is sent (with its retry
@@ -767,6 +777,31 @@ def _fn_create_array(ctx: ExpressionContext, *items: Any) -> list:
     return list(items)
 
 
+# objects ("setProperty: set a property's value, or add it"; "addProperty: fails when it exists"; a new object each)
+def _object(value: Any, function: str) -> dict:
+    return dict(_need(value, (dict,), function, "an object"))
+
+
+@_function("setProperty", 3)
+def _fn_set_property(ctx: ExpressionContext, obj: Any, name: Any, value: Any) -> dict:
+    return {**_object(obj, "setProperty"), _text(name, "setProperty"): value}
+
+
+@_function("addProperty", 3)
+def _fn_add_property(ctx: ExpressionContext, obj: Any, name: Any, value: Any) -> dict:
+    result = _object(obj, "addProperty")
+    if _text(name, "addProperty") in result:
+        raise ExpressionError(f"addProperty(): the object already has the property {name!r} (use setProperty)")
+    return {**result, name: value}
+
+
+@_function("removeProperty", 2)
+def _fn_remove_property(ctx: ExpressionContext, obj: Any, name: Any) -> dict:
+    result = _object(obj, "removeProperty")
+    result.pop(_text(name, "removeProperty"), None)
+    return result
+
+
 # logic and comparison ("null values are converted to empty string values" when compared)
 def _comparable(value: Any) -> Any:
     return "" if value is None else value
@@ -1228,8 +1263,8 @@ _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "securestring": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
     "array": (list,), "object": (dict,), "secureobject": (dict,),
 }
-_ACTION_TYPES = ("Http", "HttpWebhook", "If", "Scope", "Compose", "Terminate", "InitializeVariable", "SetVariable",
-                 "IncrementVariable", "AppendToArrayVariable", "AppendToStringVariable")
+_ACTION_TYPES = ("Http", "HttpWebhook", "ApiConnection", "If", "Scope", "Compose", "Terminate", "InitializeVariable",
+                 "SetVariable", "IncrementVariable", "AppendToArrayVariable", "AppendToStringVariable")
 
 
 class _Run:
@@ -1257,11 +1292,13 @@ class PlaybookRunner:
 
     The callback server of HttpWebhook actions starts with the first one that runs and serves
     every later run; :meth:`close` (or ``with PlaybookRunner(...) as runner:``) stops it.
+    ``connectors`` maps API connection ids (the ``connectionId`` values of ``$connections``) to the
+    local stand-ins of their connectors, for ApiConnection actions and the trigger's body check.
     """
 
     def __init__(self, definition: dict, parameters: dict[str, Any], *, time_scale: float = 0.01,
                  http: requests.Session | None = None, name: str = WORKFLOW_NAME, request_timeout: float = 120.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, connectors: dict[str, Any] | None = None) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
         if not isinstance(definition, dict):
@@ -1279,6 +1316,8 @@ class PlaybookRunner:
         if not isinstance(triggers, dict) or len(triggers) != 1:
             raise PlaybookError(f"the local runner needs exactly one trigger, the definition has {len(triggers)}")
         (self.trigger_name, self.trigger), = triggers.items()
+        self.connectors = dict(connectors or {})
+        self.trigger_path, self.trigger_connection = self._trigger_subscription()
         self.actions: dict[str, dict] = definition.get("actions") or {}
         self.action_names: list[str] = []
         self._validate_scope(self.actions, "the workflow")
@@ -1352,6 +1391,8 @@ class PlaybookRunner:
             parse_duration(action["limit"]["timeout"])
         if kind == "http":
             self._check_request(name, inputs, "inputs")
+        elif kind == "apiconnection":
+            self._check_connection(name, inputs)
         elif kind == "httpwebhook":
             if not isinstance(inputs, dict):
                 raise PlaybookError(f"action '{name}': an HttpWebhook needs inputs with 'subscribe'")
@@ -1366,6 +1407,37 @@ class PlaybookRunner:
             self._validate_scope((action.get("else") or {}).get("actions") or {}, f"the If '{name}' (else)")
         elif kind == "scope":
             self._validate_scope(action.get("actions") or {}, f"the Scope '{name}'")
+
+    def _trigger_subscription(self) -> tuple[str | None, str | None]:
+        """The trigger's ``path`` and connection id, evaluated (only parameters are in scope), when it has them.
+
+        Either is None when it cannot be evaluated here (e.g. ``$connections`` left to its empty default): the
+        trigger then fires with any body, as before connectors were known to the runner.
+        """
+        inputs = self.trigger.get("inputs") if isinstance(self.trigger, dict) else None
+        if not isinstance(inputs, dict):
+            return None, None
+        ctx = ExpressionContext(parameters=self.parameters)
+        values = []
+        for value in (inputs.get("path"), ((inputs.get("host") or {}).get("connection") or {}).get("name")):
+            try:
+                value = evaluate(value, ctx)
+            except ExpressionError:
+                value = None
+            values.append(value if isinstance(value, str) else None)
+        return values[0], values[1]
+
+    @staticmethod
+    def _check_connection(name: str, inputs: Any) -> None:
+        host = inputs.get("host") if isinstance(inputs, dict) else None
+        connection = host.get("connection") if isinstance(host, dict) else None
+        if not (isinstance(connection, dict) and connection.get("name") and inputs.get("method")
+                and isinstance(inputs.get("path"), str)):
+            raise PlaybookError(f"action '{name}': an ApiConnection needs inputs with host.connection.name, 'method' "
+                                "and 'path'")
+        policy = inputs.get("retryPolicy")
+        if isinstance(policy, dict) and not any(isinstance(v, str) and v.startswith("@") for v in policy.values()):
+            RetryPolicy.from_spec(policy)
 
     @staticmethod
     def _check_request(name: str, request: Any, where: str) -> None:
@@ -1416,8 +1488,17 @@ class PlaybookRunner:
     def run(self, trigger_body: Any, *, trigger_headers: dict[str, str] | None = None) -> RunResult:
         """Fire the trigger with ``trigger_body`` and run the actions to the end."""
         headers = {"Content-Type": "application/json"} if trigger_headers is None else dict(trigger_headers)
+        stand_in = self.connectors.get(self.trigger_connection or "")
+        check = getattr(stand_in, "trigger_problem", None)
+        if check is not None and self.trigger_path is not None:
+            problem = check(self.trigger_path, trigger_body)
+            if problem:
+                raise PlaybookError(f"trigger '{self.trigger_name}' ({self.trigger_path}) never fires with this body: "
+                                    f"{problem}")
         run = _Run(self, trigger_body, headers)
         run.say(f"run {run.name}: trigger '{self.trigger_name}' ({self.trigger.get('type', '?')}) fired")
+        if check is not None and self.trigger_path is not None:
+            run.say(f"{self.trigger_name}: the connector's {self.trigger_path} trigger handed over the body")
         status = self._run_scope(run, self.actions)
         error = None
         if run.terminated is not None:
@@ -1599,8 +1680,25 @@ class PlaybookRunner:
             result.error = {"code": _status_code_name(response.status_code),
                             "message": f"{method} {_shown(url)} answered {response.status_code}"}
 
-    def _do_http(self, run: _Run, name: str, action: dict, result: ActionResult) -> None:
+    def _do_apiconnection(self, run: _Run, name: str, action: dict, result: ActionResult) -> None:
         inputs = self._inputs(run, action, result)
+        connection = ((inputs.get("host") or {}).get("connection") or {}).get("name")
+        stand_in = self.connectors.get(connection) if isinstance(connection, str) else None
+        if stand_in is None:
+            raise _ActionFailure("ConnectionNotFound", f"no local stand-in for the API connection {connection!r} "
+                                                       "(PlaybookRunner(connectors={connection id: stand-in}))")
+        base = (stand_in if isinstance(stand_in, str) else stand_in.url).rstrip("/")
+        path = inputs.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise _ActionFailure("InvalidInput", f"inputs.path must be a string starting with '/', not {path!r}")
+        request = {key: inputs[key] for key in ("method", "queries", "headers", "body", "retryPolicy") if key in inputs}
+        self._call(run, name, action, result, {**request, "uri": base + path})
+
+    def _do_http(self, run: _Run, name: str, action: dict, result: ActionResult) -> None:
+        self._call(run, name, action, result, self._inputs(run, action, result))
+
+    def _call(self, run: _Run, name: str, action: dict, result: ActionResult, inputs: Any) -> None:
+        """An HTTP request with its retry policy and the asynchronous pattern (Http and ApiConnection actions)."""
         method, url, headers, data, policy = self._request(inputs, "inputs")
         response, problem = self._send(run, name, result, method, url, headers, data, policy)
         if (response is not None and response.status_code == 202 and response.headers.get("Location")

@@ -12,23 +12,41 @@ and "Reference guide to workflow expression functions", Microsoft Learn):
   declared, and every declared parameter without a default is supplied by infra/app/playbook.bicep;
 - every action that sends a key (a ``SecureString`` parameter, or a header such as ``x-functions-key``) hides
   its inputs with ``runtimeConfiguration.secureData``.
+
+It also checks what the registry in infra/main.bicep deploys from those files: each entry as written (the
+Microsoft Sentinel incident trigger) and its alert- and entity-trigger variants, which infra/app/playbook.bicep
+generates from the same definition with the trigger shapes of infra/playbooks/triggers/ (:func:`deployed_playbooks`
+and :func:`variant_definition` build them the same way, for this check, the wiring tests and the local runner).
+Every generated variant gets the checks above; a definition that has variants may read its trigger only through the
+two expressions the generation translates (:func:`registry_problems`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tools.bicep_parse import ArrayLit, Expr, ObjectLit, parse_file
+from tools.bicep_parse import ArrayLit, Expr, ObjectLit, StrLit, parse_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = ROOT / "infra" / "playbooks"
 PLAYBOOK_BICEP = ROOT / "infra" / "app" / "playbook.bicep"
 MAIN_BICEP = ROOT / "infra" / "main.bicep"
+TRIGGER_SHAPES = PLAYBOOKS / "triggers"
+TRIGGER_KINDS = ("incident", "alert", "entity")
+# Functions that read the trigger: a definition with variants may use them only in the translated forms.
+TRIGGER_FUNCTIONS = frozenset({"trigger", "triggerbody", "triggeroutputs", "triggerformdatavalue",
+                               "triggerformdatamultivalues", "triggermultipartbody"})
+# Azure's name limits: a Logic App name (logic-<name>-<13-character resourceToken>) and a deployment name
+# ('playbook-<name>', 'automation-<name>-<resourceToken>' in main.bicep).
+LOGIC_APP_NAME_MAX, DEPLOYMENT_NAME_MAX, RESOURCE_TOKEN_LENGTH = 80, 64, 13
 
 DEFINITION_KEYS = {"$schema", "contentVersion", "parameters", "triggers", "actions", "outputs", "staticResults"}
 ACTION_KEYS = {"type", "kind", "inputs", "runAfter", "runtimeConfiguration", "operationOptions", "limit",
@@ -294,11 +312,207 @@ def check_all(directory: Path = PLAYBOOKS) -> tuple[int, list[str]]:
     return len(files), problems
 
 
+# ====================================================================================================
+# The registry's variants: what infra/main.bicep and infra/app/playbook.bicep deploy
+# ====================================================================================================
+
+@cache
+def trigger_shapes(directory: Path = TRIGGER_SHAPES) -> dict[str, dict]:
+    """infra/playbooks/triggers/<kind>.json: the trigger, the actions before the definition's, and the expressions."""
+    return {kind: json.loads((directory / f"{kind}.json").read_text(encoding="utf-8")) for kind in TRIGGER_KINDS}
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One entry of ``var playbooks`` in infra/main.bicep."""
+
+    name: str
+    file: str                       # infra/playbooks/<file>
+    run_on: tuple[str, ...]
+    alert: bool
+    alert_run_on: tuple[str, ...]
+    entities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """One Logic App the registry deploys (an element of ``deployedPlaybooks``)."""
+
+    name: str
+    file: str
+    trigger: str                    # incident | alert | entity
+    entity_type: str
+    triggers_on: str                # what its automation rules trigger on: Incidents, Alerts, or '' (none)
+    run_on: tuple[str, ...]
+
+    def definition(self) -> dict:
+        """The workflow definition deployed for this Logic App (generated for the alert and entity triggers)."""
+        return variant_definition(load_definition(self.file), self.trigger, self.entity_type)
+
+
+def load_definition(file: str) -> dict:
+    return json.loads((PLAYBOOKS / file).read_text(encoding="utf-8"))
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    items = value.items if isinstance(value, ArrayLit) else []
+    return tuple(item.value for item in items if isinstance(item, StrLit) and item.value is not None)
+
+
+def registry(main: Path = MAIN_BICEP) -> list[RegistryEntry]:
+    """The entries of main.bicep's ``var playbooks``, in order."""
+    entries = []
+    for decl in parse_file(main).of("var"):
+        if decl.name != "playbooks" or not isinstance(decl.value, ArrayLit):
+            continue
+        for item in decl.value.items:
+            if not isinstance(item, ObjectLit):
+                continue
+            name, definition, alert = item.get("name"), item.get("definition"), item.get("alert")
+            match = re.search(r"loadJsonContent\('playbooks/([^']+)'\)", definition.text) \
+                if isinstance(definition, Expr) else None
+            entries.append(RegistryEntry(
+                name=name.value if isinstance(name, StrLit) and name.value else "",
+                file=match.group(1) if match else "",
+                run_on=_strings(item.get("runOn")),
+                alert=isinstance(alert, Expr) and alert.text == "true",
+                alert_run_on=_strings(item.get("alertRunOn")),
+                entities=_strings(item.get("entities")),
+            ))
+    return entries
+
+
+def deployed_playbooks(main: Path = MAIN_BICEP) -> list[Deployed]:
+    """``deployedPlaybooks`` of main.bicep: per entry, itself, its alert variant, then one entity variant per type."""
+    deployed = []
+    for entry in registry(main):
+        deployed.append(Deployed(entry.name, entry.file, "incident", "", "Incidents", entry.run_on))
+        if entry.alert:
+            deployed.append(Deployed(f"{entry.name}-alert", entry.file, "alert", "", "Alerts", entry.alert_run_on))
+        deployed += [Deployed(f"{entry.name}-entity-{kind.lower()}", entry.file, "entity", kind, "", ())
+                     for kind in entry.entities]
+    return deployed
+
+
+def deployed(name: str) -> Deployed:
+    """The deployed playbook called ``name`` (e.g. 'enrichment-ip-reputation-entity-ip')."""
+    for playbook in deployed_playbooks():
+        if playbook.name == name:
+            return playbook
+    raise KeyError(f"the registry in infra/main.bicep deploys no playbook named {name!r}")
+
+
+def variant_definition(definition: dict, trigger: str, entity_type: str = "",
+                       shapes: dict[str, dict] | None = None) -> dict:
+    """What infra/app/playbook.bicep deploys for ``trigger`` (its ``variantDefinition``), built the same way."""
+    if trigger == "incident":
+        return copy.deepcopy(definition)
+    shapes = shapes or trigger_shapes()
+    shape, incident = shapes[trigger], shapes["incident"]
+    # string() of ARM serialises compactly without escaping quotes' neighbours: the replacements match alike.
+    text = json.dumps(definition["actions"], separators=(",", ":"), ensure_ascii=False)
+    text = text.replace(f'"{incident["body"]}"', f'"{shape["body"]}"').replace(incident["incidentArmId"],
+                                                                               shape["incidentArmId"])
+    actions = json.loads(text)
+    if shape["scope"]:
+        actions = {**copy.deepcopy(shape["actions"]),
+                   shape["scope"]: {"type": "Scope", "runAfter": copy.deepcopy(shape["scopeRunAfter"]),
+                                    "actions": actions}}
+    return {
+        "$schema": definition["$schema"],
+        "contentVersion": definition["contentVersion"],
+        "parameters": copy.deepcopy(definition["parameters"]),
+        "triggers": json.loads(json.dumps(shape["triggers"]).replace("{entityType}", entity_type)),
+        "actions": actions,
+        "outputs": copy.deepcopy(definition.get("outputs") or {}),
+    }
+
+
+def _trigger_reads(value: Any, body: str, incident_arm_id: str) -> Iterator[str]:
+    """Expressions that read the trigger other than as the whole body or the incident's ARM id."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _trigger_reads(item, body, incident_arm_id)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _trigger_reads(item, body, incident_arm_id)
+    elif isinstance(value, str) and value != body:
+        for expression in _expressions(value):
+            if {f.lower() for f in called_functions(expression.replace(incident_arm_id, ""))} & TRIGGER_FUNCTIONS:
+                yield expression
+
+
+def registry_problems(main: Path = MAIN_BICEP) -> list[str]:
+    """What would make the registry deploy a variant that does not do what its definition does."""
+    problems: list[str] = []
+    shapes = trigger_shapes()
+    incident, kinds = shapes["incident"], shapes["entity"]["entityKinds"]
+    entries = registry(main)
+    if not entries:
+        return ["infra/main.bicep: no `var playbooks` registry"]
+    for entry in entries:
+        where = f"registry entry {entry.name or '?'}"
+        if not entry.file or not (PLAYBOOKS / entry.file).is_file():
+            problems.append(f"{where}: its definition is not a file of infra/playbooks/")
+            continue
+        definition = load_definition(entry.file)
+        if definition.get("triggers") != incident["triggers"]:
+            problems.append(f"{where}: the definition's trigger is not the incident trigger of "
+                            "infra/playbooks/triggers/incident.json, which the variants are generated from")
+        for event in set(entry.run_on) - {"Created", "Updated"}:
+            problems.append(f"{where}: runOn {event!r} is not an incident event (Created, Updated)")
+        for event in set(entry.alert_run_on) - {"Created"}:
+            problems.append(f"{where}: alertRunOn {event!r} is not an alert event (Created)")
+        if entry.alert_run_on and not entry.alert:
+            problems.append(f"{where}: alertRunOn without alert: true")
+        for kind in entry.entities:
+            if kind not in kinds:
+                problems.append(f"{where}: entity type {kind!r} is not one the entity trigger is modelled for "
+                                f"({', '.join(kinds)}: infra/playbooks/triggers/entity.json)")
+        if entry.alert or entry.entities:
+            for expression in _trigger_reads(definition.get("actions"), incident["body"], incident["incidentArmId"]):
+                problems.append(f"{where}: {expression!r} reads the trigger in a way the alert and entity variants "
+                                f"cannot translate (use {incident['body']!r} or {incident['incidentArmId']!r})")
+            taken = set(shapes["alert"]["actions"]) | {shapes["alert"]["scope"]}
+            for name in sorted(taken & set(_action_names(definition.get("actions") or {}))):
+                problems.append(f"{where}: the action name {name!r} is the alert variant's own")
+    names = [playbook.name for playbook in deployed_playbooks(main)]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"two deployed playbooks are named {name!r}")
+    for name in names:
+        if len(f"logic-{name}-") + RESOURCE_TOKEN_LENGTH > LOGIC_APP_NAME_MAX or \
+                len(f"automation-{name}-") + RESOURCE_TOKEN_LENGTH > DEPLOYMENT_NAME_MAX:
+            problems.append(f"{name}: too long for Azure's Logic App or deployment names")
+    return problems
+
+
+def _action_names(actions: dict) -> Iterator[str]:
+    for name, action in actions.items():
+        yield name
+        if isinstance(action, dict):
+            yield from _action_names(action.get("actions") or {})
+            yield from _action_names((action.get("else") or {}).get("actions") or {})
+
+
+def check_variants(main: Path = MAIN_BICEP) -> tuple[int, list[str]]:
+    """The registry's problems, then every generated variant through the same checks as the files."""
+    problems = registry_problems(main)
+    variants = [playbook for playbook in deployed_playbooks(main) if playbook.trigger != "incident"]
+    for playbook in variants:
+        if (PLAYBOOKS / playbook.file).is_file():
+            problems += check_definition(f"{playbook.name} (generated from {playbook.file})", playbook.definition(),
+                                         supplied_parameters(playbook.file))
+    return len(variants), problems
+
+
 def main() -> int:
     count, problems = check_all()
+    variants, more = check_variants()
+    problems += more
     for problem in problems:
         print(problem)
-    print(f"playbook check: {count} workflow definitions, {len(problems)} problem(s)")
+    print(f"playbook check: {count} workflow definitions, {variants} generated trigger variants, "
+          f"{len(problems)} problem(s)")
     return 1 if problems else 0
 
 

@@ -1,11 +1,18 @@
 // Sentinel automation rules (in the existing Sentinel workspace) that run one playbook when an
-// incident is created and/or updated. Deployed at the workspace's resource group.
+// incident is created and/or updated, or, for an alert-trigger playbook, when an alert is created.
+// Deployed at the workspace's resource group. An automation rule runs only playbooks whose trigger matches
+// its own (incident or alert); entity-trigger playbooks cannot be run by automation rules (Microsoft Learn,
+// "Supported triggers and actions in Microsoft Sentinel playbooks").
 
 param workspaceName string
 param playbookName string
 param logicAppResourceId string
 
-@description('Incident events that run the playbook: Created, Updated.')
+@description('What the rules trigger on: Incidents (an incident-trigger playbook), Alerts (an alert-trigger playbook); empty = no rule (an entity-trigger playbook).')
+@allowed(['Incidents', 'Alerts', ''])
+param triggersOn string = 'Incidents'
+
+@description('Events that run the playbook: Created, Updated for incidents; Created for alerts.')
 param triggersWhen array
 
 @description('Order among the workspace\'s automation rules (lower runs first).')
@@ -18,18 +25,21 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existin
   name: workspaceName
 }
 
-resource rules 'Microsoft.SecurityInsights/automationRules@2025-09-01' = [for event in triggersWhen: {
+// Alerts have no update event: only Created can run an alert-trigger playbook.
+var events = triggersOn == 'Incidents' ? triggersWhen : (triggersOn == 'Alerts' ? intersection(triggersWhen, ['Created']) : [])
+
+resource rules 'Microsoft.SecurityInsights/automationRules@2025-09-01' = [for event in events: {
   scope: workspace
   // Deterministic id: re-deploying updates the rule instead of adding another.
   name: guid(workspace.id, logicAppResourceId, event)
   properties: {
-    displayName: 'sentinel-playbooks: run ${playbookName} on incident ${toLower(event)}'
+    displayName: 'sentinel-playbooks: run ${playbookName} on ${triggersOn == 'Alerts' ? 'alert' : 'incident'} ${toLower(event)}'
     order: order
     triggeringLogic: {
       isEnabled: true
-      triggersOn: 'Incidents'
+      triggersOn: triggersOn
       triggersWhen: event
-      conditions: event == 'Updated' ? updateConditions : []
+      conditions: triggersOn == 'Incidents' && event == 'Updated' ? updateConditions : []
     }
     actions: [
       {

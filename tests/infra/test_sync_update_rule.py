@@ -98,4 +98,6 @@ def test_the_rule_is_wired_to_the_sync_playbooks_updated_automation_rule():
     main = (RULE.parents[1] / "main.bicep").read_text()
     rules = (RULE.parents[1] / "app" / "automation-rules.bicep").read_text()
     assert "updateConditions: loadJsonContent('automation/sync-servicenow-outbound-updated.json')" in main
-    assert "conditions: event == 'Updated' ? updateConditions : []" in rules
+    assert "conditions: triggersOn == 'Incidents' && event == 'Updated' ? updateConditions : []" in rules
+    assert "updateConditions: playbook.?updateConditions ?? []" in main  # the incident entry's, to its rules
+    assert "updateConditions: playbook.updateConditions" in main

@@ -25,6 +25,8 @@ if TYPES is None and os.environ.get("CI", "").lower() == "true":  # pragma: no c
 needs_types = pytest.mark.skipif(TYPES is None, reason="shared/contracts/bicep-types not beside the project")
 BICEP = bicep_check.bicep_files()
 PLAYBOOKS = sorted(playbook_check.PLAYBOOKS.glob("*.json"))
+# The alert- and entity-trigger variants the registry generates (infra/app/playbook.bicep), built as it builds them.
+VARIANTS = [playbook for playbook in playbook_check.deployed_playbooks() if playbook.trigger != "incident"]
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,10 @@ def load(path: Path) -> dict:
 
 
 def problems(name: str, definition: dict) -> list[str]:
+    """The check's findings; ``name`` is the file, or a deployed variant's name (checked as its file is)."""
+    variants = {playbook.name: playbook.file for playbook in VARIANTS}
+    if name in variants:
+        return playbook_check.check_definition(name, definition, playbook_check.supplied_parameters(variants[name]))
     return playbook_check.check_definition(name, definition)
 
 
@@ -145,11 +151,45 @@ def test_playbook_passes_the_structural_check(path):
     assert problems(path.name, load(path)) == []
 
 
+@pytest.mark.parametrize("playbook", VARIANTS, ids=lambda p: p.name)
+def test_generated_variant_passes_the_structural_check_and_its_typos_are_caught(playbook):
+    definition = playbook.definition()
+    assert problems(playbook.name, definition) == []
+    assert missed_typos(playbook.name, definition) == []
+    (name,) = definition["triggers"]
+    for key in ("type", "inputs"):
+        mutated = copy.deepcopy(definition)
+        mutated["triggers"][name][key + "x"] = mutated["triggers"][name].pop(key)
+        assert problems(playbook.name, mutated), f"trigger {key}x not caught"
+
+
+@pytest.mark.parametrize("trigger", ["alert", "entity"])
+def test_a_typo_in_a_trigger_shape_is_caught_in_every_variant_built_from_it(trigger):
+    shapes = copy.deepcopy(playbook_check.trigger_shapes())
+    (shape,) = shapes[trigger]["triggers"].values()
+    shape["inputs"]["pathx"] = shape["inputs"].pop("path")
+    if trigger == "alert":
+        get = shapes["alert"]["actions"]["Alert_-_Get_incident"]
+        get["inputs"]["methodx"] = get["inputs"].pop("method")
+        shapes["alert"]["scopeRunAfter"] = {"Alert_-_Get_incidentx": ["Succeeded"]}
+    for playbook in (p for p in VARIANTS if p.trigger == trigger):
+        definition = playbook_check.variant_definition(playbook_check.load_definition(playbook.file), trigger,
+                                                       playbook.entity_type, shapes)
+        found = " ".join(problems(playbook.name, definition))
+        assert "inputs.path is required" in found, playbook.name
+        if trigger == "alert":
+            assert "inputs.method is required" in found and "'Alert_-_Get_incidentx'" in found, playbook.name
+
+
 @pytest.mark.parametrize("path", PLAYBOOKS, ids=lambda p: p.name)
 def test_a_typo_in_any_action_or_its_keys_is_caught(path):
-    original = load(path)
+    assert missed_typos(path.name, load(path)) == []
+
+
+def missed_typos(name: str, original: dict) -> list[str]:
+    """Typos injected into every action (type, keys, input keys, runAfter names) that the check misses."""
     missed = []
-    for container, name, action in actions_of(original):
+    for container, action_name, action in actions_of(original):
         mutations = {"type": lambda a: a.update(type=a["type"] + "x")}
         for key in action:
             mutations[f"key {key}"] = lambda a, k=key: a.__setitem__(k + "x", a.pop(k))
@@ -160,10 +200,10 @@ def test_a_typo_in_any_action_or_its_keys_is_caught(path):
                                                                                           a["runAfter"].pop(b))
         for what, mutate in mutations.items():
             definition = copy.deepcopy(original)
-            mutate(at(definition, container)[name])
-            if not problems(path.name, definition):
-                missed.append(f"{name}: {what}")
-    assert not missed, missed
+            mutate(at(definition, container)[action_name])
+            if not problems(name, definition):
+                missed.append(f"{action_name}: {what}")
+    return missed
 
 
 @pytest.mark.parametrize("path", PLAYBOOKS, ids=lambda p: p.name)

@@ -52,6 +52,9 @@ class FakeFunctionHost(Emulator):
         self.route("GET", r"/api/jobs/(?P<id>[^/]+)", self._job)
         self.route("POST", r"/api/approvals/subscribe", self._subscribe)
         self.route("POST", r"/api/approvals/unsubscribe", lambda r: Response(200))
+        # A managed connector's operations (ApiConnection actions): the local stand-in of a connection.
+        self.route("GET", r"/connector/Incidents/(?P<rest>.+)", self._connector_get)
+        self.route("POST", r"/connector/Incidents/Comment", lambda r: Response(200, {"echo": r.json}))
         self.reset()
 
     def reset(self) -> None:
@@ -64,6 +67,11 @@ class FakeFunctionHost(Emulator):
         self.callbacks: list[str] = []
         self.answer_late = False       # post the decision to the last callback URL when notified
         self._polls: dict[str, int] = {}
+
+    def _connector_get(self, request: Request) -> Response:
+        incident = ("/subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w/providers/"
+                    "Microsoft.SecurityInsights/Incidents/" + request.params["rest"])
+        return Response(200, {"id": incident, "properties": {"incidentNumber": 4712}, "query": dict(request.query)})
 
     def _enrich(self, request: Request) -> Response:
         number = request.json["object"]["properties"]["incidentNumber"]
@@ -457,7 +465,10 @@ def test_terminate_sets_the_run_status_and_stops_the_run(fake, run_status):
 
 def test_the_definition_is_checked_when_the_runner_is_built(fake):
     params = bicep_parameters(fake.url, KEY)
-    with pytest.raises(PlaybookError, match=r"'Send'.*ApiConnection.*not supported"):
+    with pytest.raises(PlaybookError, match=r"'Each'.*Foreach.*not supported"):
+        PlaybookRunner(workflow({"Each": {"type": "Foreach", "foreach": "@createArray()", "actions": {},
+                                          "runAfter": {}}}), params)
+    with pytest.raises(PlaybookError, match=r"'Send'.*ApiConnection needs inputs with host.connection.name"):
         PlaybookRunner(workflow({"Send": {"type": "ApiConnection", "inputs": {}, "runAfter": {}}}), params)
     with pytest.raises(PlaybookError, match="'B' runs after 'Nope'"):
         PlaybookRunner(workflow({"B": compose("x", {"Nope": ["Succeeded"]})}), params)
@@ -480,6 +491,81 @@ def test_an_expression_that_fails_at_run_time_fails_its_action(fake):
     assert result.actions["A"].error["code"] == "InvalidTemplate"
     assert "property 'missing' doesn't exist" in result.actions["A"].error["message"]
     assert result.actions["B"].status == "Skipped"
+
+
+# --- ApiConnection actions and the trigger's connector -------------------------------------------------
+
+CONNECTION = "@parameters('$connections')['azuresentinel']['connectionId']"
+
+
+def api_connection(method: str, path: str, *, run_after: dict | None = None, **inputs) -> dict:
+    return {"type": "ApiConnection", "runAfter": run_after or {},
+            "inputs": {"host": {"connection": {"name": CONNECTION}}, "method": method, "path": path, **inputs}}
+
+
+def connectors(fake: FakeFunctionHost) -> dict[str, str]:
+    """The connection ``bicep_parameters`` names, served by the fake's /connector routes."""
+    connection = bicep_parameters(fake.url, KEY)["$connections"]["azuresentinel"]["connectionId"]
+    return {connection: fake.url + "/connector"}
+
+
+def test_api_connection_calls_the_stand_in_of_its_connection(fake):
+    definition = workflow({
+        "Get_incident": api_connection("get", "/Incidents/@{encodeURIComponent('a b')}", queries={"x": "1"}),
+        "Comment": api_connection("post", "/Incidents/Comment", run_after={"Get_incident": ["Succeeded"]},
+                                  body={"incidentArmId": "@body('Get_incident')?['id']", "message": "hi"}),
+    })
+    result = runner(definition, fake, connectors=connectors(fake)).run({})
+    assert result.status == "Succeeded", result.timeline
+    (get,) = fake.requests_to("GET", r"^/connector/Incidents/")
+    assert get.path == "/connector/Incidents/a b" and get.query == {"x": "1"}
+    assert result["Get_incident"].outputs["statusCode"] == 200
+    assert result["Get_incident"].body["properties"]["incidentNumber"] == 4712
+    assert result["Comment"].body["echo"] == {"incidentArmId": result["Get_incident"].body["id"], "message": "hi"}
+
+
+def test_api_connection_retries_like_an_http_action_and_needs_a_stand_in(fake):
+    definition = workflow({"Get_incident": api_connection("get", "/Incidents/x")})
+    fake.fail(429, path=r"^/connector/", retry_after=2)
+    result = runner(definition, fake, connectors=connectors(fake), time_scale=0.001).run({})
+    assert result.status == "Succeeded" and result["Get_incident"].attempts == 2
+    assert result["Get_incident"].waits == [2.0]
+    fake.fail(404, path=r"^/connector/")
+    assert runner(definition, fake, connectors=connectors(fake)).run({})["Get_incident"].status == "Failed"
+    unconnected = runner(definition, fake).run({})
+    assert unconnected.status == "Failed"
+    assert unconnected["Get_incident"].error["code"] == "ConnectionNotFound"
+
+
+class TriggerCheckingStandIn:
+    """A connector stand-in that knows what its triggers hand over."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.checked: list[tuple[str, object]] = []
+
+    def trigger_problem(self, path: str, body: object) -> str | None:
+        self.checked.append((path, body))
+        return None if isinstance(body, dict) and "Entity" in body else "not an entity body"
+
+
+def test_the_connector_of_the_trigger_says_which_bodies_it_hands_over(fake):
+    definition = workflow({"Call": http("/api/notify")})
+    definition["triggers"] = {"Microsoft_Sentinel_entity": {
+        "type": "ApiConnectionWebhook",
+        "inputs": {"host": {"connection": {"name": CONNECTION}}, "body": {"callback_url": "@{listCallbackUrl()}"},
+                   "path": "/entity/@{encodeURIComponent('IP')}"}}}
+    (connection,) = connectors(fake)
+    stand_in = TriggerCheckingStandIn(fake.url + "/connector")
+    playbook = runner(definition, fake, connectors={connection: stand_in})
+    with pytest.raises(PlaybookError, match=r"'Microsoft_Sentinel_entity' \(/entity/IP\) never fires.*not an entity"):
+        playbook.run(sample("incident-trigger.json"))
+    assert fake.received == []
+    result = playbook.run(sample("entity-trigger-ip.json"))
+    assert result.status == "Succeeded" and [path for path, _ in stand_in.checked] == ["/entity/IP", "/entity/IP"]
+    assert "the connector's /entity/IP trigger handed over the body" in result.timeline[1]
+    # Without a stand-in for the trigger's connection, any body fires it (as before connectors were known).
+    assert runner(definition, fake).run({}).status == "Succeeded"
 
 
 # --- expressions -------------------------------------------------------------------------------------
@@ -522,6 +608,10 @@ def ctx():
     ("@encodeUriComponent('a b/c?d=e')", "a%20b%2Fc%3Fd%3De"),
     ("@equals(triggerBody()?['nothing'], '')", True),                        # null compares as ''
     ("@createArray(1, -2, 3.5, true, null)", [1, -2, 3.5, True, None]),
+    ("@setProperty(triggerBody()?['object'], 'incidentArmId', 'x')?['incidentArmId']", "x"),
+    ("@setProperty(json('{\"a\": 1}'), 'a', 2)", {"a": 2}),
+    ("@addProperty(json('{\"a\": 1}'), 'b', null)", {"a": 1, "b": None}),
+    ("@removeProperty(json('{\"a\": 1, \"b\": 2}'), 'a')", {"b": 2}),
     ("@utcNow()", "2026-11-20T10:01:31.4410000Z"),
     ("@utcNow('yyyy-MM-dd')", "2026-11-20"),
     ("@workflow().run.name", "0858RUN"),
@@ -557,6 +647,8 @@ def test_guid_is_new_each_time(ctx):
     ("@listCallbackUrl()", "only available in the inputs of an HttpWebhook"),
     ("@parameters('limit') + 1", "unexpected character '+'"),
     ("@", "empty expression"),
+    ("@addProperty(json('{\"a\": 1}'), 'a', 2)", "already has the property 'a'"),
+    ("@setProperty(variables('ips'), 'a', 2)", "setProperty() expects an object"),
 ])
 def test_expression_errors_name_the_expression(ctx, value, message):
     with pytest.raises(ExpressionError) as caught:
