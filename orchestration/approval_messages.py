@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from orchestration.approvals import Approval, Approvals
 
 log = logging.getLogger(__name__)
-REACHED = ("sent", "already-sent", "in-progress", "unconfirmed")
+REACHED = ("sent", "already-sent", "accepted", "already-accepted", "in-progress", "unconfirmed")
 
 
 def ask(service: Approvals, approval: Approval, case: Case, channels: tuple[str, ...]) -> dict[str, str]:

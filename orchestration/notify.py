@@ -369,8 +369,11 @@ class Notifier:
 
     def send(self, notice: Notice, event: str, *, only: tuple[str, ...] = ("teams", "slack")
              ) -> tuple[dict[str, str], list[PackError]]:
+        """Post ``notice`` to the ``only`` channels once per ``event``; outcomes in ``acknowledged`` words (Teams:
+        ``accepted``), and the errors of the channels that failed."""
         channels = {"teams": (self.teams, adaptive_card(notice)), "slack": (self.slack, slack_message(notice))}
-        return deliver_all(self.ledger, {k: v for k, v in channels.items() if k in only}, event)
+        results, errors = deliver_all(self.ledger, {k: v for k, v in channels.items() if k in only}, event)
+        return acknowledged(results), errors
 
     def notify(self, case: Case, body: dict) -> dict[str, Any]:
         """``POST orchestration/notify``: one message per channel per incident, alert or entity event.
@@ -411,7 +414,6 @@ class Notifier:
             named = notice.entities or tuple(other.label for other in case.others)
             notice = replace(notice, title=_clip(", ".join(named), CARD_FIELD_MAX["title"]) or "an entity")
         channels, errors = self.send(notice, event_key("notify", *key_material))
-        channels = acknowledged(channels)
         if errors:
             raise incomplete(channels, errors)
         return {"incident": case.incident_id, "alert": case.alert_id, "case": case.label, "channels": channels,

@@ -52,7 +52,8 @@ def test_approvers_get_personal_mail_and_channels_a_notice_that_cannot_decide(cl
                                                                                incident):
     url, first = subscribe(host, callbacks, incident)
     assert first["state"] == "pending" and first["approvers"] == ["alice@contoso.com", "bob@contoso.com"]
-    assert set(first["asked"].values()) == {"sent"}
+    assert first["asked"] == {"mail:alice@contoso.com": "sent", "mail:bob@contoso.com": "sent", "teams": "accepted",
+                              "slack": "sent"}  # a Teams Workflows webhook only accepts (202): issue 15.7
     for approver in ("alice@contoso.com", "bob@contoso.com"):
         links = mail_links(clean_stack, approver)
         assert len(links) == 2 and all(f"approver={approver}" in link for link in links)
