@@ -138,9 +138,9 @@ class EntraEmulator(Emulator):
         if not resource:
             return Response(400, {"statusCode": 400, "message": "resource is required"})
         client_id = req.query.get("client_id", "")
-        if client_id and client_id not in self.user_assigned:
-            return Response(400, {"statusCode": 400, "message": "Unable to load the proper Managed Identity."})
         if _audience(resource) == EXCHANGE_AUDIENCE:
+            if client_id and client_id not in self.user_assigned:
+                return Response(400, {"statusCode": 400, "message": "Unable to load the proper Managed Identity."})
             principal = self.user_assigned[client_id] if client_id else SYSTEM_ASSIGNED_PRINCIPAL_ID
             token = self.sign_in.exchange_token(principal, client_id, self.lifetime)
         else:
