@@ -95,7 +95,7 @@ class IncidentWriter:
             if len(results) < len(chunk) or any(r.outcome != "written" for r in results):
                 break
             count = comments_count(incident)
-            incident = None if count is None else _with_count(incident or {}, count + len(results))
+            incident = None if count is None else with_count(incident or {}, count + len(results))
         return written
 
     # -- fields -> Sentinel -------------------------------------------------------------------
@@ -144,11 +144,11 @@ class IncidentWriter:
         return owner
 
 
-def _with_count(incident: dict, count: int) -> dict:
+def with_count(incident: dict, count: int) -> dict:
     """The incident as ARM would now report it: its comment count after this run's comments."""
     properties = dict(incident.get("properties") or {})
     properties["additionalData"] = {**(properties.get("additionalData") or {}), "commentsCount": count}
     return {**incident, "properties": properties}
 
 
-__all__ = ["JOURNAL_COMMENT", "MARKER_RE", "IncidentWriter"]
+__all__ = ["JOURNAL_COMMENT", "MARKER_RE", "IncidentWriter", "with_count"]

@@ -47,7 +47,7 @@ from core.sentinel import comment_id
 from core.settings import Settings
 from core.telemetry import bind_incident
 from sync import query, texts
-from sync.incident import IncidentWriter
+from sync.incident import IncidentWriter, with_count
 from sync.links import TABLE, LinkStore, TicketLink, new_owner
 from sync.mapping import SyncMapping
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
@@ -544,11 +544,9 @@ class ServiceNowSync:
         props = dict(incident.get("properties") or {})
         note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
         if note not in known:
-            counted = None if count is None else {**incident, "properties": {**props, "additionalData": {
-                **(props.get("additionalData") or {}), "commentsCount": count + added}}}
             more, budget = self.incident.put_comments(
                 link, [(note, texts.closed_comment(link.number, self.snow.ticket_url(link.sys_id)))], known,
-                incident=counted)
+                incident=None if count is None else with_count(incident, count + added))
             added += more
         link.state = "closed"
         link.base_sentinel = sentinel_view(props)
