@@ -54,7 +54,7 @@ def test_block_adds_the_tasks_once_and_the_comment_lists_them(clean_stack, host,
     # An analyst completes one; a later approval on the incident, about another user, decides Block again:
     # the completed task stays completed, the open one follows the new approval.
     clean_stack.arm.analyst_task_change(incident_id, tasks[0]["name"], status="Completed")
-    _, second = decide(clean_stack, host, another_user(incident), "Block", callbacks)
+    decide(clean_stack, host, another_user(incident), "Block", callbacks)
     tasks = clean_stack.arm.tasks(incident_id)
     assert len(tasks) == 2
     assert tasks[0]["properties"]["status"] == "Completed" and "adele" in tasks[0]["properties"]["description"]
