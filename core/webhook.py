@@ -339,9 +339,11 @@ class WebhookWaits(ABC, Generic[W]):
 
     # -- comments -------------------------------------------------------------------------------
     def comment(self, wait: W, kind: str, text: str) -> None:
+        """One comment per wait and ``kind`` (requested, outcome, cancelled, ...): each step of a wait is a new
+        comment, never an edit of an earlier one (issue 15.11), written through the incident's comment budget. A
+        comment the budget leaves out is not retried: the outcome is in the logs and the callback."""
         if wait.incident_id:
-            self.ctx.sentinel.put_comment(wait.incident_id, comment_id(wait.incident_id, self.NOUN, wait.id, kind),
-                                          text)
+            self.ctx.comments.write(wait.incident_id, comment_id(wait.incident_id, self.NOUN, wait.id, kind), text)
 
     # -- what each kind says --------------------------------------------------------------------
     @abstractmethod

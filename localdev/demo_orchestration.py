@@ -125,6 +125,8 @@ def _play(stack, host, say: Callable[..., None], number: int, approver: str, cho
     props = stack.arm.incident(incident_id)["properties"]
     say(f"Sentinel: incident {number} status {props['status']}"
         + (f" ({props.get('classification')})" if props.get("classification") else ""), 1)
+    tasks = [f"'{t['properties']['title']}' ({t['properties']['status']})" for t in stack.arm.tasks(incident_id)]
+    say(f"Sentinel: analyst tasks {', '.join(tasks)}" if tasks else "Sentinel: no analyst task (not a Block)", 1)
     for comment in stack.arm.comments(incident_id):
         text = re.sub(r"<[^>]+>", " ", comment["properties"]["message"])
         say(f"comment: {' '.join(text.split())[:150]}", 2)

@@ -16,6 +16,13 @@ membership), and through a personal link only when they are the person the link 
 sign-in off (local tries only; loud outside LOCAL_MODE) falls back to "the link's holder decides as the
 approver it names".
 
+Analyst tasks (issue 18.3). A decision of ``Block`` on an approval whose targets name users adds the
+``approval.block`` incident tasks (core/tasks.py: "Reset the user's credentials", "Tell the user's manager";
+``INCIDENT_TASKS`` changes or turns them off) before the outcome comment, which lists them. Their ids are
+deterministic, so a redelivery by the sweep adds nothing twice, and a task an analyst completed is never
+reopened. A task that cannot be written does not hold up the playbook: the comment says so and names the tasks
+to add by hand, and the callback goes out as usual.
+
 Links: ``{PUBLIC_BASE_URL}/api/orchestration/approvals/{id}/{choice|review}?[approver=]&expires=&sig=`` with
 ``sig = HMAC(APPROVAL_SIGNING_KEY, "v1\\n{id}\\n{choice|review}\\n{approver|''}\\n{expires}")``: signed (any
 change breaks it: 403), expiring (410), single use (the first decision wins through an etag-guarded
@@ -34,10 +41,11 @@ from urllib.parse import quote
 
 from core.case import Case, ci_get
 from core.directory import Person
-from core.errors import BadRequest, DownstreamError
+from core.errors import BadRequest, DownstreamError, PackError
 from core.pages import Refused, deadline_text
 from core.principal import Principal, sign_in_ready
 from core.radius import BlastRadius
+from core.tasks import Tasks, templates_from_setting
 from core.telemetry import bind_incident
 from core.webhook import Wait, WebhookWaits, iso, public_base_url
 from orchestration.approvers import Approvers, matches
@@ -50,6 +58,8 @@ ROUTE = "orchestration/approvals"
 REVIEW = "review"
 RESERVED = {"timedout", "cancelled", REVIEW}
 CHOICE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
+BLOCK = "block"  # the choice that acts (case-insensitive): its decision adds the analyst tasks
+TASK_OUTCOME = "approval.block"
 
 
 class LinkRefused(Refused):
@@ -67,8 +77,9 @@ class Approval(Wait):
     entries: list[str] = field(default_factory=list)  # the APPROVERS entries asked: re-checked at each decision
     targets: dict[str, Any] = field(default_factory=dict)
     via: str = ""  # how the decision came: personal link | review page
+    tasks: list[dict[str, str]] = field(default_factory=list)  # analyst tasks a Block added (or why not)
 
-    JSON_FIELDS = ("choices", "approvers", "entries", "targets")
+    JSON_FIELDS = ("choices", "approvers", "entries", "targets", "tasks")
     PARTITION = "approval"
 
     def people(self) -> list[Person]:
@@ -262,6 +273,35 @@ class Approvals(WebhookWaits[Approval]):
             # Someone decided (or cancelled) between our read and write: the loop shows their outcome.
         raise DownstreamError("the approval kept changing; retry", retry_after=5)
 
+    # -- after the decision: analyst tasks, then the comment and the callback ----------------------
+    def finish(self, approval: Approval) -> None:
+        """A Block adds its analyst tasks before the outcome comment (which lists them); then as every wait."""
+        if not approval.commented and self._blocks(approval):
+            approval.tasks = self._add_tasks(approval)
+        super().finish(approval)
+
+    @staticmethod
+    def _blocks(approval: Approval) -> bool:
+        return approval.state == "decided" and approval.decision.lower() == BLOCK and \
+            bool(approval.target_list().users) and bool(approval.incident_id)
+
+    def _add_tasks(self, approval: Approval) -> list[dict[str, str]]:
+        """The ``approval.block`` tasks (idempotent: deterministic ids, completed ones stay completed); when they
+        cannot be written, their titles with the reason, for the comment."""
+        users = ", ".join(u.get("upn") or u.get("label") or "?" for u in approval.target_list().users)
+        values = {"user": users, "users": users, "count": len(approval.target_list().users),
+                  "approver": approval.decided_by_name or approval.decided_by}
+        tasks: Tasks | None = None
+        try:
+            tasks = Tasks(self.ctx.sentinel, templates_from_setting(str(self.settings["INCIDENT_TASKS"] or "")))
+            added = tasks.add(str(approval.incident_id), TASK_OUTCOME, **values)
+        except PackError as error:
+            log.warning("approval %s: analyst tasks not added (%s: %s)", approval.id, error.code, error.message)
+            titles = tasks.titles(TASK_OUTCOME, **values) if tasks is not None else []
+            return [{"title": title, "result": "failed", "detail": error.message[:300]} for title in titles] or \
+                [{"title": "", "result": "failed", "detail": error.message[:300]}]
+        return [task.to_dict() for task in added]
+
     # -- what it says ---------------------------------------------------------------------------
     def summary(self, approval: Approval) -> dict[str, Any]:
         return {"approvalId": approval.id, "incident": approval.incident_id, "state": approval.state,
@@ -270,7 +310,7 @@ class Approvals(WebhookWaits[Approval]):
                 "decidedAt": iso(approval.decided_at) if approval.decided_at else None,
                 "expiresAt": iso(approval.expires_at), "choices": approval.choices,
                 "approvers": [p.key for p in approval.people()], "targets": approval.targets,
-                "callback": approval.callback_state}
+                "callback": approval.callback_state, "tasks": approval.tasks}
 
     def callback_body(self, approval: Approval) -> dict[str, Any]:
         return {"approvalId": approval.id, "decision": approval.decision,
@@ -297,10 +337,24 @@ class Approvals(WebhookWaits[Approval]):
             return (f"<p><b>Approval decision: {e(approval.decision)}</b></p><p>Decided by {e(who)}, {how}, at "
                     f"{iso(approval.decided_at)} through the {e(approval.via)} (approval {e(approval.id)}); the "
                     f"playbook continues with {e(approval.decision)}.</p>"
-                    f"<p>Targets: {e(approval.target_list().summary_line())}.</p>")
+                    f"<p>Targets: {e(approval.target_list().summary_line())}.</p>" + _tasks_text(approval.tasks))
         people = ", ".join(p.label for p in approval.people())
         return (f"<p><b>Approval timed out</b></p><p>Nobody of {e(people)} decided before "
                 f"{iso(approval.expires_at)} (approval {e(approval.id)}); the playbook continues with TimedOut.</p>")
+
+
+def _tasks_text(tasks: list[dict[str, str]]) -> str:
+    """The outcome comment's line about the analyst tasks a Block added (or could not add)."""
+    e = html.escape
+    added = [t["title"] + (" (completed by an analyst earlier)" if t.get("result") == "kept-completed" else "")
+             for t in tasks if t.get("result") != "failed" and t.get("title")]
+    failed = [t for t in tasks if t.get("result") == "failed"]
+    text = f"<p>Analyst tasks: {e('; '.join(added))}.</p>" if added else ""
+    if failed:
+        titles = "; ".join(t["title"] for t in failed if t.get("title"))
+        text += (f"<p>Analyst tasks could not be added ({e(failed[0].get('detail', ''))})"
+                 + (f": add them by hand: {e(titles)}" if titles else "") + ".</p>")
+    return text
 
 
 def _flag(value: Any) -> bool:

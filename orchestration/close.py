@@ -2,9 +2,11 @@
 
 The incident is closed with an etag-safe update (a concurrent edit is re-read and re-applied, and
 an incident already closed the same way is not written again), one comment with a deterministic id
-says why, and the linked ticket is resolved by the sync area (``ServiceNowSync.close_ticket``) with the
-mapped close code and the same comment as a work note, side by side with the comment. The incident is read
-once (by the update itself), the ticket not at all: four calls without a ticket.
+says why (through the incident's comment budget, core/comments.py; the id derives from what the comment
+says, so closing again differently adds a comment instead of editing the first), and the linked ticket is
+resolved by the sync area (``ServiceNowSync.close_ticket``) with the mapped close code and the same comment
+as a work note, side by side with the comment. The incident is read once (by the update itself), the ticket
+not at all: four calls without a ticket.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from typing import Any
 
 from core.case import Case, ci_get
+from core.comments import notice_text
 from core.concurrency import run_all
 from core.errors import BadRequest, PackError
 from core.sentinel import comment_id
@@ -92,10 +95,12 @@ class Closer:
         e = html.escape
         message = (f"<p><b>Incident closed: {e(classification)}" + (f" ({e(reason)})" if reason else "") + "</b></p>"
                    f"<p>{e(text)}</p>" + (f"<p>Decision by {e(closed_by)}.</p>" if closed_by else ""))
-        _, ticket = run_all(lambda: self.ctx.sentinel.put_comment(case.incident_id, cid, message),
-                            lambda: self._close_ticket(case, incident, (cid, message)))
+        written, ticket = run_all(lambda: self.ctx.comments.write(case.incident_id, cid, message, incident=incident),
+                                  lambda: self._close_ticket(case, incident, (cid, message)))
+        notice = notice_text(written)
         return {"incident": case.incident_id, "case": case.label, "status": "Closed", "classification": classification,
-                "classificationReason": reason, "alreadyClosed": seen["closed"], "comment": cid, "ticket": ticket}
+                "classificationReason": reason, "alreadyClosed": seen["closed"], "comment": written.comment_id,
+                **({"commentNotice": notice} if notice else {}), "ticket": ticket}
 
     def _close_ticket(self, case: Case, incident: dict, comment: tuple[str, str]) -> dict[str, Any]:
         """Resolve the linked ticket (the sync maps the classification to its close code)."""

@@ -20,6 +20,7 @@ import azure.functions as func
 from core.api import MAX_BODY_BYTES, answer, json_response, read_json, run_action
 from core.case import Case
 from core.errors import PackError, PayloadTooLarge
+from core.health import register_probe
 from core.telemetry import traced
 
 if TYPE_CHECKING:
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 _runs: dict[str, Any] = {"runs": 0, "finishedAt": 0.0, "last": {}}
 _runs_lock = threading.Lock()
+
+
+def _readiness(ctx: Any) -> dict[str, Any]:
+    """``GET /api/health/details`` asks the sync whether ServiceNow really lets it work (sync/probe.py)."""
+    from sync.probe import readiness
+
+    return readiness(ctx)
+
+
+register_probe("sync", _readiness)
 
 
 def _sync() -> ServiceNowSync:

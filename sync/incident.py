@@ -4,6 +4,12 @@ Separate from the run logic (sync/service.py) because it is the part that must h
 run is in: fields are applied to the incident as just read (inside its etag-guarded update), comments are
 PUT under deterministic ids (a retry rewrites the same comment), and journal entries the pack wrote itself
 are recognised by their marker and never copied back.
+
+Comments go through the incident's comment budget (core/comments.py, issue 15.11): a long-lived incident
+whose ticket keeps collecting work notes never takes the incident past Sentinel's 100 comments, the last
+``SENTINEL_COMMENT_RESERVE`` stay for analysts, and one summary comment says when the sync stops copying.
+No comment is ever rewritten with new content (the Defender portal does not show edits): each has an id of
+its own (one per journal entry, one per ticket, one per closed ticket).
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ import logging
 import re
 from typing import Any
 
-from core.concurrency import run_bounded
-from core.errors import BadRequest
+from core.comments import CommentBudget, Written, comments_count, notice_text
+from core.concurrency import run_all
 from core.sentinel import SentinelClient, comment_id
 from sync import texts
 from sync.links import TicketLink
@@ -29,8 +35,10 @@ MARKER_RE = re.compile(re.escape(MARKER) + r" ([A-Za-z0-9._-]+)")
 class IncidentWriter:
     """Writes to one Sentinel workspace's incidents on behalf of the sync."""
 
-    def __init__(self, sentinel: SentinelClient, mapping: SyncMapping, username: str, concurrency: int) -> None:
+    def __init__(self, sentinel: SentinelClient, mapping: SyncMapping, username: str, concurrency: int,
+                 comments: CommentBudget | None = None) -> None:
         self.sentinel = sentinel
+        self.comments = comments or CommentBudget.from_settings(sentinel)
         self.mapping = mapping
         self.username = username  # the integration user: its journal entries are the pack's own
         self.concurrency = concurrency
@@ -57,30 +65,38 @@ class IncidentWriter:
         return out
 
     def put_comments(self, link: TicketLink, puts: list[tuple[str, str]], known: set[str], *,
-                      also: list = ()) -> int:
-        """PUT the comments side by side (deterministic ids: a retry rewrites the same comment), and run ``also``
-        (other independent writes) beside them; how many comments are new."""
-        def put(item) -> None:
-            if callable(item):
-                item()
-            else:
-                self.sentinel.put_comment(link.incident_id, *item)
+                     also: list = (), incident: dict | None = None) -> tuple[int, str | None]:
+        """Write the comments through the incident's comment budget (``incident``, as the run read or wrote it,
+        gives the comment count), running ``also`` (other independent writes) beside them: how many comments are
+        new on the incident, and a notice when the budget wrote a summary or left comments out. Every id written
+        (a budget summary too) is recorded in ``known``, so the sync never copies its own comments to ServiceNow."""
+        _, written = run_all(lambda: run_all(*also) if also else [],
+                             lambda: self._write(link, puts, incident) if puts else [])
+        added, notice = 0, None
+        for result in written:
+            if result.comment_id is not None:
+                added += result.comment_id not in known
+                known.add(result.comment_id)
+            notice = notice_text(result) or notice
+        left_out = len(puts) - sum(1 for result in written if result.ok)
+        if left_out:
+            log.warning("%d comment(s) of the sync not written to incident %s: %s", left_out, link.incident_key,
+                        notice)
+        return added, notice
 
-        outcomes = run_bounded(put, [*also, *puts], self.concurrency)
-        for outcome in outcomes[:len(also)]:
-            outcome.get()
-        added = 0
-        for outcome in outcomes[len(also):]:
-            name = outcome.item[0]
-            if outcome.error is not None:
-                if isinstance(outcome.error, BadRequest):  # e.g. the incident holds 100 comments already
-                    log.warning("comment %s not written to incident %s: %s", name, link.incident_key,
-                                getattr(outcome.error, "message", outcome.error))
-                else:
-                    outcome.get()
-            added += name not in known
-            known.add(name)
-        return added
+    def _write(self, link: TicketLink, puts: list[tuple[str, str]], incident: dict | None) -> list[Written]:
+        """``CommentBudget.write_all`` in chunks of the sync's concurrency (a ticket adopted with a long journal
+        does not open a connection per entry); stops where the budget does."""
+        written: list[Written] = []
+        for start in range(0, len(puts), self.concurrency):
+            chunk = puts[start:start + self.concurrency]
+            results = self.comments.write_all(link.incident_id, chunk, incident=incident)
+            written += results
+            if len(results) < len(chunk) or any(r.outcome != "written" for r in results):
+                break
+            count = comments_count(incident)
+            incident = None if count is None else with_count(incident or {}, count + len(results))
+        return written
 
     # -- fields -> Sentinel -------------------------------------------------------------------
     def apply(self, properties: dict, values: dict[str, str], ticket: dict) -> dict[str, str]:
@@ -128,4 +144,11 @@ class IncidentWriter:
         return owner
 
 
-__all__ = ["JOURNAL_COMMENT", "MARKER_RE", "IncidentWriter"]
+def with_count(incident: dict, count: int) -> dict:
+    """The incident as ARM would now report it: its comment count after this run's comments."""
+    properties = dict(incident.get("properties") or {})
+    properties["additionalData"] = {**(properties.get("additionalData") or {}), "commentsCount": count}
+    return {**incident, "properties": properties}
+
+
+__all__ = ["JOURNAL_COMMENT", "MARKER_RE", "IncidentWriter", "with_count"]

@@ -47,7 +47,7 @@ from core.sentinel import comment_id
 from core.settings import Settings
 from core.telemetry import bind_incident
 from sync import query, texts
-from sync.incident import IncidentWriter
+from sync.incident import IncidentWriter, with_count
 from sync.links import TABLE, LinkStore, TicketLink, new_owner
 from sync.mapping import SyncMapping
 from sync.merge import parse_sentinel_time, parse_servicenow_time, plan, sentinel_view, servicenow_view
@@ -146,7 +146,8 @@ class ServiceNowSync:
         self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
         self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
         self.defaults = ticket_defaults(settings)
-        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency)
+        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency,
+                                       ctx.comments)
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
@@ -239,7 +240,9 @@ class ServiceNowSync:
         else:  # adopted after an interrupted run: no shared history, so a difference is decided by age
             link.base_sentinel, link.base_servicenow, link.mod_count, link.comments_count = {}, {}, -1, -1
         url = self.snow.ticket_url(link.sys_id)
-        note = comment_id(link.incident_id, TICKET_COMMENT, *([link.sys_id] if follows else []))
+        # One comment per ticket (its sys_id in the id): a follow-up or a replacement of a deleted ticket gets a new
+        # comment; it never rewrites the first one (the Defender portal does not show edits, issue 15.11).
+        note = comment_id(link.incident_id, TICKET_COMMENT, link.sys_id)
         text = texts.link_comment(link.number, url, follows=follows.number if follows else "")
         index = (link.sys_id, link.incident_key, link.incident_id)
         summary = self._reconcile(link, owner, ticket=ticket, journal=[] if created else None,
@@ -419,13 +422,13 @@ class ServiceNowSync:
         # 2. Comments the sync adds to the incident: its own notes and the new journal entries, side by side.
         copies = self.incident.journal_comments(link, journal or [], known)
         ours = [(name, text) for name, text in notes if name not in known]
-        added = self.incident.put_comments(link, ours + copies, known, also=also)
+        added, budget = self.incident.put_comments(link, ours + copies, known, also=also, incident=incident)
         count = box["count"] if isinstance(box["count"], int) else None
 
         if read_only:
             if props.get("status") != "Closed":  # reopened in Sentinel: a follow-up ticket takes over
                 return self._follow_up(link, owner, props, held)
-            return self._freeze(link, owner, ticket, props, known, count, added)
+            return self._freeze(link, owner, ticket, incident, known, count, added, budget)
 
         # 3. New Sentinel comments become work notes; field changes ride on the last PATCH.
         comments: list[dict] = []
@@ -475,6 +478,7 @@ class ServiceNowSync:
             "conflicts": decided.conflicts,
             **({"superseded": True} if superseded else {}),
             **({"journalHidden": hidden} if hidden else {}),
+            **({"commentBudget": budget} if budget else {}),
         }
 
     def _lease(self, link: TicketLink, owner: str, held: list[TicketLink]) -> TicketLink:
@@ -534,13 +538,16 @@ class ServiceNowSync:
         return ref
 
     # -- closed tickets -----------------------------------------------------------------------
-    def _freeze(self, link: TicketLink, owner: str, ticket: dict, props: dict, known: set[str], count: int | None,
-                added: int) -> dict[str, Any]:
+    def _freeze(self, link: TicketLink, owner: str, ticket: dict, incident: dict, known: set[str], count: int | None,
+                added: int, budget: str | None) -> dict[str, Any]:
         """The ticket is closed (read-only): say so once on the incident, and write nothing more to it."""
+        props = dict(incident.get("properties") or {})
         note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
         if note not in known:
-            added += self.incident.put_comments(link, [(note, texts.closed_comment(link.number,
-                                                                            self.snow.ticket_url(link.sys_id)))], known)
+            more, budget = self.incident.put_comments(
+                link, [(note, texts.closed_comment(link.number, self.snow.ticket_url(link.sys_id)))], known,
+                incident=None if count is None else with_count(incident, count + added))
+            added += more
         link.state = "closed"
         link.base_sentinel = sentinel_view(props)
         link.base_servicenow = servicenow_view(ticket, self.mapping)
@@ -552,7 +559,8 @@ class ServiceNowSync:
                 "ticket": {**self._ticket_ref(link), "state": str(ticket.get("state") or "")},
                 "changed": bool(added), "sentinel": {"fields": [], "comments": added},
                 "servicenow": {"fields": [], "workNotes": 0, "skipped": "the ticket is closed (read-only)"},
-                "conflicts": [], **({"superseded": True} if superseded else {})}
+                "conflicts": [], **({"superseded": True} if superseded else {}),
+                **({"commentBudget": budget} if budget else {})}
 
     def _follow_up(self, link: TicketLink, owner: str, props: dict, held: list[TicketLink]) -> dict[str, Any]:
         """The Sentinel incident was reopened while its ticket is closed: open a follow-up ticket linked to it."""

@@ -20,7 +20,9 @@ SENTINEL_APP_ID=98785600-1bb7-4fb9-b9fa-19afe2c8a360   # Azure Security Insights
 
 # Least privilege, one line per action family (see docs/permissions.md).
 # GroupMember.Read.All: APPROVERS may name groups (membership read through Graph).
-GRAPH_ROLES="User.Read.All User.EnableDisableAccount.All User.RevokeSessions.All IdentityRiskyUser.ReadWrite.All GroupMember.Read.All"
+# Domain.Read.All: the enrichment never sends the tenant's own domains to VirusTotal (INTERNAL_DOMAINS_FROM_GRAPH,
+# GET /domains); without it every domain and URL is skipped.
+GRAPH_ROLES="User.Read.All User.EnableDisableAccount.All User.RevokeSessions.All IdentityRiskyUser.ReadWrite.All GroupMember.Read.All Domain.Read.All"
 if [ "${GRANT_MAIL_SEND:-false}" = "true" ]; then
   GRAPH_ROLES="$GRAPH_ROLES Mail.Send"
 fi

@@ -48,7 +48,7 @@ MANAGED_IDENTITY = USER_ASSIGNED_CLIENT_ID
 # MDE_ROLES; tests/response/test_permissions.py keeps the two lists equal).
 DEPLOYED_ROLES = frozenset({
     "User.Read.All", "User.EnableDisableAccount.All", "User.RevokeSessions.All", "IdentityRiskyUser.ReadWrite.All",
-    "GroupMember.Read.All",
+    "GroupMember.Read.All", "Domain.Read.All",
     "Machine.Read.All", "Machine.Isolate", "Ti.ReadWrite.All",
 })
 

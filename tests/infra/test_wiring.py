@@ -60,9 +60,12 @@ NOT_SET_IN_AZURE = {
     "HTTP_POOL_SIZE": "tuned default in core/settings.py",
     "STATE_POOL_SIZE": "tuned default in core/settings.py",
     "SIGN_IN_SESSION_MINUTES": "default 8 h, App Service Authentication's own session length",
-    "SERVICENOW_SYNC_CONCURRENCY": "tuned default in core/settings.py (ServiceNow sync)",
-    "SERVICENOW_POLL_MAX_PAGES": "tuned default in core/settings.py (ServiceNow sync)",
-    "SERVICENOW_POLL_OVERLAP_SECONDS": "tuned default in core/settings.py (ServiceNow sync)",
+    # Tuning like HTTP_POOL_SIZE and VIRUSTOTAL_POOL_SIZE above (no parameter of their own): a deployer who must
+    # change one sets it through EXTRA_APP_SETTINGS (main.bicep extraAppSettings), which every provision keeps.
+    "SERVICENOW_SYNC_CONCURRENCY": "tuned default in core/settings.py (ServiceNow sync); EXTRA_APP_SETTINGS to change",
+    "SERVICENOW_POLL_MAX_PAGES": "tuned default in core/settings.py (ServiceNow sync); EXTRA_APP_SETTINGS to change",
+    "SERVICENOW_POLL_OVERLAP_SECONDS": "tuned default in core/settings.py (ServiceNow sync); EXTRA_APP_SETTINGS to "
+                                       "change",
     # Enrichment and Sentinel settings (helper H4): defaults documented in core/settings.py.
     "SENTINEL_COMMENT_RESERVE": "tuned default in core/settings.py",
     "VIRUSTOTAL_POOL_SIZE": "tuned default in core/settings.py (size it to the VirusTotal key's per-minute quota)",

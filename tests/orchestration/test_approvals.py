@@ -356,3 +356,20 @@ def test_an_approval_offers_no_more_targets_than_the_incidents_blast_radius_budg
     assert len(targets["ips"]) == 1 and len(targets["entities"]["ips"]) == 1
     capped = [t for t in targets["notTouched"] if "blast-radius cap" in t["reason"]]
     assert len(capped) == 2 and all("RESPONSE_MAX_TARGETS" in t["reason"] for t in capped)
+
+
+def test_an_incident_full_of_comments_still_gets_its_decision(clean_stack, host, callbacks, incident):
+    # Main PUT the approval's comments directly: on an incident holding Sentinel's 100 comments the subscribe
+    # failed with Sentinel's 400 and nobody was asked (issue 15.11: every comment goes through the budget).
+    from tests.sync.conftest import add_sentinel_comment
+
+    incident_id = incident["object"]["id"]
+    for i in range(100):
+        add_sentinel_comment(clean_stack, incident_id, f"Analyst note {i}")
+    url, approval = subscribe(host, callbacks, incident)
+    assert approval["state"] == "pending" and set(approval["asked"].values()) == {"sent"}
+    alice = person(clean_stack, host.host.url, "alice@contoso.com")
+    assert press(alice, link_for(mail_links(clean_stack, "alice@contoso.com"), "Ignore"), "Ignore").status_code == 200
+    assert wait_for(lambda: callbacks.bodies(url))[0]["decision"] == "Ignore"
+    assert len(clean_stack.arm.comments(incident_id)) == 100
+    assert not [r for r in clean_stack.arm.requests_to("PUT", r"/comments/") if r.status == 400]

@@ -54,3 +54,19 @@ def test_without_a_ticket_only_the_incident_is_closed(clean_stack, host, inciden
 def test_bad_close_requests_are_400s(clean_stack, host, incident, extra, problem):
     response = host.post(ROUTE, {**incident, **extra})
     assert response.status_code == 400 and problem in response.json()["error"]["message"]
+
+
+def test_the_closing_comment_respects_the_comment_budget(clean_stack, host, incident):
+    # Main PUT the closing comment whatever the incident held: at 100 comments the close answered 400 (after
+    # closing the incident), and short of that it took the analysts' reserve (issue 15.11).
+    from tests.sync.conftest import add_sentinel_comment
+
+    incident_id = incident["object"]["id"]
+    for i in range(95):
+        add_sentinel_comment(clean_stack, incident_id, f"Analyst note {i}")
+    response = host.post(ROUTE, {**incident, "classification": "TruePositive"})
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert summary["comment"] is None and "leaves the last 10 to analysts" in summary["commentNotice"]
+    assert len(clean_stack.arm.comments(incident_id)) == 95
+    assert clean_stack.arm.incident(incident_id)["properties"]["status"] == "Closed"
