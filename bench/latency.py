@@ -26,7 +26,7 @@ from localdev.stack import VT_KEY, Stack
 from localdev.timing import ENV as SERVER_TIMING
 from tests.response.helpers import fresh_ips, host_entity, incident, ip_entity
 
-ENRICH = "enrichment/ip-reputation"
+ENRICH = "enrichment/reputation"
 SIZES = (1, 10, 50, 200)
 ABSOLUTE = {("enrichment", 50, "new"): 2.0}  # issue #16: enrichment of 50 new IPs <= 2 s
 SLOW_RUN_SECONDS = 30.0  # past this, a scenario is not repeated (its median is of fewer runs)

@@ -121,7 +121,7 @@ def _disabled(stack: Stack, bodies: list[dict]) -> tuple[int, int, int]:
 
 
 ACTIONS = (
-    Action("enrichment: ip-reputation (3 IPs)", "enrichment/ip-reputation", _with_ips, _comments),
+    Action("enrichment: reputation (3 IPs)", "enrichment/reputation", _with_ips, _comments),
     Action("sync: servicenow outbound (new ticket)", "sync/servicenow/outbound", _plain, _tickets),
     Action("orchestration: notify (Teams + Slack)", "orchestration/notify", _plain, _messages),
     Action("orchestration: close-incident", "orchestration/close-incident", _close, _closed),

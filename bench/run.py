@@ -78,7 +78,7 @@ def incident_storm(incidents: int, unique_ips: int, callers: int = 8) -> list[di
         host = stack.host()
         try:
             http = requests.Session()
-            url = f"{host.url}/api/enrichment/ip-reputation"
+            url = f"{host.url}/api/enrichment/reputation"
 
             def send(body: dict) -> int:
                 return http.post(url, json=body, headers={"x-functions-key": host.function_key},

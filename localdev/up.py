@@ -54,7 +54,7 @@ def curl_examples(url: str, key: str, incident: dict) -> list[str]:
         f"curl -s {url}/api/health",
         f"curl -s -H 'x-functions-key: {key}' {url}/api/health/details",
         f"curl -s -X POST -H 'x-functions-key: {key}' -H 'Content-Type: application/json' "
-        f"-d '{body}' {url}/api/enrichment/ip-reputation",
+        f"-d '{body}' {url}/api/enrichment/reputation",
     ]
 
 

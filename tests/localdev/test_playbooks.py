@@ -45,7 +45,7 @@ class FakeFunctionHost(Emulator):
 
     def __init__(self) -> None:
         super().__init__()
-        self.route("POST", r"/api/enrichment/ip-reputation", self._enrich)
+        self.route("POST", r"/api/enrichment/reputation", self._enrich)
         self.route("POST", r"/api/notify", self._notify)
         self.route("POST", r"/api/escalate", lambda r: Response(200, {"ok": True}))
         self.route("POST", r"/api/jobs", self._start_job)
@@ -151,7 +151,7 @@ def test_enrichment_playbook_posts_the_trigger_body_with_the_function_key(fake):
     result = runner(ENRICHMENT, fake).run(trigger)
 
     assert result.status == "Succeeded"
-    calls = fake.requests_to("POST", r"^/api/enrichment/ip-reputation$")
+    calls = fake.requests_to("POST", r"^/api/enrichment/reputation$")
     assert len(calls) == 1 and len(fake.received) == 1
     assert calls[0].json == trigger                       # exactly @triggerBody()
     assert calls[0].headers["x-functions-key"] == KEY
@@ -169,7 +169,7 @@ def test_timeline_tells_what_the_playbook_did_without_secrets(fake):
     result = runner(ENRICHMENT, fake).run(sample("incident-trigger.json"))
     text = "\n".join(result.timeline)
     assert "trigger 'Microsoft_Sentinel_incident' (ApiConnectionWebhook) fired" in result.timeline[0]
-    assert f"Enrich_IP_reputation: POST {fake.url}/api/enrichment/ip-reputation -> 200 OK" in text
+    assert f"Enrich_IP_reputation: POST {fake.url}/api/enrichment/reputation -> 200 OK" in text
     assert "Enrich_IP_reputation: Succeeded" in text
     assert result.timeline[-1].startswith("run Succeeded")
     assert KEY not in text
@@ -191,26 +191,26 @@ def test_parameters_follow_the_definition(fake):
 # --- retries -----------------------------------------------------------------------------------------
 
 def test_429_is_retried_after_the_retry_after_header(fake):
-    fake.fail(429, times=1, retry_after=3, path="ip-reputation")
+    fake.fail(429, times=1, retry_after=3, path="enrichment/reputation")
     result = runner(ENRICHMENT, fake, time_scale=0.01).run(sample("incident-trigger.json"))
 
     enrich = result.actions["Enrich_IP_reputation"]
     assert (result.status, enrich.status, enrich.attempts) == ("Succeeded", "Succeeded", 2)
     assert enrich.waits == [3.0]                          # Retry-After, not the policy's PT10S
-    first, second = fake.requests_to("POST", "ip-reputation")
+    first, second = fake.requests_to("POST", "enrichment/reputation")
     assert 0.025 <= second.at - first.at < 1.0            # 3 s scaled by 0.01
     assert any("-> 429 Too Many Requests; retry 1/4 in 3s (Retry-After)" in line for line in result.timeline)
 
 
 def test_500_is_retried_with_the_playbooks_exponential_policy(fake):
-    fake.fail(500, times=2, path="ip-reputation")
+    fake.fail(500, times=2, path="enrichment/reputation")
     result = runner(ENRICHMENT, fake, time_scale=0.001).run(sample("incident-trigger.json"))
 
     enrich = result.actions["Enrich_IP_reputation"]
     assert (enrich.status, enrich.attempts) == ("Succeeded", 3)
     # interval PT10S, minimumInterval PT5S: retry 1 in [5, 10] s, retry 2 in [10, 20] s
     assert 5 <= enrich.waits[0] <= 10 and 10 <= enrich.waits[1] <= 20
-    assert len(fake.requests_to("POST", "ip-reputation")) == 3
+    assert len(fake.requests_to("POST", "enrichment/reputation")) == 3
 
 
 def test_the_default_policy_is_four_exponential_retries(fake):
@@ -249,9 +249,9 @@ def test_connection_failures_are_retried_then_fail_the_action(fake):
 
 
 def test_exhausted_retries_fail_the_action_skip_its_dependants_and_run_the_failure_branch(fake):
-    fake.fail(500, times=10, path="ip-reputation")
+    fake.fail(500, times=10, path="enrichment/reputation")
     definition = workflow({
-        "Call": http("/api/enrichment/ip-reputation", body="@triggerBody()",
+        "Call": http("/api/enrichment/reputation", body="@triggerBody()",
                      retry={"type": "fixed", "count": 2, "interval": "PT5S"}),
         "Use_result": compose("@body('Call')?['worstVerdict']", {"Call": ["Succeeded"]}),
         "Then": compose("after", {"Use_result": ["Succeeded"]}),
@@ -314,7 +314,7 @@ def test_a_failed_asynchronous_operation_fails_the_action(fake):
 
 def if_definition(expression) -> dict:
     return workflow({
-        "Enrich": http("/api/enrichment/ip-reputation", body="@triggerBody()"),
+        "Enrich": http("/api/enrichment/reputation", body="@triggerBody()"),
         "Is_malicious": {
             "type": "If", "runAfter": {"Enrich": ["Succeeded"]}, "expression": expression,
             "actions": {"Escalate": http("/api/escalate", body={

@@ -45,9 +45,9 @@ def test_up_serves_the_host_with_seeded_incidents_until_ctrl_c():
         curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
         assert len(curls) == 3
         assert requests.get(f"{url}/api/health", timeout=10).json() == {"status": "ok"}
-        enrich = next(c for c in curls if "ip-reputation" in c)
+        enrich = next(c for c in curls if "enrichment/reputation" in c)
         body = json.loads(enrich.split("-d '")[1].split("'")[0])
-        answer = requests.post(f"{url}/api/enrichment/ip-reputation", json=body, headers={"x-functions-key": key},
+        answer = requests.post(f"{url}/api/enrichment/reputation", json=body, headers={"x-functions-key": key},
                                timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["worstVerdict"] == "malicious"
