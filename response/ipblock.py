@@ -92,10 +92,9 @@ class IpResponse:
 
     def _run(self, case: Case, action: str, title: str, dry_run: bool) -> dict:
         run = ResponseRun(self.ctx, case, action=action, title=title, dry_run_requested=dry_run)
-        run.subjects = [ip.address for ip in run.case.ips] + list(run.case.invalid_ips)
-        run.require("IP")
-        for raw in run.case.invalid_ips:
-            run.refuse(raw, "not an IP address")
+        run.subjects = [ip.address for ip in run.case.ips]
+        run.skip("ip")  # no address, or one that does not parse (Case.skipped)
+        run.require("IP", run.case.ips)
         addresses = []
         for ip in run.case.ips:
             reason = not_blockable(ip.address)

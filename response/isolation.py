@@ -105,7 +105,8 @@ class MachineResponse:
         run = ResponseRun(self.ctx, case, action=f"mde-{verb.name}", title=verb.title, dry_run_requested=dry_run)
         hosts = run.case.hosts
         run.subjects = [(h.mde_device_id or h.fqdn) for h in hosts]
-        run.require("Host")
+        run.skip("host")
+        run.require("Host", hosts)
         pending: list[MachineAction] = []
         operation: str | None = None
         error: PackError | None = None

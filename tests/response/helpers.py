@@ -65,6 +65,22 @@ def comments(stack, body: dict) -> list[dict]:
     return stack.arm.comments(body["object"]["id"])
 
 
+def comment_writes(stack, body: dict) -> dict[str, list[str]]:
+    """Every comment PUT on the incident, by comment id: the messages in the order they were sent."""
+    writes: dict[str, list[str]] = {}
+    for request in stack.arm.requests_to("PUT", r"/comments/[^/]+$"):
+        if request.path.lower().startswith(body["object"]["id"].lower() + "/comments/"):
+            writes.setdefault(request.path.rsplit("/", 1)[-1], []).append(request.json["properties"]["message"])
+    return writes
+
+
+def assert_never_edited(stack, body: dict) -> None:
+    """No comment was edited (issue #15.11: the Defender portal does not show edits): a comment id may be PUT
+    again only with the same message (a retry of the same content)."""
+    for cid, messages in comment_writes(stack, body).items():
+        assert len(set(messages)) == 1, f"comment {cid} was edited: {messages}"
+
+
 def outcomes(summary: dict) -> dict[str, str]:
     return {item["target"]: item["outcome"] for item in summary["results"]}
 
