@@ -25,6 +25,7 @@ from core.radius import BlastRadius
 from core.settings import Settings
 from core.state import StateStore
 from localdev.emulators.defender import WS_FIN_0042
+from localdev.emulators.sentinel_arm import DEFAULT_WORKSPACE
 from localdev.stack import APPROVAL_SIGNING_KEY
 from tests.conftest import HostClient
 from tests.response.helpers import account_entity, comments, host_entity, incident, outcomes
@@ -35,10 +36,15 @@ PUBLIC = "https://soc-playbooks.azurewebsites.example"
 ISOLATE, DISABLE, ENABLE = "response/mde/isolate", "response/entra/disable-user", "response/entra/enable-user"
 
 
+# Outside LOCAL_MODE the pack acts only on the workspaces it is pinned to (issue 14.5): the samples' workspace.
+HOME = "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}".format(
+    *DEFAULT_WORKSPACE)
+
+
 @pytest.fixture(scope="module")
 def deployed(stack):
-    """A host configured as in Azure: not LOCAL_MODE, PUBLIC_BASE_URL set."""
-    process = stack.host(LOCAL_MODE="false", PUBLIC_BASE_URL=PUBLIC)
+    """A host configured as in Azure: not LOCAL_MODE, PUBLIC_BASE_URL set, pinned to the samples' workspace."""
+    process = stack.host(LOCAL_MODE="false", PUBLIC_BASE_URL=PUBLIC, SENTINEL_WORKSPACES=HOME)
     try:
         yield HostClient(process)
     finally:
@@ -48,7 +54,7 @@ def deployed(stack):
 @pytest.fixture(scope="module")
 def unconfigured(stack):
     """A host outside LOCAL_MODE whose PUBLIC_BASE_URL was forgotten."""
-    process = stack.host(LOCAL_MODE="false")
+    process = stack.host(LOCAL_MODE="false", SENTINEL_WORKSPACES=HOME)
     try:
         yield HostClient(process)
     finally:
