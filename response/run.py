@@ -65,6 +65,17 @@ _collector: contextvars.ContextVar[list[AuditEntry] | None] = contextvars.Contex
                                                                                     default=None)
 
 
+_USERINFO = re.compile(r"//[^/?#@\s]*@")
+
+
+def _shown(kind: str, value: str) -> str:
+    """A skipped value as a row shows it: a URL that did not parse may still carry credentials or tokens, so it
+    loses its userinfo, query and fragment as any URL the pack sends on does."""
+    if kind != "url":
+        return value
+    return _USERINFO.sub("//", value).split("?", 1)[0].split("#", 1)[0]
+
+
 def parse_flag(value: str | None, name: str) -> bool:
     """A boolean query parameter (``?dryRun=true``); anything else than true/false is a 400 naming it."""
     if value is None or value.strip() == "":
@@ -225,13 +236,14 @@ class ResponseRun:
         join the subjects (they name the call as much as the usable ones)."""
         for item in self.case.skipped:
             if item.kind in kinds:
-                self.add(item.value or f"({item.kind} entity without a value)", SKIPPED, item.reason,
-                         kind=item.kind)
-                self.subjects.append(f"skipped:{item.kind}:{item.value}")
+                value = _shown(item.kind, item.value)
+                self.add(value or f"({item.kind} entity without a value)", SKIPPED, item.reason, kind=item.kind)
+                self.subjects.append(f"skipped:{item.kind}:{value}")
 
     def require(self, what: str, targets: Sequence[Any]) -> None:
-        """The payload named no usable target of this kind: audit that (with the skipped rows), and answer 400."""
-        if targets:
+        """The payload named no usable target of this kind: audit that (with the skipped rows), and answer 400.
+        A target refused while it was being read counts as one (the call then answers 409 naming it)."""
+        if targets or any(e.outcome == "refused" for e in self.entries):
             return
         skipped = [e for e in self.entries if e.outcome == SKIPPED]
         listed = "; ".join(f"{e.target}: {e.detail}" for e in skipped)[:600]
