@@ -190,6 +190,21 @@ def test_only_the_configured_verdicts_are_blocked(clean_stack, host):
     assert set(indicators(stack)) == {bad}
 
 
+def test_a_url_only_its_host_was_rated_for_uses_the_hosts_verdict(clean_stack, host_with):
+    """``VIRUSTOTAL_URL_LOOKUP=domain`` sends VirusTotal a URL's host only: the URL is blocked on that verdict."""
+    stack = clean_stack
+    client = host_with(VIRUSTOTAL_URL_LOOKUP="domain")
+    name = domain()
+    url = f"https://{name}/dropper?id=7"
+    body = incident(stack, url_entity(url))
+    rate(stack, client, body, {name: "malicious"})
+    assert stack.vt.lookups("url") == []
+    response = client.post(BLOCK, body)
+    (row,) = response.json()["results"]
+    assert (row["target"], row["outcome"]) == (f"https://{name}/dropper", "done")
+    assert f"of its host {name}" in row["detail"]
+
+
 def test_none_lets_what_was_never_looked_up_through(clean_stack, host_with):
     stack = clean_stack
     client = host_with(BLOCK_INDICATOR_VERDICTS="malicious,none")
