@@ -211,6 +211,13 @@ var playbooks = [
     definition: loadJsonContent('playbooks/response-ask-user.json')
     runOn: []
   }
+  {
+    // Blocks the incident's files, URLs and domains as Defender indicators, within BLOCK_INDICATOR_VERDICTS (run the
+    // enrichment first). Destructive: no blanket rule; attach it after enrichment-ip-reputation where it fits.
+    name: 'response-block-indicators'
+    definition: loadJsonContent('playbooks/response-block-indicators.json')
+    runOn: []
+  }
 ]
 
 // Queues that queue triggers listen on (enrichment/functions.py: ip_reputation_deferred).

@@ -15,57 +15,22 @@ from localdev.emulators.entra import MDE_AUDIENCE
 from tests.response.helpers import (
     assert_never_edited,
     comments,
+    dns_entity,
+    file_entity,
+    file_with_hashes,
+    fresh_domain,
+    fresh_sha256,
     incident,
     ip_entity,
     outcomes,
+    rate,
+    url_entity,
     with_retry_policy,
 )
 
-BLOCK, UNBLOCK, ENRICH = "response/block-indicators", "response/unblock-indicators", "enrichment/reputation"
+BLOCK, UNBLOCK = "response/block-indicators", "response/unblock-indicators"
 SOC_PORTAL = "9e1d2c3b-0000-4000-8000-00000000a11f"  # the SOC's own application (portal, TI connector)
 pytestmark = pytest.mark.e2e
-
-
-# -- entities and values ---------------------------------------------------------------------------
-def sha256() -> str:
-    return uuid.uuid4().hex + uuid.uuid4().hex
-
-
-def domain() -> str:
-    return f"evil-{uuid.uuid4().hex[:10]}.example"
-
-
-def file_entity(value: str, algorithm: str = "SHA256") -> dict:
-    return {"kind": "FileHash", "properties": {"algorithm": algorithm, "hashValue": value, "friendlyName": value}}
-
-
-def file_with_hashes(name: str, **hashes: str) -> list[dict]:
-    """A File entity pointing at its FileHash entities (ARM format: ``fileHashEntityIds``)."""
-    ids = [f"h-{uuid.uuid4().hex[:8]}" for _ in hashes]
-    found = [{"id": i, "name": i, "kind": "FileHash", "properties": {"algorithm": a.upper(), "hashValue": v}}
-             for i, (a, v) in zip(ids, hashes.items(), strict=True)]
-    return [*found, {"kind": "File", "properties": {"fileName": name, "fileHashEntityIds": ids}}]
-
-
-def url_entity(url: str) -> dict:
-    return {"kind": "Url", "properties": {"url": url, "friendlyName": url}}
-
-
-def dns_entity(name: str) -> dict:
-    return {"kind": "DnsResolution", "properties": {"domainName": name, "friendlyName": name}}
-
-
-def rate(stack, host, body: dict, verdicts: dict[str, str]) -> None:
-    """VirusTotal rates each value as named (malicious, suspicious, harmless, unknown), then the enrichment runs on
-    the incident, so the verdict cache holds what block-indicators reads."""
-    counts = {"malicious": {"malicious": 9}, "suspicious": {"suspicious": 1}, "harmless": {"harmless": 70}}
-    for value, verdict in verdicts.items():
-        if verdict == "unknown":
-            stack.vt.set_unknown(value)
-        else:
-            stack.vt.set_report(value, **counts[verdict])
-    answer = host.post(ENRICH, body)
-    assert answer.status_code == 200, answer.text
 
 
 def same_incident(stack, body: dict, *entities: dict) -> dict:
@@ -107,10 +72,10 @@ def soc_indicator(stack, value: str, kind: str, action: str, *, expires: datetim
 # -- every kind ------------------------------------------------------------------------------------
 def test_each_kind_is_blocked_as_its_defender_indicator_in_one_import(clean_stack, host):
     stack = clean_stack
-    digest, name = sha256(), domain()
+    digest, name = fresh_sha256(), fresh_domain()
     raw_url = f"https://user:hunter2@{name.upper()}/login/?token=s3cr3t-signature#frag"
     clean = f"https://{name}/login/"
-    other = domain()
+    other = fresh_domain()
     body = incident(stack, file_entity(digest), url_entity(raw_url), dns_entity(other), title="Phishing kit")
     rate(stack, host, body, {digest: "malicious", clean: "malicious", other: "malicious"})
 
@@ -141,7 +106,7 @@ def test_each_kind_is_blocked_as_its_defender_indicator_in_one_import(clean_stac
 
 def test_one_value_is_one_submit_and_a_retry_writes_nothing(clean_stack, host):
     stack = clean_stack
-    name = domain()
+    name = fresh_domain()
     body = incident(stack, dns_entity(name))
     rate(stack, host, body, {name: "malicious"})
     assert outcomes(host.post(BLOCK, body).json()) == {name: "done"}
@@ -156,7 +121,7 @@ def test_one_value_is_one_submit_and_a_retry_writes_nothing(clean_stack, host):
 
 def test_a_file_with_several_hashes_is_one_indicator_of_its_sha256(clean_stack, host):
     stack = clean_stack
-    digest, sha1, md5 = sha256(), uuid.uuid4().hex + uuid.uuid4().hex[:8], uuid.uuid4().hex
+    digest, sha1, md5 = fresh_sha256(), uuid.uuid4().hex + uuid.uuid4().hex[:8], uuid.uuid4().hex
     body = incident(stack, *file_with_hashes("invoice.exe", sha256=digest, sha1=sha1, md5=md5))
     rate(stack, host, body, {digest: "malicious"})
     response = host.post(BLOCK, body)
@@ -172,8 +137,8 @@ def test_a_file_with_several_hashes_is_one_indicator_of_its_sha256(clean_stack, 
 # -- guardrails ------------------------------------------------------------------------------------
 def test_only_the_configured_verdicts_are_blocked(clean_stack, host):
     stack = clean_stack
-    bad, harmless, suspicious, never = domain(), domain(), domain(), sha256()
-    url = f"https://{domain()}/unseen"
+    bad, harmless, suspicious, never = fresh_domain(), fresh_domain(), fresh_domain(), fresh_sha256()
+    url = f"https://{fresh_domain()}/unseen"
     body = incident(stack, dns_entity(bad), dns_entity(harmless), dns_entity(suspicious), url_entity(url),
                     file_entity(never))
     # ``never`` is not looked up: the enrichment runs on an incident without it.
@@ -194,7 +159,7 @@ def test_a_url_only_its_host_was_rated_for_uses_the_hosts_verdict(clean_stack, h
     """``VIRUSTOTAL_URL_LOOKUP=domain`` sends VirusTotal a URL's host only: the URL is blocked on that verdict."""
     stack = clean_stack
     client = host_with(VIRUSTOTAL_URL_LOOKUP="domain")
-    name = domain()
+    name = fresh_domain()
     url = f"https://{name}/dropper?id=7"
     body = incident(stack, url_entity(url))
     rate(stack, client, body, {name: "malicious"})
@@ -208,7 +173,7 @@ def test_a_url_only_its_host_was_rated_for_uses_the_hosts_verdict(clean_stack, h
 def test_none_lets_what_was_never_looked_up_through(clean_stack, host_with):
     stack = clean_stack
     client = host_with(BLOCK_INDICATOR_VERDICTS="malicious,none")
-    never = sha256()
+    never = fresh_sha256()
     assert outcomes(client.post(BLOCK, incident(stack, file_entity(never))).json()) == {never: "done"}
 
 
@@ -233,7 +198,7 @@ def test_internal_protected_and_private_values_are_never_blocked(clean_stack, ho
 
 def test_a_ftp_url_is_refused_not_sent(clean_stack, host):
     stack = clean_stack
-    response = host.post(BLOCK, incident(stack, url_entity(f"ftp://{domain()}/drop.zip")))
+    response = host.post(BLOCK, incident(stack, url_entity(f"ftp://{fresh_domain()}/drop.zip")))
     assert response.status_code == 409 and "Defender URL indicators block http and https" in response.text
     assert stack.mde.received == []
 
@@ -249,7 +214,7 @@ def test_nothing_to_act_on_is_400_and_names_the_skipped_values(clean_stack, host
 
 def test_the_blast_radius_counts_every_kind_of_the_incident_together(clean_stack, host):
     stack = clean_stack
-    values = [sha256(), sha256(), domain(), domain()]
+    values = [fresh_sha256(), fresh_sha256(), fresh_domain(), fresh_domain()]
     entities = [file_entity(values[0]), file_entity(values[1]), dns_entity(values[2]), dns_entity(values[3])]
     body = incident(stack, *entities)
     rate(stack, host, body, dict.fromkeys(values, "malicious"))
@@ -266,7 +231,7 @@ def test_the_blast_radius_counts_every_kind_of_the_incident_together(clean_stack
 
 def test_dry_run_writes_nothing_and_spends_nothing(clean_stack, host):
     stack = clean_stack
-    values = [sha256(), domain()]
+    values = [fresh_sha256(), fresh_domain()]
     body = incident(stack, file_entity(values[0]), dns_entity(values[1]))
     rate(stack, host, body, dict.fromkeys(values, "malicious"))
     dry = host.post(BLOCK + "?dryRun=true", body)
@@ -277,7 +242,7 @@ def test_dry_run_writes_nothing_and_spends_nothing(clean_stack, host):
 
 def test_the_kill_switch_stops_the_action(clean_stack, host_with):
     client = host_with(DISABLED_ACTIONS="block_indicators")
-    answer = client.post(BLOCK, incident(clean_stack, dns_entity(domain())))
+    answer = client.post(BLOCK, incident(clean_stack, dns_entity(fresh_domain())))
     assert answer.status_code == 409 and answer.json()["error"]["code"] == "ActionDisabled"
     assert clean_stack.mde.received == []
 
@@ -285,8 +250,8 @@ def test_the_kill_switch_stops_the_action(clean_stack, host_with):
 # -- what others decided -----------------------------------------------------------------------------
 def test_an_allow_of_another_application_wins_on_the_value_a_parent_domain_or_another_hash(clean_stack, host):
     stack = clean_stack
-    parent, digest, sha1 = domain(), sha256(), uuid.uuid4().hex + uuid.uuid4().hex[:8]
-    name, url = domain(), f"https://cdn.{parent}/kit.js"
+    parent, digest, sha1 = fresh_domain(), fresh_sha256(), uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    name, url = fresh_domain(), f"https://cdn.{parent}/kit.js"
     body = incident(stack, dns_entity(name), url_entity(url), *file_with_hashes("tool.exe", sha256=digest, sha1=sha1))
     rate(stack, host, body, {name: "malicious", url: "malicious", digest: "malicious"})
     allows = [soc_indicator(stack, name, "DomainName", "Allowed"),
@@ -301,7 +266,7 @@ def test_an_allow_of_another_application_wins_on_the_value_a_parent_domain_or_an
 
 def test_another_decision_on_the_value_is_not_overwritten(clean_stack, host):
     stack = clean_stack
-    url = f"https://{domain()}/app"
+    url = f"https://{fresh_domain()}/app"
     body = incident(stack, url_entity(url))
     rate(stack, host, body, {url: "malicious"})
     warn = soc_indicator(stack, url, "Url", "Warn")
@@ -312,7 +277,7 @@ def test_another_decision_on_the_value_is_not_overwritten(clean_stack, host):
 
 def test_an_existing_block_is_kept_or_renewed_never_duplicated(clean_stack, host, host_with):
     stack = clean_stack
-    mine, theirs, short = domain(), domain(), domain()
+    mine, theirs, short = fresh_domain(), fresh_domain(), fresh_domain()
     body = incident(stack, dns_entity(mine), dns_entity(theirs), dns_entity(short))
     rate(stack, host, body, {mine: "malicious", theirs: "malicious", short: "malicious"})
     # The pack's own block, from a deployment with one-hour blocks; the SOC's, one without expiry and one short.
@@ -338,7 +303,7 @@ def test_an_existing_block_is_kept_or_renewed_never_duplicated(clean_stack, host
 # -- undo ------------------------------------------------------------------------------------------
 def test_unblock_removes_the_packs_blocks_only_and_is_idempotent(clean_stack, host):
     stack = clean_stack
-    digest, name, theirs = sha256(), domain(), domain()
+    digest, name, theirs = fresh_sha256(), fresh_domain(), fresh_domain()
     body = incident(stack, file_entity(digest), dns_entity(name), dns_entity(theirs))
     rate(stack, host, body, {digest: "malicious", name: "malicious", theirs: "malicious"})
     soc = soc_indicator(stack, theirs, "DomainName", "Block")
@@ -355,7 +320,7 @@ def test_unblock_removes_the_packs_blocks_only_and_is_idempotent(clean_stack, ho
 
 def test_unblock_honours_dry_run(clean_stack, host):
     stack = clean_stack
-    name = domain()
+    name = fresh_domain()
     body = incident(stack, dns_entity(name))
     rate(stack, host, body, {name: "malicious"})
     assert host.post(BLOCK, body).status_code == 200
@@ -367,7 +332,7 @@ def test_unblock_honours_dry_run(clean_stack, host):
 # -- failures, retries, duplicates -------------------------------------------------------------------
 def test_a_defender_outage_is_retried_and_the_retry_completes_in_a_new_comment(clean_stack, host):
     stack = clean_stack
-    name = domain()
+    name = fresh_domain()
     body = incident(stack, dns_entity(name))
     rate(stack, host, body, {name: "malicious"})
     stack.mde.fail(503, path=r"/api/indicators", times=20)
@@ -382,7 +347,7 @@ def test_a_defender_outage_is_retried_and_the_retry_completes_in_a_new_comment(c
 
 def test_concurrent_duplicates_write_one_indicator_and_one_comment(clean_stack, host):
     stack = clean_stack
-    names = [domain(), domain()]
+    names = [fresh_domain(), fresh_domain()]
     body = incident(stack, *(dns_entity(n) for n in names))
     rate(stack, host, body, dict.fromkeys(names, "malicious"))
     with ThreadPoolExecutor(6) as pool:  # each copy under the Logic App's retry policy: a busy target is a 429
