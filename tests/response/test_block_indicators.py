@@ -196,6 +196,23 @@ def test_internal_protected_and_private_values_are_never_blocked(clean_stack, ho
     assert "sig=1" not in message
 
 
+def test_without_domain_read_all_no_domain_or_url_is_blocked_but_files_are(clean_stack, host_with):
+    """The tenant's verified domains cannot be read: nothing is guessed, every name is refused naming the
+    permission (a block of the tenant's own domain would cut every device off from it)."""
+    stack = clean_stack
+    client = host_with(BLOCK_INDICATOR_VERDICTS="none")  # a fresh process: the domains are read once per process
+    stack.graph.directory.readable = False
+    digest, name = fresh_sha256(), fresh_domain()
+    response = client.post(BLOCK, incident(stack, file_entity(digest), dns_entity(name),
+                                           url_entity(f"https://{fresh_domain()}/x")))
+    assert response.status_code == 200, response.text
+    rows = {r["kind"]: (r["outcome"], r["detail"]) for r in response.json()["results"]}
+    assert rows["file"][0] == "done"
+    for kind in ("domain", "url"):
+        assert rows[kind][0] == "refused" and "Domain.Read.All" in rows[kind][1]
+    assert list(indicators(stack)) == [digest]
+
+
 def test_a_ftp_url_is_refused_not_sent(clean_stack, host):
     stack = clean_stack
     response = host.post(BLOCK, incident(stack, url_entity(f"ftp://{fresh_domain()}/drop.zip")))
