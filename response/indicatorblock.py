@@ -155,7 +155,7 @@ class IndicatorResponse:
         for url in run.case.urls:
             cleaned = clean_url(url.url)
             parts = urlsplit(cleaned)
-            host = (parts.hostname or "").rstrip(".")
+            host = _ascii((parts.hostname or "").rstrip("."))
             if parts.scheme not in URL_SCHEMES:
                 run.refuse(cleaned, f"a {parts.scheme} URL: Defender URL indicators block http and https",
                            kind="url")
@@ -329,6 +329,16 @@ class IndicatorResponse:
             else:
                 run.add(target.label, "already", "not blocked (no blocking Defender indicator for this value)",
                         **target.data)
+
+
+def _ascii(host: str) -> str:
+    """A host name in its ASCII (IDNA) form, as internal domains and DomainName indicators name it."""
+    if _address(host) is not None:
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def _address(host: str) -> str | None:

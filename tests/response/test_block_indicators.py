@@ -213,6 +213,13 @@ def test_without_domain_read_all_no_domain_or_url_is_blocked_but_files_are(clean
     assert list(indicators(stack)) == [digest]
 
 
+def test_a_url_on_an_internal_name_written_in_unicode_is_still_internal(clean_stack, host_with):
+    client = host_with(INTERNAL_DOMAINS="xn--bcher-kva.example", BLOCK_INDICATOR_VERDICTS="none")
+    response = client.post(BLOCK, incident(clean_stack, url_entity("https://shop.bücher.example/cart")))
+    assert response.status_code == 409 and "internal domain (xn--bcher-kva.example" in response.text
+    assert clean_stack.mde.received == []
+
+
 def test_a_ftp_url_is_refused_not_sent(clean_stack, host):
     stack = clean_stack
     response = host.post(BLOCK, incident(stack, url_entity(f"ftp://{fresh_domain()}/drop.zip")))
