@@ -1,9 +1,11 @@
 """``make bench`` scenarios of the response actions, under the ``real`` latency profile (localdev/latency.py).
 
-1. Calls and time of one action: isolate 1 and 5 machines, block 3 IPs, disable 1 user. Calls are counted
+1. Calls and time of one action: isolate 1 and 5 machines, block 3 IPs, block a file, a URL and a domain the
+   enrichment rated (rated before the measured call), disable 1 user. Calls are counted
    where they land: each emulator's recorded requests, and Table Storage requests as the rest of the host's
    downstream calls (its ``Server-Timing`` header counts every outbound request, localdev/timing.py).
-   Goals: isolate one machine <= 8 calls, block-ip for 3 IPs <= 12 (issue #16: 11 and 24 before).
+   Goals: isolate one machine <= 8 calls, block-ip for 3 IPs <= 12 (issue #16: 11 and 24 before),
+   block-indicators for a file, a URL and a domain <= 11.
 2. Isolating the 5 machines of one incident to the end: the status route polled as a Logic App follows a
    202 (the emulator moves each action one step per read), Defender writes (goal: one per machine), and the
    same trigger again while pending and after success (goal: 0 writes).
@@ -28,13 +30,27 @@ from bench.common import Caller, row
 from localdev.stack import Stack
 from localdev.timing import ENV as SERVER_TIMING
 from localdev.timing import parse as parse_timing
-from tests.response.helpers import account_entity, fresh_ips, host_entity, incident, ip_entity, with_retry_policy
+from tests.response.helpers import (
+    account_entity,
+    dns_entity,
+    file_entity,
+    fresh_domain,
+    fresh_ips,
+    fresh_sha256,
+    host_entity,
+    incident,
+    ip_entity,
+    url_entity,
+    with_retry_policy,
+)
 
 PROFILE = "real"
 MACHINES = 5
 WRITES = "Defender writes (isolate requests)"
 RERUN = "Defender writes on two re-runs of the same trigger"
-CALL_GOALS = {"isolate 1 machine": 8, "block-ip 3 IPs": 12}
+CALL_GOALS = {"isolate 1 machine": 8, "block-ip 3 IPs": 12,
+              # Defender: 4 reads side by side (the URL's host too) and 1 import; 1 comment; 5 Table requests.
+              "block-indicators 1 file, 1 URL, 1 domain": 11}
 COLD_GOAL_SECONDS = 1.5
 COPIES = 4
 
@@ -49,6 +65,17 @@ def _user(stack: Stack) -> dict:
     oid, name = str(uuid.uuid4()), f"user-{uuid.uuid4().hex[:10]}"
     stack.graph.add_user(oid, f"{name}@contoso.com", name)
     return account_entity(name, aad_id=oid)
+
+
+def _rated_indicators(stack: Stack, caller: Caller) -> list[dict]:
+    """A file, a URL and a domain VirusTotal calls malicious, rated by the enrichment (the verdict cache the block
+    reads); the rating is not part of the measured call."""
+    digest, name, url = fresh_sha256(), fresh_domain(), f"https://{fresh_domain()}/login/"
+    for value in (digest, name, url):
+        stack.vt.set_report(value, malicious=9)
+    entities = [file_entity(digest), url_entity(url), dns_entity(name)]
+    caller.post("enrichment/reputation", incident(stack, *entities))
+    return entities
 
 
 def _received(stack: Stack) -> dict[str, int]:
@@ -74,6 +101,8 @@ def single_calls(stack: Stack, caller: Caller, runs: int) -> list[dict]:
         "isolate 1 machine": ("response/mde/isolate", lambda: [_machine(stack)]),
         f"isolate {MACHINES} machines": ("response/mde/isolate", lambda: [_machine(stack) for _ in range(MACHINES)]),
         "block-ip 3 IPs": ("response/block-ip", lambda: [ip_entity(ip) for ip in fresh_ips(3)]),
+        "block-indicators 1 file, 1 URL, 1 domain": ("response/block-indicators",
+                                                      lambda: _rated_indicators(stack, caller)),
         "disable-user 1 user": ("response/entra/disable-user", lambda: [_user(stack)]),
     }
     rows = []

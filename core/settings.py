@@ -170,6 +170,16 @@ SPECS: tuple[SettingSpec, ...] = (
                     "empty: off. Never lowers it"),
     SettingSpec("INCIDENT_TASKS", "",
                 doc="Analyst tasks per outcome (core/tasks.py): empty = built-in, 'off', or JSON overrides"),
+    # -- blocking files, URLs and domains as Defender indicators (issue #18, item 6) -----------------------------
+    SettingSpec("BLOCK_INDICATOR_VERDICTS", "malicious", "list",
+                doc="Latest VirusTotal verdicts (malicious, suspicious, harmless, unknown) for which block-indicators "
+                    "blocks a file, URL or domain; add none to also block what was never looked up"),
+    SettingSpec("BLOCK_INDICATOR_EXPIRY_HOURS", "2160", "int",
+                doc="Lifetime of a file, URL or domain block (Defender indicator); a new block renews the pack's own"),
+    SettingSpec("PROTECTED_INDICATORS", "microsoft.com,*.microsoft.com,microsoftonline.com,*.microsoftonline.com,"
+                                        "windowsupdate.com,*.windowsupdate.com,http*://login.microsoftonline.com/*",
+                "list", doc="Domains, URLs and hashes (exact or fnmatch patterns) block-indicators never blocks, "
+                            "besides the internal domains"),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}

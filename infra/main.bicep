@@ -242,6 +242,13 @@ var playbooks = [
     alert: true
     entities: ['Account']
   }
+  {
+    // Blocks the incident's files, URLs and domains as Defender indicators, within BLOCK_INDICATOR_VERDICTS (run the
+    // enrichment first). Destructive: no blanket rule; attach it after enrichment-ip-reputation where it fits.
+    name: 'response-block-indicators'
+    definition: loadJsonContent('playbooks/response-block-indicators.json')
+    runOn: []
+  }
 ]
 
 // What the registry deploys: each entry as written (incident trigger), its alert variant and its entity variants.

@@ -349,11 +349,17 @@ def definitions() -> dict[str, Schema]:
             "isolationType": nullable_text, "operation": string("Poll /response/mde/actions/{operation}",
                                                                 nullable=True),
             "pendingActions": array(ref("MachineAction")), "expiresAt": nullable_text,
+            "note": string("Why the call did less than asked (e.g. the error its retry follows)"),
+            "tasks": array(ref("TaskResult"), "Analyst tasks added to the incident (isolation)"),
         }, "What a response action did to each target", required=("action", "dryRun", "results", "counts")),
+        "TaskResult": obj({"taskId": string(), "title": string(),
+                           "result": string("created, updated, unchanged or kept-completed")},
+                          required=("taskId", "title", "result")),
         "ActionStatus": obj({
             "status": string("InProgress, Succeeded, Failed, …"), "operation": string(),
             "actions": array(obj({"id": string(), "status": string()}, required=("id", "status"))),
             "auditComment": nullable_text,
+            "tasks": array(ref("TaskResult"), "The analyst task a succeeded isolation adds"),
         }, required=("status", "operation", "actions")),
         "SyncSummary": obj({
             "created": boolean("True when this call created the ticket"), "incident": string(),
@@ -573,6 +579,17 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("unblock_ip", "POST"): Action(
         "UnblockIps", "Unblock the incident's IP addresses",
         "Removes the indicator and the block-list entry of each address.",
+        ok={200: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
+    ("block_indicators", "POST"): Action(
+        "BlockIndicators", "Block the incident's files, URLs and domains",
+        "Defender for Endpoint indicators (FileSha256/FileSha1/FileMd5 BlockAndRemediate, Url and DomainName Block) "
+        "for the values whose latest VirusTotal verdict is in BLOCK_INDICATOR_VERDICTS; never internal or protected "
+        "values; a URL without userinfo, query and fragment.",
+        ok={200: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
+    ("unblock_indicators", "POST"): Action(
+        "UnblockIndicators", "Unblock the incident's files, URLs and domains",
+        "Deletes the pack's own blocking indicators of each value (the undo of block-indicators); a block another "
+        "application made is reported, not removed.",
         ok={200: "ResponseSummary"}, body="TriggerBody", query=RESPONSE_QUERY),
     ("ip_blocklist", "GET"): Action(
         "GetBlockList", "The firewall block list",

@@ -8,6 +8,9 @@
   ``PUBLIC_BASE_URL``, never from the request's Host;
 - ``POST response/entra/confirm-compromised`` | ``revoke-sessions`` | ``disable-user`` | ``enable-user``;
 - ``POST response/block-ip``, ``POST response/unblock-ip``;
+- ``POST response/block-indicators``, ``POST response/unblock-indicators``: files, URLs and domains as Defender
+  indicators (one route for the three kinds, as one enrichment route rates them: one call, one budget, one
+  comment and one indicator import for a mixed incident);
 - ``GET response/blocklist``: the plain-text external dynamic list firewalls poll.
 Every POST accepts ``?dryRun=true`` (it can only add safety: the ``DRY_RUN`` setting cannot be lifted
 per call). Services and SDKs are imported inside the functions, not at cold start.
@@ -180,6 +183,25 @@ def unblock_ip(req: func.HttpRequest) -> func.HttpResponse:
     from response.ipblock import IpResponse
 
     return run_action(req, lambda case: IpResponse(_ctx()).unblock(case, dry_run=_dry_run(req)), name="unblock_ip")
+
+
+# -- file, URL and domain blocking (issue 18.6) ---------------------------------------------------------
+@bp.route(route="response/block-indicators", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def block_indicators(req: func.HttpRequest) -> func.HttpResponse:
+    """Block the incident's files, URLs and domains as Defender indicators, within BLOCK_INDICATOR_VERDICTS."""
+    from response.indicatorblock import IndicatorResponse
+
+    return run_action(req, lambda case: IndicatorResponse(_ctx()).block(case, dry_run=_dry_run(req)),
+                      name="block_indicators")
+
+
+@bp.route(route="response/unblock-indicators", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def unblock_indicators(req: func.HttpRequest) -> func.HttpResponse:
+    """Remove the pack's blocks of the incident's files, URLs and domains (the undo of block-indicators)."""
+    from response.indicatorblock import IndicatorResponse
+
+    return run_action(req, lambda case: IndicatorResponse(_ctx()).unblock(case, dry_run=_dry_run(req)),
+                      name="unblock_indicators")
 
 
 @bp.route(route="response/blocklist", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -85,8 +85,10 @@ class Guardrails:
 
 
 def refusal_message(entries: Sequence[AuditEntry]) -> str | None:
-    """When every entry is a refusal, the message of the 409 that says why; else None."""
-    if entries and all(e.outcome in REFUSED for e in entries):
+    """When every target was refused, the message of the 409 that says why; else None. Skipped entities (rows
+    that named no usable target) neither make a refusal nor prevent one."""
+    targets = [e for e in entries if e.outcome != "skipped"]
+    if targets and all(e.outcome in REFUSED for e in targets):
         return "nothing was done: " + "; ".join(f"{e.target}: {e.detail}" for e in entries)[:900]
     return None
 

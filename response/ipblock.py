@@ -33,17 +33,16 @@ from core.concurrency import run_all
 from core.context import Context
 from core.errors import PackError
 from response.blocklist import BlockEntry, BlockList
+from response.indicators import BLOCKING, RENEW_SLACK_SECONDS, Block, body, iso, parse_time, write
 from response.mde import DefenderClient, DefenderRejected
 from response.run import ResponseRun
 
 log = logging.getLogger(__name__)
 
-BLOCKING = frozenset({"AlertAndBlock", "Block", "BlockAndRemediate"})
 # Documentation ranges (RFC 5737, RFC 3849): never seen in real telemetry; the samples, demo and tests use
 # them as public addresses, so they are blockable here as they are looked up by the enrichment.
 DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
                                                          "2001:db8::/32"))
-RENEW_SLACK_SECONDS = 3600  # a retry minutes later must not rewrite the indicator
 
 
 def not_blockable(address: str) -> str | None:
@@ -63,19 +62,6 @@ def not_blockable(address: str) -> str | None:
     return "not a globally routable address"
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 class IpResponse:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -92,10 +78,9 @@ class IpResponse:
 
     def _run(self, case: Case, action: str, title: str, dry_run: bool) -> dict:
         run = ResponseRun(self.ctx, case, action=action, title=title, dry_run_requested=dry_run)
-        run.subjects = [ip.address for ip in run.case.ips] + list(run.case.invalid_ips)
-        run.require("IP")
-        for raw in run.case.invalid_ips:
-            run.refuse(raw, "not an IP address")
+        run.subjects = [ip.address for ip in run.case.ips]
+        run.skip("ip")  # no address, or one that does not parse (Case.skipped)
+        run.require("IP", run.case.ips)
         addresses = []
         for ip in run.case.ips:
             reason = not_blockable(ip.address)
@@ -117,7 +102,7 @@ class IpResponse:
                 self._unblock(run, addresses, found, rows)
         except PackError as exc:
             error = exc
-        return run.close(error, expiresAt=_iso(expires) if action == "block-ip" else None)
+        return run.close(error, expiresAt=iso(expires) if action == "block-ip" else None)
 
     def _block(self, run: ResponseRun, addresses: list[str], found: dict[str, list[dict]], rows: dict[str, dict],
                expires: datetime) -> None:
@@ -131,21 +116,22 @@ class IpResponse:
                                                "(a SOC exclusion): not blocked", [str(allowed[0].get("id", ""))])
                 continue
             blocking = [i for i in indicators if i.get("action") in BLOCKING]
-            current = max(blocking, key=lambda i: _parse_time(i.get("expirationTime")) or expires, default=None)
-            current_expiry = _parse_time(current.get("expirationTime")) if current else None
+            current = max(blocking, key=lambda i: parse_time(i.get("expirationTime")) or expires, default=None)
+            current_expiry = parse_time(current.get("expirationTime")) if current else None
             fresh = current is not None and (current_expiry is None  # a block without expiry outlasts this one
                                              or current_expiry >= expires - timedelta(seconds=RENEW_SLACK_SECONDS))
             listed = self.blocklist.listed(rows.get(address))
             if fresh and listed is not None and listed.expires_at >= expires.timestamp() - RENEW_SLACK_SECONDS:
                 assert current is not None
-                until = _iso(current_expiry) if current_expiry else "revoked"
+                until = iso(current_expiry) if current_expiry else "revoked"
                 outcome[address] = ("already", f"blocked until {until}", [str(current.get("id", ""))])
             elif run.read_only:
                 outcome[address] = ("would", f"Defender indicator AlertAndBlock and block-list entry until "
-                                             f"{_iso(expires)}", [])
+                                             f"{iso(expires)}", [])
             else:
                 plans[address] = (current if fresh else None, current is not None and not fresh)
-        submitted = self._submit(run.case, [a for a, (kept, _) in plans.items() if kept is None], expires)
+        submitted = write(self.mde, [body(run.case, Block(address, "IpAddress", "AlertAndBlock", expires, ""))
+                                     for address, (kept, _) in plans.items() if kept is None])
         entries = []
         for address, (kept, _renewal) in plans.items():
             indicator = kept or submitted.get(address.lower())
@@ -159,7 +145,7 @@ class IpResponse:
         for entry in entries:
             kept, renewal = plans[entry.address]
             what = "renewed" if renewal else "indicator kept" if kept else "indicator created"
-            outcome[entry.address] = ("done", f"blocked until {_iso(expires)} ({what}; block list: "
+            outcome[entry.address] = ("done", f"blocked until {iso(expires)} ({what}; block list: "
                                               f"{listings[entry.address]})", [entry.indicator_id])
         for address in addresses:
             kind, *rest = outcome[address]
@@ -167,37 +153,6 @@ class IpResponse:
                 run.failed(address, rest[0])
             else:
                 run.add(address, kind, rest[0], rest[1])
-
-    def _submit(self, case: Case, addresses: list[str], expires: datetime) -> dict[str, dict | DefenderRejected]:
-        """One write for every indicator the call needs: a submit for one, an import for several."""
-        if len(addresses) == 1:
-            try:
-                return {addresses[0].lower(): self.mde.submit_indicator(self._indicator(case, addresses[0], expires))}
-            except DefenderRejected as exc:
-                return {addresses[0].lower(): exc}
-        results = self.mde.import_indicators([self._indicator(case, a, expires) for a in addresses])
-        out: dict[str, dict | DefenderRejected] = {}
-        for address in addresses:
-            result = results.get(address.lower())
-            if result is None or result.get("isFailed"):
-                reason = (result or {}).get("failureReason") or "no result for this indicator"
-                out[address.lower()] = DefenderRejected(f"Defender for Endpoint did not import the indicator of "
-                                                        f"{address}: {str(reason)[:200]}")
-            else:
-                out[address.lower()] = result
-        return out
-
-    def _indicator(self, case: Case, address: str, expires: datetime) -> dict:
-        title = f"Sentinel {case.label}: block {address}"
-        description = (f"Blocked by the sentinel-playbooks response playbook for Microsoft Sentinel {case.label}"
-                       + (f": {case.title}" if case.title else "")
-                       + (f" ({case.incident_id.rsplit('/', 1)[-1]})" if case.incident_id else "") + ".")
-        return {
-            "indicatorValue": address, "indicatorType": "IpAddress", "action": "AlertAndBlock",
-            "title": title[:200], "description": description[:1000], "expirationTime": _iso(expires),
-            "severity": case.severity or "Medium", "generateAlert": True,
-            "recommendedActions": "Review the Sentinel incident before removing this block.",
-        }
 
     def _unblock(self, run: ResponseRun, addresses: list[str], found: dict[str, list[dict]],
                  rows: dict[str, dict]) -> None:

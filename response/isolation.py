@@ -23,6 +23,12 @@ same operation; written in the request that gives the leases back). The call ans
 URL, never the request's Host) and ``Retry-After``; that route is anonymous, checks the signature, answers 202
 while any action is Pending / InProgress and 200 with the final state, and writes one follow-up audit comment
 with the outcome.
+
+Analyst task (issue #18, item 3): once a machine is isolated (its Isolate action Succeeded, seen by the status
+route, or found already isolated by a later call) the incident gets the ``isolation`` task of core/tasks.py,
+"Collect an investigation package", naming the machines; ``INCIDENT_TASKS`` changes or turns it off. Its id is
+deterministic (incident, outcome), so retries and later calls find the same task, and a task an analyst
+completed is never reopened. The answer lists it under ``tasks``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from core.concurrency import run_bounded
 from core.context import Context
 from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
 from core.state import op_merge
+from core.tasks import Tasks, templates_from_setting
 from response.mde import (
     ACTIVE,
     FAILED,
@@ -105,7 +112,8 @@ class MachineResponse:
         run = ResponseRun(self.ctx, case, action=f"mde-{verb.name}", title=verb.title, dry_run_requested=dry_run)
         hosts = run.case.hosts
         run.subjects = [(h.mde_device_id or h.fqdn) for h in hosts]
-        run.require("Host")
+        run.skip("host")
+        run.require("Host", hosts)
         pending: list[MachineAction] = []
         operation: str | None = None
         error: PackError | None = None
@@ -117,10 +125,13 @@ class MachineResponse:
             pending = [action for action in acted if action is not None]
             if pending and not run.dry_run:  # a dry run never starts anything to follow
                 operation = self._operation(run, verb, pending)
+            tasks = self._tasks(run.case.incident_id, [e.data.get("computerDnsName") for e in run.entries
+                                                       if e.outcome == "already"]) \
+                if verb is ISOLATE and not run.read_only else []
         except PackError as exc:
-            error, operation = exc, None
+            error, operation, tasks = exc, None, []
         summary = run.close(error, isolationType=isolation_type, operation=operation,
-                            pendingActions=[a.to_dict() for a in pending])
+                            pendingActions=[a.to_dict() for a in pending], **({"tasks": tasks} if tasks else {}))
         return (202 if operation else 200), summary
 
     def _resolve(self, run: ResponseRun, hosts: tuple[HostEntity, ...]) -> list[Machine]:
@@ -278,11 +289,23 @@ class MachineResponse:
             next((s for s in FAILED if s in statuses), "Failed")
         body: dict[str, Any] = {"status": overall, "operation": reference, "actions": actions}
         if row is not None:
-            body["auditComment"] = self._final_comment(row, overall, actions)
+            body["auditComment"], tasks = self._final_comment(row, overall, actions)
+            if tasks:
+                body["tasks"] = tasks
         return 200, body
 
-    def _final_comment(self, row: dict, overall: str, actions: list[dict]) -> str | None:
-        """One follow-up audit comment with the outcome (written once; its id is deterministic anyway)."""
+    def _tasks(self, incident_id: str | None, machines: list[str | None]) -> list[dict]:
+        """The analyst task of an isolation (core/tasks.py, outcome ``isolation``), naming the isolated machines."""
+        names = sorted({m for m in machines if m})
+        if not incident_id or not names:
+            return []
+        tasks = Tasks(self.ctx.sentinel, templates_from_setting(str(self.ctx.settings["INCIDENT_TASKS"] or "")))
+        return [t.to_dict() for t in tasks.add(incident_id, "isolation", machine=", ".join(names))]
+
+    def _final_comment(self, row: dict, overall: str, actions: list[dict]) -> tuple[str | None, list[dict]]:
+        """One follow-up audit comment with the outcome (written once; its id is deterministic anyway) and, for an
+        isolation that succeeded, the analyst task; the row is marked final only once both are written, so a
+        failure of either is retried by the next poll."""
         verb = ISOLATE if row.get("verb") == "isolate" else RELEASE
         entries = [AuditEntry(str(a.get("computerDnsName") or a.get("machineId") or "?"),
                               "done" if a["status"] == "Succeeded" else "failed",
@@ -290,12 +313,16 @@ class MachineResponse:
                    for a in actions]
         incident = row.get("incident_id") or None
         action, key_parts = f"mde-{verb.name}", ("final", row["RowKey"].removeprefix(OP_PREFIX))
+        tasks: list[dict] = []
         if row.get("final") != overall:
-            AuditTrail(self.ctx.sentinel).record_followup(incident, str(row.get("case_label", "")), action,
-                                                          f"{verb.title}: {overall}", entries, key_parts)
+            AuditTrail(self.ctx.sentinel, budget=self.ctx.comments).record_followup(
+                incident, str(row.get("case_label", "")), action, f"{verb.title}: {overall}", entries, key_parts)
+            if verb is ISOLATE:
+                tasks = self._tasks(incident, [a.get("computerDnsName") or a.get("machineId") for a in actions
+                                               if a["status"] == "Succeeded"])
             updated = {k: v for k, v in row.items() if not k.startswith("_")} | {"final": overall}
             self.ctx.state.replace_if_unchanged(STATE_TABLE, updated, row["_etag"])
-        return AuditTrail.followup_key(incident, action, key_parts)
+        return AuditTrail.followup_key(incident, action, key_parts), tasks
 
 
 __all__ = ["ISOLATE", "OP_PREFIX", "POLL_SECONDS", "RELEASE", "MachineResponse", "isolation_state"]

@@ -47,12 +47,25 @@ IMPORT_BATCH = 500  # Import Indicators API: "Maximum batch size for one API cal
 # refused before it reaches a filter, so a crafted entity cannot widen the query.
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")  # machine ids (SHA-1 hex), GUIDs, indicator numbers
+# An indicator value in a filter: printable ASCII without spaces (URLs too, whose paths hold / ? = & ...), bounded;
+# quotes are doubled as OData escapes them.
+_SAFE_VALUE = re.compile(r"^[\x21-\x7e]{1,2048}$")
+# Defender indicator types (Indicator resource type) of what the pack blocks, by what the pack calls them.
+INDICATOR_TYPES = {"ip": "IpAddress", "sha256": "FileSha256", "sha1": "FileSha1", "md5": "FileMd5", "url": "Url",
+                   "domain": "DomainName"}
 
 
 def odata_literal(value: str) -> str:
     """``value`` as an OData string literal, after checking it holds only name / id / address characters."""
     if not _SAFE_LITERAL.match(value):
         raise BadRequest(f"{value[:60]!r} is not a valid machine name, id or address")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def odata_value_literal(value: str) -> str:
+    """An indicator value (an address, a hash, a domain or a URL) as an OData string literal."""
+    if not _SAFE_VALUE.match(value):
+        raise BadRequest(f"{value[:60]!r} is not a valid indicator value")
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -207,7 +220,8 @@ class DefenderClient:
 
     # -- indicators ---------------------------------------------------------------------------
     def indicators_for(self, value: str, indicator_type: str) -> list[dict]:
-        filter_ = f"indicatorValue eq {odata_literal(value)} and indicatorType eq {odata_literal(indicator_type)}"
+        filter_ = (f"indicatorValue eq {odata_value_literal(value)} and indicatorType eq "
+                   f"{odata_literal(indicator_type)}")
         return self._list("/api/indicators", filter_)
 
     def submit_indicator(self, indicator: dict) -> dict:
@@ -238,5 +252,5 @@ def _path_id(value: str) -> str:
     return value
 
 
-__all__ = ["ACTIVE", "FAILED", "ISOLATION_TYPES", "ActionInProgress", "DefenderClient", "DefenderRejected", "Machine",
-           "MachineAction", "odata_literal"]
+__all__ = ["ACTIVE", "FAILED", "INDICATOR_TYPES", "ISOLATION_TYPES", "ActionInProgress", "DefenderClient",
+           "DefenderRejected", "Machine", "MachineAction", "odata_literal", "odata_value_literal"]

@@ -13,11 +13,21 @@ by side (``each``, at most ``RESPONSE_POOL_SIZE`` at a time) after checking each
   target still needs a write it answers 429 + Retry-After at once (``Busy``) and the Logic App retries.
   Nothing polls: duplicates never wait on each other, and a crowd of retries does not queue on one lease;
 
-- a retry-worthy failure (429, 5xx, storage down) is raised after the audit, so the Logic App retries
-  and the retry, idempotent, completes the same comment;
+- a retry-worthy failure (429, 5xx, storage down) is raised after the audit, so the Logic App retries;
+  the retry, idempotent, acts on what is left;
 - when no target reached the wanted state: the first per-target failure (e.g. 403 from Graph) or a 409
   ``ResponseRefused`` naming every refusal;
 - otherwise the summary (200, or 202 for pending machine actions).
+
+Audit comments are never edited (issue #15, item 11: the Defender portal does not show comment edits):
+``AuditTrail(..., edits=False)`` writes a retry with the *same* content under the same id (a PUT of the same
+comment), and new information (the retry did what the first attempt could not) as a new comment, merged with
+what the first attempt did, so nothing is lost; both go through the incident's comment budget (``ctx.comments``).
+
+Entities the case skipped with a reason (``Case.skipped``: an IP entity without an address, a hash of the
+wrong length...) are ``skipped`` rows of the kinds the action acts on (``skip``). A payload with no entity
+left to act on is the documented 400 "no <kind> entity" (``require``), which names the skipped ones; the
+audit comment shows their rows.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ T = TypeVar("T")
 
 # Outcomes meaning "this target is (or would be) in the wanted state, or the feature is unavailable".
 REACHED = frozenset({"done", "pending", "already", "would", "unavailable"})
+SKIPPED = "skipped"  # an entity of the action's kind that names no usable target (Case.skipped)
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 # Leases (RowKey ``lease|<kind>|<target>``), blast-radius rows and asynchronous operations share one partition
 # of one table, so one entity group transaction can take the leases and spend the budget (core/radius.py).
@@ -52,6 +63,17 @@ STATE_TABLE, STATE_PARTITION = TABLE, PARTITION
 LEASE_SECONDS = 60.0  # longer than any action holds a target; a crashed run's lease frees itself after it
 _collector: contextvars.ContextVar[list[AuditEntry] | None] = contextvars.ContextVar("response_entries",
                                                                                     default=None)
+
+
+_USERINFO = re.compile(r"//[^/?#@\s]*@")
+
+
+def _shown(kind: str, value: str) -> str:
+    """A skipped value as a row shows it: a URL that did not parse may still carry credentials or tokens, so it
+    loses its userinfo, query and fragment as any URL the pack sends on does."""
+    if kind != "url":
+        return value
+    return _USERINFO.sub("//", value).split("?", 1)[0].split("#", 1)[0]
 
 
 def parse_flag(value: str | None, name: str) -> bool:
@@ -209,11 +231,25 @@ class ResponseRun:
     def refuse(self, target: str, reason: str, **data: Any) -> None:
         self.add(target, "refused", reason, **data)
 
-    def require(self, what: str) -> None:
-        """The payload named no target of this kind: audit that, and answer 400."""
-        if not self.subjects:
-            self.close(BadRequest(f"no {what} entity in the payload: nothing to do for {self.action}"),
-                       note=f"no {what} entity")
+    def skip(self, *kinds: str) -> None:
+        """A ``skipped`` row for every entity of ``kinds`` the case could not use, with its reason; their values
+        join the subjects (they name the call as much as the usable ones)."""
+        for item in self.case.skipped:
+            if item.kind in kinds:
+                value = _shown(item.kind, item.value)
+                self.add(value or f"({item.kind} entity without a value)", SKIPPED, item.reason, kind=item.kind)
+                self.subjects.append(f"skipped:{item.kind}:{value}")
+
+    def require(self, what: str, targets: Sequence[Any]) -> None:
+        """The payload named no usable target of this kind: audit that (with the skipped rows), and answer 400.
+        A target refused while it was being read counts as one (the call then answers 409 naming it)."""
+        if targets or any(e.outcome == "refused" for e in self.entries):
+            return
+        skipped = [e for e in self.entries if e.outcome == SKIPPED]
+        listed = "; ".join(f"{e.target}: {e.detail}" for e in skipped)[:600]
+        detail = f" ({len(skipped)} skipped: {listed})" if skipped else ""
+        self.close(BadRequest(f"no {what} entity to act on in the payload{detail}: nothing to do for {self.action}"),
+                   note=f"no {what} entity to act on{detail}")
 
     def failed(self, target: str, error: PackError, **data: Any) -> None:
         """A target whose action failed for a reason a retry will not fix (kept to answer with)."""
@@ -234,8 +270,6 @@ class ResponseRun:
         _, comment = run_all(self._release, lambda: self.audit.record(
             audited, self.action, self.title, self.entries, subjects=self.subjects, dry_run=self.dry_run,
             note=note))
-        if self.observing and self.case.incident_id:
-            comment = AuditTrail.comment_key(self.case, self.action, self.subjects, self.dry_run)
         if error is not None:
             raise error
         if not any(e.outcome in REACHED for e in self.entries):
@@ -253,11 +287,22 @@ class ResponseRun:
             "results": [e.to_dict() for e in self.entries],
             "counts": dict(counts),
             "auditComment": comment,
-            "commentSkipped": None if self.case.incident_id else "no incident id in the payload: audited in the logs",
+            "commentSkipped": self._comment_skipped(comment),
+            **({"note": note} if note else {}),
             # Another run held a target: this one found it in the wanted state and wrote nothing.
             **({"observedConcurrentRun": True} if self.observing else {}),
             **extra,
         }
+
+    def _comment_skipped(self, comment: str | None) -> str | None:
+        if not self.case.incident_id:
+            return "no incident id in the payload: audited in the logs"
+        if self.observing:
+            return "another run of this call holds its targets and writes the incident comment"
+        if comment is None:
+            return ("not commented: the incident's comment budget is spent (SENTINEL_COMMENT_RESERVE); the answer "
+                    "and the logs carry the result")
+        return None
 
     def _release(self) -> None:
         """Give the leases back, writing ``release_also`` in the same request. Without such rows a failed release
@@ -274,7 +319,7 @@ class ResponseRun:
 
     @property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.ctx.sentinel, self.ctx.state)
+        return AuditTrail(self.ctx.sentinel, self.ctx.state, self.ctx.comments, edits=False)
 
 
-__all__ = ["GUID", "REACHED", "STATE_PARTITION", "STATE_TABLE", "ResponseRun", "parse_flag"]
+__all__ = ["GUID", "REACHED", "SKIPPED", "STATE_PARTITION", "STATE_TABLE", "ResponseRun", "parse_flag"]

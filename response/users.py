@@ -97,7 +97,8 @@ class UserResponse:
         run = ResponseRun(self.ctx, case, action=action.name, title=action.title, dry_run_requested=dry_run)
         accounts = run.case.accounts
         run.subjects = [a.key for a in accounts]
-        run.require("Account")
+        run.skip("account")
+        run.require("Account", accounts)
         error: PackError | None = None
         try:
             graph = self._graph()

@@ -15,10 +15,16 @@ The contract (Defender for Endpoint API reference, "Handling REST API errors"):
   step, Pending -> InProgress -> its outcome (Succeeded unless ``set_outcome`` says Failed, TimeOut or
   Cancelled; ``hold`` keeps actions pending). A succeeded Isolate isolates the machine, a succeeded
   Unisolate releases it;
-- ``POST /api/indicators`` submits *or updates* (same value and type -> same indicator), 200;
+- ``POST /api/indicators`` submits *or updates* (same value and type -> same indicator), 200; ``application``
+  is kept from the first writer ("This field only works for new indicators"). The value is checked for its type
+  with the documented error codes ("Handling REST API errors"): ``InvalidHashValue`` (a FileSha256 / FileSha1 /
+  FileMd5 that is not 64 / 40 / 32 hex digits), ``InvalidDomainName``, ``InvalidUrl`` (not an absolute http(s)
+  URL), ``InvalidIpAddress`` (CIDR too); ``BlockAndRemediate`` only for files and certificates ("Overview of
+  indicators": the actions available per indicator type); ``Audit`` needs ``generateAlert`` true;
   ``POST /api/indicators/import`` ``{"Indicators": [...]}`` submits or updates up to 500 at once, 200 with
   ``{"value": [{"id", "indicator", "isFailed", "failureReason"}]}`` (an invalid indicator fails alone; more
-  than 500 or no list is 400) (Import Indicators API); ``DELETE /api/indicators/{id}`` 204, 404 when unknown;
+  than 500 is 400 ``MaximumBatchSizeExceeded``, no list 400) (Import Indicators API); ``DELETE
+  /api/indicators/{id}`` 204, 404 when unknown;
 - indicators belong to the application that created them (``createdBy`` = its client id): "If the
   application has Ti.ReadWrite.All permission, it will be exposed to all Indicators. Otherwise, it will be
   exposed only to the Indicators it created" (List Indicators API). The token's application and roles come
@@ -42,6 +48,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from localdev.emulators.base import Emulator, Request, Response
 from localdev.emulators.entra import DEPLOYED_ROLES, MANAGED_IDENTITY, MDE_AUDIENCE, Caller
@@ -61,6 +68,12 @@ FILTERABLE = {
 INDICATOR_TYPES = ("FileSha1", "FileSha256", "FileMd5", "CertificateThumbprint", "IpAddress", "DomainName", "Url")
 INDICATOR_ACTIONS = ("Alert", "Warn", "Block", "Audit", "BlockAndRemediate", "AlertAndBlock", "Allowed")
 SEVERITIES = ("Informational", "Low", "Medium", "High")
+HASH_DIGITS = {"FileSha256": 64, "FileSha1": 40, "FileMd5": 32}
+# "The table below shows which actions are available per indicator (IoC) type": Block and remediate for files and
+# certificates only (Learn, "Overview of indicators in Microsoft Defender for Endpoint").
+REMEDIATE_TYPES = ("FileSha1", "FileSha256", "FileMd5", "CertificateThumbprint")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CLAUSE = re.compile(
     r"^\s*(?:(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'"
     r"|startswith\(\s*(?P<sfield>\w+)\s*,\s*'(?P<prefix>(?:[^']|'')*)'\s*\))\s*$")
@@ -79,6 +92,38 @@ def _now() -> str:
 
 def _error(status: int, code: str, message: str) -> Response:
     return Response(status, {"error": {"code": code, "message": message, "target": str(uuid.uuid4())}})
+
+
+def _is_time(value: object) -> bool:
+    try:
+        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _domain(value: str) -> bool:
+    """A DNS name as a DomainName indicator takes it: labels of letters, digits and hyphens, no scheme, path or
+    wildcard ("wildcards and ranges are not supported"), not an address."""
+    labels = value.rstrip(".").split(".")
+    try:
+        ipaddress.ip_address(value)
+        return False
+    except ValueError:
+        pass
+    return len(value) <= 253 and len(labels) >= 2 and all(_LABEL.match(label) for label in labels)
+
+
+def _url(value: str) -> bool:
+    """An absolute http(s) URL with a host and no spaces (network protection blocks HTTP and HTTPS)."""
+    if any(ch.isspace() for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def _json_body(req: Request) -> dict | Response:
@@ -370,11 +415,29 @@ class DefenderEmulator(Emulator):
             return "InvalidInput", f"Invalid input action: {body['action']}"
         if body.get("severity") is not None and body["severity"] not in SEVERITIES:
             return "InvalidInput", f"Invalid input severity: {body['severity']}"
-        if body["indicatorType"] == "IpAddress":
+        if body["action"] == "BlockAndRemediate" and body["indicatorType"] not in REMEDIATE_TYPES:
+            return "InvalidInput", f"Invalid input action: BlockAndRemediate is not available for " \
+                                   f"{body['indicatorType']}"
+        if body["action"] == "Audit" and body.get("generateAlert") is not True:
+            return "InvalidInput", "Invalid input generateAlert: must be true for an Audit indicator"
+        if body.get("expirationTime") is not None and not _is_time(body["expirationTime"]):
+            return "InvalidInput", f"Invalid input expirationTime: {str(body['expirationTime'])[:60]}"
+        return DefenderEmulator._invalid_value(body["indicatorType"], body["indicatorValue"])
+
+    @staticmethod
+    def _invalid_value(kind: str, value: str) -> tuple[str, str] | None:
+        """The documented error of a value that is not one of its type ("Handling REST API errors")."""
+        if kind == "IpAddress":
             try:
-                ipaddress.ip_address(body["indicatorValue"])
+                ipaddress.ip_address(value)
             except ValueError:  # CIDR notation is not supported either
-                return "InvalidIpAddress", f"IP address {body['indicatorValue']} is invalid."
+                return "InvalidIpAddress", f"IP address {value} is invalid."
+        elif kind in HASH_DIGITS and (len(value) != HASH_DIGITS[kind] or not _HEX.match(value)):
+            return "InvalidHashValue", f"Hash value {value} is invalid."
+        elif kind == "DomainName" and not _domain(value):
+            return "InvalidDomainName", f"Domain name {value} is invalid."
+        elif kind == "Url" and not _url(value):
+            return "InvalidUrl", f"URL {value} is invalid."
         return None
 
     def _upsert_indicator(self, body: dict, caller: Caller) -> dict:
@@ -388,7 +451,9 @@ class DefenderEmulator(Emulator):
                                  "createdBySource": "PublicApi", "sourceType": "AadApp"}
         indicator.update({k: body.get(k) for k in ("indicatorValue", "indicatorType", "action", "title",
                                                    "description", "expirationTime", "severity",
-                                                   "recommendedActions", "generateAlert", "application")})
+                                                   "recommendedActions", "generateAlert")})
+        if existing is None:  # "This field only works for new indicators. It doesn't update the value on an
+            indicator["application"] = body.get("application")  # existing indicator." (Submit Indicator API)
         indicator.update({"lastUpdateTime": _now(), "lastUpdatedBy": name,
                           "rbacGroupNames": body.get("rbacGroupNames") or []})
         self._indicators[indicator["id"]] = indicator
@@ -413,7 +478,8 @@ class DefenderEmulator(Emulator):
         if not isinstance(items, list) or not items:
             return _error(400, "MissingRequiredParameter", "Parameter Indicators is missing.")
         if len(items) > IMPORT_BATCH:
-            return _error(400, "InvalidInput", f"Maximum batch size for one API call is {IMPORT_BATCH}.")
+            return _error(400, "MaximumBatchSizeExceeded",
+                          f"Maximum batch size exceeded. Received: {len(items)}, allowed: {IMPORT_BATCH}.")
         caller, results = self._caller(req), []
         with self._state:
             for item in items:

@@ -53,6 +53,7 @@ def test_the_registry_deploys_these_playbooks():
         "response-ask-user": ("incident", ""),
         "response-ask-user-alert": ("alert", ""),
         "response-ask-user-entity-account": ("entity", "Account"),
+        "response-block-indicators": ("incident", ""),
     }
     assert registry_problems() == []
 
@@ -211,7 +212,8 @@ def test_a_definition_with_variants_may_read_its_trigger_only_in_the_translated_
     (tmp_path / "response-block-ip.json").write_text(json.dumps(definition))
     monkeypatch.setattr(playbook_check, "PLAYBOOKS", tmp_path)
     for name in ("enrichment-ip-reputation.json", "sync-servicenow-outbound.json", "response-isolate-machines.json",
-                 "response-disable-user.json", "orchestration-compromised-user.json", "response-ask-user.json"):
+                 "response-disable-user.json", "orchestration-compromised-user.json", "response-ask-user.json",
+                 "response-block-indicators.json"):
         (tmp_path / name).write_text((INFRA / "playbooks" / name).read_text())
     problems = registry_problems()
     assert len(problems) == 1 and "['properties']?['title']" in problems[0], problems

@@ -75,6 +75,10 @@ NOT_SET_IN_AZURE = {
     "VIRUSTOTAL_DOMAINS_FROM_URLS": "off by default",
     "VIRUSTOTAL_RAISE_SEVERITY": "off by default (a SOC's choice)",
     "INCIDENT_TASKS": "the built-in task templates by default",
+    # Blocking files, URLs and domains (issue 18.6): safe defaults documented in core/settings.py.
+    "BLOCK_INDICATOR_VERDICTS": "default malicious (a block without a person deciding needs more than one engine)",
+    "BLOCK_INDICATOR_EXPIRY_HOURS": "default 90 days, as Microsoft's Restrict-MDE* playbook templates block",
+    "PROTECTED_INDICATORS": "default protects Microsoft's sign-in and update domains; a SOC adds its own",
 }
 
 HTTP_ACTION_TYPES = {"http", "httpwebhook"}

@@ -161,16 +161,67 @@ def test_indicator_submit_is_an_upsert_and_delete_is_204_then_404(mde, http):
     assert http.delete(f"{mde.url}/api/indicators/{second['id']}", timeout=5).status_code == 404
 
 
+SHA256 = "9f" * 32
+
+
 @pytest.mark.parametrize(("change", "code"), [
     ({"indicatorValue": "10.0.0.0/8"}, "InvalidIpAddress"),
     ({"action": "Nuke"}, "InvalidInput"),
     ({"title": ""}, "MissingRequiredParameter"),
+    # Each type's value, with the documented error codes ("Handling REST API errors").
+    ({"indicatorType": "FileSha256", "indicatorValue": SHA256[:-2]}, "InvalidHashValue"),
+    ({"indicatorType": "FileSha256", "indicatorValue": "zz" * 32}, "InvalidHashValue"),
+    ({"indicatorType": "FileSha1", "indicatorValue": SHA256}, "InvalidHashValue"),
+    ({"indicatorType": "FileMd5", "indicatorValue": "ab" * 20}, "InvalidHashValue"),
+    ({"indicatorType": "DomainName", "indicatorValue": "*.evil.example"}, "InvalidDomainName"),
+    ({"indicatorType": "DomainName", "indicatorValue": "https://evil.example/"}, "InvalidDomainName"),
+    ({"indicatorType": "DomainName", "indicatorValue": "203.0.113.45"}, "InvalidDomainName"),
+    ({"indicatorType": "Url", "indicatorValue": "evil.example/login"}, "InvalidUrl"),
+    ({"indicatorType": "Url", "indicatorValue": "ftp://evil.example/x"}, "InvalidUrl"),
+    # Block and remediate is a file (and certificate) action; Audit must alert; a time must be a time.
+    ({"action": "BlockAndRemediate"}, "InvalidInput"),
+    ({"indicatorType": "Url", "indicatorValue": "https://evil.example/a", "action": "BlockAndRemediate"},
+     "InvalidInput"),
+    ({"action": "Audit"}, "InvalidInput"),
+    ({"expirationTime": "next tuesday"}, "InvalidInput"),
 ])
 def test_indicator_validation(mde, http, change, code):
     body = {"indicatorValue": "203.0.113.45", "indicatorType": "IpAddress", "action": "AlertAndBlock",
             "title": "t", "description": "d"} | change
     response = http.post(f"{mde.url}/api/indicators", json=body, timeout=5)
     assert response.status_code == 400 and response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("body", [
+    {"indicatorType": "FileSha256", "indicatorValue": SHA256, "action": "BlockAndRemediate"},
+    {"indicatorType": "FileSha1", "indicatorValue": "a1" * 20, "action": "Block"},
+    {"indicatorType": "FileMd5", "indicatorValue": "B2" * 16, "action": "Allowed"},
+    {"indicatorType": "DomainName", "indicatorValue": "evil.example", "action": "Block"},
+    {"indicatorType": "Url", "indicatorValue": "https://evil.example/login/", "action": "Block"},
+    {"indicatorType": "Url", "indicatorValue": "http://203.0.113.45:8080/x", "action": "Audit",
+     "generateAlert": True},
+])
+def test_every_type_the_pack_blocks_is_accepted(mde, http, body):
+    answer = http.post(f"{mde.url}/api/indicators", json={"title": "t", "description": "d", **body}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["indicatorType"] == body["indicatorType"]
+
+
+def test_application_is_kept_from_the_first_writer(mde, http):
+    """Submit Indicator API, ``application``: "This field only works for new indicators. It doesn't update the
+    value on an existing indicator." """
+    body = {"indicatorValue": "evil.example", "indicatorType": "DomainName", "action": "Block", "title": "t",
+            "description": "d", "application": "first"}
+    first = http.post(f"{mde.url}/api/indicators", json=body, timeout=5).json()
+    second = http.post(f"{mde.url}/api/indicators", json=body | {"application": "second", "title": "t2"},
+                       timeout=5).json()
+    assert second["id"] == first["id"] and second["application"] == "first" and second["title"] == "t2"
+
+
+def test_an_import_over_500_is_maximum_batch_size_exceeded(mde, http):
+    too_many = http.post(f"{mde.url}/api/indicators/import", json={"Indicators": [BLOCK_BODY] * 501}, timeout=5)
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["code"] == "MaximumBatchSizeExceeded" and "Received: 501" in too_many.text
 
 
 def test_faults_use_the_defender_error_shape(mde, http):

@@ -40,6 +40,11 @@ PUBLIC = "https://soc-playbooks.azurewebsites.example"
 ISOLATE, DISABLE, ENABLE = "response/mde/isolate", "response/entra/disable-user", "response/entra/enable-user"
 
 
+# Outside LOCAL_MODE the pack acts only on the workspaces it is pinned to (issue 14.5): the samples' workspace.
+HOME = "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.OperationalInsights/workspaces/{}".format(
+    *DEFAULT_WORKSPACE)
+
+
 @pytest.fixture(scope="module")
 def deployed(stack):
     """A host configured as in Azure: not LOCAL_MODE, PUBLIC_BASE_URL set."""

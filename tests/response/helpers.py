@@ -33,6 +33,48 @@ def ip_entity(address: str) -> dict:
     return {"kind": "Ip", "properties": {"address": address, "friendlyName": address}}
 
 
+# Indicators the enrichment rates and block-indicators blocks (issue 18).
+def fresh_sha256() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+def fresh_domain() -> str:
+    return f"evil-{uuid.uuid4().hex[:10]}.example"
+
+
+def file_entity(value: str, algorithm: str = "SHA256") -> dict:
+    return {"kind": "FileHash", "properties": {"algorithm": algorithm, "hashValue": value, "friendlyName": value}}
+
+
+def file_with_hashes(name: str, **hashes: str) -> list[dict]:
+    """A File entity pointing at its FileHash entities (ARM format: ``fileHashEntityIds``)."""
+    ids = [f"h-{uuid.uuid4().hex[:8]}" for _ in hashes]
+    found = [{"id": i, "name": i, "kind": "FileHash", "properties": {"algorithm": a.upper(), "hashValue": v}}
+             for i, (a, v) in zip(ids, hashes.items(), strict=True)]
+    return [*found, {"kind": "File", "properties": {"fileName": name, "fileHashEntityIds": ids}}]
+
+
+def url_entity(url: str) -> dict:
+    return {"kind": "Url", "properties": {"url": url, "friendlyName": url}}
+
+
+def dns_entity(name: str) -> dict:
+    return {"kind": "DnsResolution", "properties": {"domainName": name, "friendlyName": name}}
+
+
+def rate(stack, host, body: dict, verdicts: dict[str, str]) -> None:
+    """VirusTotal rates each value as named (malicious, suspicious, harmless, unknown), then the enrichment runs on
+    the incident, so the verdict cache holds what block-indicators reads."""
+    counts = {"malicious": {"malicious": 9}, "suspicious": {"suspicious": 1}, "harmless": {"harmless": 70}}
+    for value, verdict in verdicts.items():
+        if verdict == "unknown":
+            stack.vt.set_unknown(value)
+        else:
+            stack.vt.set_report(value, **counts[verdict])
+    answer = host.post("enrichment/reputation", body)
+    assert answer.status_code == 200, answer.text
+
+
 def incident(stack, *entities: dict, title: str = "Ransomware behaviour on a finance workstation") -> dict:
     """A new incident trigger body (own id and number) with exactly ``entities``, seeded in the ARM emulator."""
     body = sample("incident-trigger.json")
@@ -63,6 +105,22 @@ def fresh_ips(n: int) -> list[str]:
 
 def comments(stack, body: dict) -> list[dict]:
     return stack.arm.comments(body["object"]["id"])
+
+
+def comment_writes(stack, body: dict) -> dict[str, list[str]]:
+    """Every comment PUT on the incident, by comment id: the messages in the order they were sent."""
+    writes: dict[str, list[str]] = {}
+    for request in stack.arm.requests_to("PUT", r"/comments/[^/]+$"):
+        if request.path.lower().startswith(body["object"]["id"].lower() + "/comments/"):
+            writes.setdefault(request.path.rsplit("/", 1)[-1], []).append(request.json["properties"]["message"])
+    return writes
+
+
+def assert_never_edited(stack, body: dict) -> None:
+    """No comment was edited (issue #15.11: the Defender portal does not show edits): a comment id may be PUT
+    again only with the same message (a retry of the same content)."""
+    for cid, messages in comment_writes(stack, body).items():
+        assert len(set(messages)) == 1, f"comment {cid} was edited: {messages}"
 
 
 def outcomes(summary: dict) -> dict[str, str]:

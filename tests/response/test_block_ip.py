@@ -11,7 +11,15 @@ import requests
 from localdev.emulators.entra import DEPLOYED_ROLES, MANAGED_IDENTITY, MDE_AUDIENCE
 from tests.conftest import HostClient
 from tests.fixtures import INCIDENT_4711, sample
-from tests.response.helpers import comments, fresh_ips, incident, ip_entity, outcomes, with_retry_policy
+from tests.response.helpers import (
+    assert_never_edited,
+    comments,
+    fresh_ips,
+    incident,
+    ip_entity,
+    outcomes,
+    with_retry_policy,
+)
 
 BLOCK, UNBLOCK, FEED = "response/block-ip", "response/unblock-ip", "response/blocklist"
 pytestmark = pytest.mark.e2e
@@ -169,7 +177,16 @@ def test_defender_outage_answers_retryable_and_the_retry_completes(clean_stack, 
     assert ip not in feed(host)
     stack.mde.clear_faults()
     assert outcomes(host.post(BLOCK, body).json()) == {ip: "done"}
-    assert len(comments(stack, body)) == 1
+    # New information arrives as a new comment; the first one, which says why nothing was done, is kept as it
+    # was (issue #15.11: no edits). Nothing is lost: both are there, in order.
+    first, second = (c["properties"]["message"] for c in comments(stack, body))
+    assert "HTTP 503" in first and "done" not in first
+    assert "done" in second and ip in second
+    assert_never_edited(stack, body)
+    again = host.post(BLOCK, body)  # a retry after success: the same content, the same comment
+    assert outcomes(again.json()) == {ip: "already"} and len(comments(stack, body)) == 2
+    assert again.json()["auditComment"] == comments(stack, body)[1]["name"]
+    assert_never_edited(stack, body)
 
 
 def test_feed_needs_the_function_key(host):
@@ -185,3 +202,31 @@ def test_concurrent_blocks_create_one_indicator_and_one_entry(clean_stack, host)
                                                        range(4))]
     assert statuses == [200] * 4
     assert len(stack.mde.indicators()) == 1 and feed(host).count(ip) == 1 and len(comments(stack, body)) == 1
+
+
+def test_an_entity_without_an_address_is_a_skipped_row_not_dropped(clean_stack, host):
+    """Issue #15.10: an IP entity with an empty address (or one that does not parse) shows as a skipped row with
+    its reason, in the answer and the audit comment, beside the addresses that were blocked."""
+    stack = clean_stack
+    ip = fresh_ips(1)[0]
+    body = incident(stack, ip_entity(ip), ip_entity(""), ip_entity("not-an-address"))
+    response = host.post(BLOCK, body)
+    assert response.status_code == 200, response.text
+    rows = {(r["target"], r["outcome"]): r["detail"] for r in response.json()["results"]}
+    assert rows[(ip, "done")]
+    assert rows[("(ip entity without a value)", "skipped")] == "IP entity without an address"
+    assert rows[("not-an-address", "skipped")] == "not an IP address"
+    (comment,) = comments(stack, body)
+    assert "IP entity without an address" in comment["properties"]["message"]
+
+
+def test_nothing_to_act_on_is_the_documented_400_naming_the_skipped_entities(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, ip_entity(""))
+    response = host.post(BLOCK, body)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "no IP entity to act on" in message and "1 skipped" in message and "without an address" in message
+    (comment,) = comments(stack, body)  # audited, with the skipped row
+    assert "IP entity without an address" in comment["properties"]["message"]
+    assert stack.mde.requests_to("GET", r"/api/indicators") == []

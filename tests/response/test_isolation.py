@@ -14,7 +14,15 @@ from localdev.emulators.defender import SRV_APP_07
 from localdev.emulators.defender import WS_FIN_0042 as WS
 from localdev.stack import APPROVAL_SIGNING_KEY
 from tests.fixtures import INCIDENT_4711, sample
-from tests.response.helpers import comments, host_entity, incident, machine_id, outcomes, with_retry_policy
+from tests.response.helpers import (
+    assert_never_edited,
+    comments,
+    host_entity,
+    incident,
+    machine_id,
+    outcomes,
+    with_retry_policy,
+)
 
 ISOLATE, RELEASE = "response/mde/isolate", "response/mde/release"
 WS_LABEL = "ws-fin-0042.corp.contoso.com (7d3c9b2a1f0e…)"
@@ -231,8 +239,14 @@ def test_long_throttling_goes_back_to_the_logic_app_and_its_retry_completes(clea
     stack.mde.clear_faults()
     retried = host.post(ISOLATE, body)
     assert retried.status_code == 202
-    (comment,) = comments(stack, body)  # the same comment, now with the result
-    assert comment["name"] == failed["name"] and "pending" in comment["properties"]["message"]
+    # The result is a new comment; the first one still says what happened then (no edits, issue #15.11).
+    kept, comment = comments(stack, body)
+    assert kept == failed and comment["name"] != failed["name"] and "pending" in comment["properties"]["message"]
+    assert retried.json()["auditComment"] == comment["name"]
+    again = host.post(ISOLATE, body)  # the same trigger while pending: the same content, the same comment
+    assert again.status_code == 202 and again.json()["auditComment"] == comment["name"]
+    assert len(comments(stack, body)) == 2
+    assert_never_edited(stack, body)
 
 
 def test_final_state_failed_is_reported(clean_stack, host):
@@ -312,3 +326,72 @@ def test_concurrent_calls_isolate_once(clean_stack, host):
     assert [r.status_code for r in responses] == [202] * 4
     assert len(stack.mde.actions(WS, "Isolate")) == 1 and len(comments(stack, body)) == 1
     assert len({r.json()["operation"] for r in responses}) == 1
+
+
+def test_a_host_entity_without_a_name_is_a_skipped_row(clean_stack, host):
+    stack = clean_stack
+    nameless = {"kind": "Host", "properties": {"osFamily": "Linux"}}
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS), nameless)
+    response = host.post(ISOLATE + "?dryRun=true", body)
+    assert response.status_code == 200, response.text
+    assert outcomes(response.json()) == {WS_LABEL: "would", "(host entity without a value)": "skipped"}
+    assert "host entity without a host name" in comments(stack, body)[0]["properties"]["message"]
+    only = host.post(ISOLATE, incident(stack, nameless))
+    assert only.status_code == 400 and "no Host entity to act on" in only.json()["error"]["message"]
+
+
+# -- the analyst task of an isolation (issue #18.3) --------------------------------------------------------------
+def test_a_successful_isolation_adds_the_investigation_package_task_once(clean_stack, host, host_with):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    incident_id = body["object"]["id"]
+    started = host.post(ISOLATE, body)
+    assert started.status_code == 202 and "tasks" not in started.json()  # pending: not isolated yet
+    assert stack.arm.tasks(incident_id) == []
+    final = poll(started.headers["Location"])
+    assert final.status_code == 200 and final.json()["status"] == "Succeeded"
+    (task,) = stack.arm.tasks(incident_id)
+    assert task["properties"]["title"] == "Collect an investigation package"
+    assert task["properties"]["status"] == "New" and "ws-fin-0042.corp.contoso.com" in task["properties"]["description"]
+    assert final.json()["tasks"] == [{"taskId": task["name"], "title": "Collect an investigation package",
+                                      "result": "created"}]
+    # The analyst collects the package and closes the task; a later isolate call never reopens it.
+    stack.arm.analyst_task_change(incident_id, task["name"], status="Completed")
+    puts = len(stack.arm.requests_to("PUT", r"/tasks/"))
+    again = host.post(ISOLATE, body)
+    assert again.status_code == 200 and outcomes(again.json()) == {WS_LABEL: "already"}
+    # Written by this process with the same text: not even read again (core/tasks.py); another process reads it
+    # and keeps it completed. Either way nothing is written.
+    assert again.json()["tasks"][0]["result"] in ("unchanged", "kept-completed")
+    assert len(stack.arm.requests_to("PUT", r"/tasks/")) == puts
+    other = host_with().post(ISOLATE, body)  # another instance reads the task: completed, so it stays so
+    assert other.json()["tasks"][0]["result"] == "kept-completed"
+    assert len(stack.arm.requests_to("PUT", r"/tasks/")) == puts
+    (kept,) = stack.arm.tasks(incident_id)
+    assert kept["properties"]["status"] == "Completed"
+    assert poll(started.headers["Location"]).status_code == 200 and len(stack.arm.tasks(incident_id)) == 1
+
+
+def test_the_isolation_task_follows_incident_tasks(clean_stack, host_with):
+    stack = clean_stack
+    off = host_with(INCIDENT_TASKS="off")
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    final = poll(off.post(ISOLATE, body).headers["Location"])
+    assert final.json()["status"] == "Succeeded" and "tasks" not in final.json()
+    assert stack.arm.tasks(body["object"]["id"]) == []
+    stack.reset()
+    own = host_with(INCIDENT_TASKS='{"isolation": [{"title": "Image {machine}", "description": "Full disk image"}]}')
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    poll(own.post(ISOLATE, body).headers["Location"])
+    (task,) = stack.arm.tasks(body["object"]["id"])
+    assert task["properties"]["title"] == "Image ws-fin-0042.corp.contoso.com"
+
+
+def test_a_release_adds_no_task_and_a_dry_run_none(clean_stack, host):
+    stack = clean_stack
+    body = incident(stack, host_entity("ws-fin-0042", device_id=WS))
+    stack.mde.set_isolated(WS)  # isolated in the portal before
+    dry = host.post(ISOLATE + "?dryRun=true", body)
+    assert outcomes(dry.json()) == {WS_LABEL: "already"} and "tasks" not in dry.json()
+    poll(host.post(RELEASE, body).headers["Location"])
+    assert stack.arm.tasks(body["object"]["id"]) == []

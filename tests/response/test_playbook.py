@@ -1,5 +1,6 @@
-"""infra/playbooks/response-isolate-machines.json run by the local playbook runner against the local host:
-the Logic App's asynchronous pattern polls the function's Location until the isolation is final."""
+"""The response playbooks run by the local playbook runner against the local host: response-isolate-machines.json
+(the Logic App's asynchronous pattern polls the function's Location until the isolation is final) and
+response-block-indicators.json (files, URLs and domains the enrichment rated, blocked in one HTTP action)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,25 @@ from localdev.emulators.defender import WS_FIN_0042 as WS
 from localdev.playbooks import SECURED, PlaybookRunner, bicep_parameters, load_playbook
 from tests.conftest import HostClient
 from tests.fixtures import sample
-from tests.response.helpers import host_entity, incident
+from tests.response.helpers import (
+    dns_entity,
+    file_entity,
+    fresh_domain,
+    fresh_sha256,
+    host_entity,
+    incident,
+    rate,
+    url_entity,
+)
 
-PLAYBOOK = Path(__file__).resolve().parents[2] / "infra" / "playbooks" / "response-isolate-machines.json"
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "infra" / "playbooks"
+PLAYBOOK = PLAYBOOKS / "response-isolate-machines.json"
+BLOCK_PLAYBOOK = PLAYBOOKS / "response-block-indicators.json"
 pytestmark = pytest.mark.e2e
 
 
-def run(host, body):
-    with PlaybookRunner(load_playbook(PLAYBOOK), bicep_parameters(host.host.url, host.host.function_key),
+def run(host, body, playbook: Path = PLAYBOOK):
+    with PlaybookRunner(load_playbook(playbook), bicep_parameters(host.host.url, host.host.function_key),
                         time_scale=0.001) as runner:
         return runner.run(body)
 
@@ -62,3 +74,17 @@ def test_dry_run_setting_cannot_be_lifted_per_call(stack):
         assert client.get("response/blocklist").text == ""
     finally:
         process.stop()
+
+
+def test_block_indicators_playbook_blocks_what_the_enrichment_rated(clean_stack, host):
+    stack = clean_stack
+    digest, name, site = fresh_sha256(), fresh_domain(), fresh_domain()
+    body = incident(stack, file_entity(digest), dns_entity(name), url_entity(f"https://{site}/kit?session=1"))
+    rate(stack, host, body, {digest: "malicious", name: "malicious", f"https://{site}/kit": "malicious"})
+    stack.mde.fail(503, path=r"/api/indicators/import$", times=5)  # more than the function's own retries
+    result = run(host, body, BLOCK_PLAYBOOK)
+    action = result["Block_files_URLs_and_domains"]
+    assert result.status == "Succeeded" and action.status == "Succeeded", result.timeline
+    assert action.attempts == 2  # the Logic App's retry policy completed what the outage stopped
+    assert {i["indicatorValue"]: i["indicatorType"] for i in stack.mde.indicators()} == {
+        digest: "FileSha256", name: "DomainName", f"https://{site}/kit": "Url"}
