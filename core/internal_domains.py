@@ -11,8 +11,6 @@ When the list cannot be read, nothing is guessed: a refusal (401/403: the permis
 domain and URL of the run internal-by-doubt, with a reason that names the permission, so an unconfigured
 deployment never leaks (or blocks) a name; a transient failure (5xx, timeout) fails the run with a status the
 Logic App retries. ``reason`` says why a name is internal, without saying what the caller does about it.
-
-(enrichment/internal.py holds the same rule with VirusTotal's wording; it can import this module instead.)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Rules, so that nothing internal or secret leaves the tenant (issue #18, item 1):
   never submitted for scanning.
 - Domains come from DnsResolution entities and, with ``VIRUSTOTAL_DOMAINS_FROM_URLS``, from URL hosts; never
   from Host ``dnsDomain`` or UPN suffixes. A domain under ``INTERNAL_DOMAINS`` (by default the tenant's
-  verified domains, enrichment/internal.py, plus the setting) is skipped with the reason.
+  verified domains, core/internal_domains.py, plus the setting) is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from core.case import Case, parse_ip
+from core.verdicts import clean_url
 from enrichment.ip_filter import skip_reason
 
 KINDS = ("ip", "file", "url", "domain")
@@ -61,16 +62,6 @@ class Selection:
     def skip(self, kind: str, value: str, reason: str) -> None:
         if (kind, value, reason) not in self.skipped:
             self.skipped.append((kind, value, reason))
-
-
-def clean_url(url: str) -> str:
-    """The URL without userinfo, query and fragment, scheme and host in lower case."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", "", ""))
 
 
 class Policy:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -32,11 +33,12 @@ from core.comments import Written, notice_text
 from core.concurrency import run_all, run_bounded
 from core.context import Context
 from core.errors import ConfigurationError
+from core.internal_domains import InternalDomains
+from core.internal_domains import from_settings as internal_domains
 from core.sentinel import comment_id
 from core.tasks import TaskResult, Tasks, templates_from_setting
 from enrichment.cache import VerdictCache, WriteBehind
 from enrichment.indicators import Indicator, Policy
-from enrichment.internal import InternalDomains, tenant_domains
 from enrichment.report import Row, render
 from enrichment.virustotal import VERDICTS, QuotaExceeded, Verdict, VerdictThresholds, VirusTotalClient
 
@@ -94,6 +96,17 @@ class Run:
         return [v for v, _ in self.verdicts.values() if v.verdict == "malicious"]
 
 
+def skip_reason(internal: InternalDomains) -> Callable[[str], str | None]:
+    """Why a domain is skipped: the tenant-wide internal-domain rule (core/internal_domains.py), in the
+    enrichment's words."""
+
+    def reason(domain: str) -> str | None:
+        why = internal.reason(domain)
+        return f"{why}: not sent to VirusTotal" if why else None
+
+    return reason
+
+
 class Enricher:
     def __init__(self, ctx: Context, vt: VirusTotalClient | None = None) -> None:
         settings = ctx.settings
@@ -115,11 +128,7 @@ class Enricher:
         url_lookup = str(settings["VIRUSTOTAL_URL_LOOKUP"] or "url").strip().lower()
         if url_lookup not in ("url", "domain"):
             raise ConfigurationError("setting VIRUSTOTAL_URL_LOOKUP must be url or domain")
-        tenant = None
-        if bool(settings["INTERNAL_DOMAINS_FROM_GRAPH"]):
-            tenant = tenant_domains(ctx.session, ctx.tokens, str(settings["GRAPH_ENDPOINT"]))
-        internal = InternalDomains(frozenset(settings["INTERNAL_DOMAINS"] or ()), tenant)
-        self.policy = Policy(internal.reason, url_lookup=url_lookup,
+        self.policy = Policy(skip_reason(internal_domains(settings, ctx.session, ctx.tokens)), url_lookup=url_lookup,
                              domains_from_urls=bool(settings["VIRUSTOTAL_DOMAINS_FROM_URLS"]))
 
     # -- entry points -------------------------------------------------------------------------

@@ -9,9 +9,8 @@ import uuid
 import pytest
 
 from core.state import StateStore
-from core.verdicts import clean_url, latest_verdict, latest_verdicts
+from core.verdicts import latest_verdict, latest_verdicts
 from enrichment.cache import MemoryCache, VerdictCache
-from enrichment.indicators import clean_url as enrichment_clean_url
 from enrichment.virustotal import Verdict
 
 
@@ -24,15 +23,6 @@ def cached(store: StateStore, kind: str, value: str, verdict: str, malicious: in
     """A verdict as the enrichment stores it (its own writer, its own key)."""
     cache = VerdictCache(store, ttl_seconds=3600, memory=MemoryCache())
     cache.put(Verdict(kind, value, verdict, malicious=malicious, harmless=50), fetched_at=time.time() - age)
-
-
-@pytest.mark.parametrize("url", [
-    "https://user:pass@Evil.Example:8443/Login/?token=abc#top", "http://evil.example", "HTTP://[2001:db8::1]/x?y",
-    "https://evil.example/a%20b/c;d=e?f=g", "ftp://files.example/drop.zip",
-])
-def test_clean_url_is_the_enrichments(url):
-    """block-indicators blocks (and reads the verdict of) exactly the URL the enrichment looked up."""
-    assert clean_url(url) == enrichment_clean_url(url)
 
 
 def test_every_kind_is_read_by_kind_and_value(store):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.case import normalise
+from core.internal_domains import InternalDomains
 from enrichment.indicators import Indicator, Policy, clean_url
-from enrichment.internal import InternalDomains
 
 SHA256 = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
 

@@ -1,4 +1,4 @@
-"""The tenant's verified domains through Graph (enrichment/internal.py) against the Graph emulator."""
+"""The tenant's verified domains through Graph (core/internal_domains.py) against the Graph emulator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from core.credentials import TokenProvider
 from core.errors import DownstreamError
 from core.http import build_session
-from enrichment.internal import InternalDomains, TenantDomains
+from core.internal_domains import InternalDomains, TenantDomains
+from enrichment.service import skip_reason
 from localdev.emulators.entra import EntraEmulator
 from localdev.emulators.graph import GraphEmulator
 from tests.core.test_sentinel import EmulatorCredential
@@ -44,7 +45,7 @@ def test_verified_domains_are_read_once_across_pages(servers, tenant):
 def test_without_domain_read_all_nothing_leaves(servers, tenant):
     _, graph = servers
     graph.directory.readable = False
-    reason = InternalDomains(frozenset(), tenant).reason("evil.example")
+    reason = skip_reason(InternalDomains(frozenset(), tenant))("evil.example")
     assert "Domain.Read.All" in reason and "not sent to VirusTotal" in reason
 
 
