@@ -108,19 +108,29 @@ def close(with_ticket: bool = True) -> Chain:
     ))
 
 
-def poll(changed: int, page: int, pool: int = DEFAULT_POOL) -> Chain:
+def poll(changed: int, page: int, pool: int = DEFAULT_POOL, *, max_pages: int = 20) -> Chain:
+    """The poll (sync/poll.py) bringing ``changed`` tickets into Sentinel, ``page`` tickets per ServiceNow page and
+    at most ``max_pages`` pages per run (``SERVICENOW_POLL_MAX_PAGES``): runs back to back until all are in."""
     if not changed:
         return Chain((
-            Step("storage", "the watermark"),
+            Step("storage", "the cursor (where the last run stopped)"),
             Step("servicenow", "one page: nothing changed"),
         ))
+    pages = math.ceil(changed / max(1, page))
+    runs = math.ceil(pages / max(1, max_pages))
+    ticket_rounds = sum(rounds(min(page, changed - n * page), pool) for n in range(pages))
     return Chain((
-        Step("storage", "the watermark"),
-        Step("servicenow", "the first page of changes (later pages are read while tickets are applied)"),
-        Step("servicenow", "that page's work notes (one journal query)", also=("storage",)),
-        Step("sentinel-arm", f"read each incident, {pool} tickets at a time", rounds(changed, pool)),
-        Step("sentinel-arm", "update each incident", rounds(changed, pool)),
-        Step("storage", "the new watermark"),
+        Step("storage", "each run reads the cursor the run before saved", runs),
+        Step("servicenow", "each page of changes: the next page starts after the last row of this one", pages),
+        Step("storage", "each page's links (the merge base of every ticket; batched reads side by side)", pages),
+        Step("servicenow", "each page's work notes and comments in one query (since the oldest position the page's "
+             "links hold; which tickets are due is known only from their links)", pages),
+        Step("sentinel-arm", f"read each incident (its etag and current fields), {pool} tickets at a time, "
+             "page by page (the cursor passes a page only once each of its tickets is in)", ticket_rounds),
+        Step("sentinel-arm", "update each incident with the merged fields (etag-guarded)", ticket_rounds),
+        Step("storage", "save each link after its incident is written (the new merge base and sys_mod_count: "
+             "saved before, a failed write would be lost)", ticket_rounds),
+        Step("storage", "each run saves the cursor (the next run starts there)", runs),
     ))
 
 
