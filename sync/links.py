@@ -145,17 +145,12 @@ class LinkStore:
         row = self.store.get(TABLE, INCIDENT, key_safe(incident_key))
         return TicketLink.from_entity(row) if row else None
 
-    def claim(self, incident_key: str, incident_id: str, owner: str, *, reload: bool = True) -> TicketLink | None:
+    def claim(self, incident_key: str, incident_id: str, owner: str) -> TicketLink | None:
         """Create the link, leased to ``owner``; None when it exists already (someone else created it).
-        With ``reload=False`` its etag is left for ``refresh`` (which the caller may run beside other calls)."""
+        Its etag comes with the insert's answer: the next conditional write needs no read first."""
         link = TicketLink(incident_key, incident_id, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
-        if not self.store.insert_if_absent(TABLE, link.entity()):
-            return None
-        return self._reload(link) if reload else link
-
-    def refresh(self, link: TicketLink) -> TicketLink:
-        """Read the etag of a link this run wrote last (the state store's writes do not return it)."""
-        return self._reload(link)
+        link.etag = self.store.insert(TABLE, link.entity())
+        return link if link.etag is not None else None
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
         """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when busy too long."""
@@ -191,33 +186,37 @@ class LinkStore:
     def take(self, link: TicketLink, owner: str) -> TicketLink | None:
         """Lease ``link`` (as read, with its etag) to ``owner``; None when it changed since it was read."""
         leased = replace(link, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
-        if not self.store.replace_if_unchanged(TABLE, leased.entity(), link.etag or "*"):
-            return None
-        return self._reload(leased)
+        leased.etag = self.store.replace(TABLE, leased.entity(), link.etag or "*")
+        return leased if leased.etag is not None else None
 
     def renew(self, link: TicketLink) -> None:
         """Extend a lease we hold when less than half of it is left (a long run); Busy if it was lost."""
         if link.lease_until - self.clock() > self.lease_seconds / 2:
             return
         link.lease_until = self.clock() + self.lease_seconds
-        if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
-                       code="SyncLeaseLost", retry_after=5)
-        self._reload(link)
+        self._write(link)
 
     def save(self, link: TicketLink, *, release: bool = True) -> None:
         """Write the link if we still hold it; Busy (429) when our lease expired and another run took it."""
         if release:
             link.lease_owner, link.lease_until = "", 0.0
-        if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
-                       code="SyncLeaseLost", retry_after=5)
-        if not release:
-            self._reload(link)
+        self._write(link)
 
     def save_if_unchanged(self, link: TicketLink) -> bool:
         """Write a link read without a lease if nobody wrote it since; False when another run did."""
-        return self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*")
+        etag = self.store.replace(TABLE, link.entity(), link.etag or "*")
+        if etag is None:
+            return False
+        link.etag = etag
+        return True
+
+    def _write(self, link: TicketLink) -> None:
+        """Write a link this run holds, keeping the etag the write answered; Busy (429) when it changed hands."""
+        etag = self.store.replace(TABLE, link.entity(), link.etag or "*")
+        if etag is None:
+            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
+                       code="SyncLeaseLost", retry_after=5)
+        link.etag = etag
 
     def release(self, link: TicketLink) -> None:
         """Give the lease back after a failure, keeping what was saved; best effort."""
@@ -229,13 +228,6 @@ class LinkStore:
         current.lease_owner, current.lease_until = "", 0.0
         if not self.store.replace_if_unchanged(TABLE, current.entity(), current.etag or "*"):
             log.info("lease of %s changed hands before release", link.incident_key)
-
-    def _reload(self, link: TicketLink) -> TicketLink:
-        row = self.store.get(TABLE, INCIDENT, key_safe(link.incident_key))
-        if row is None:
-            raise Busy(f"the link of incident {link.incident_key} disappeared; retry", retry_after=5)
-        link.etag = row.get("_etag")
-        return link
 
     # -- the way back -------------------------------------------------------------------------
     def index_ticket(self, sys_id: str, incident_key: str, incident_id: str) -> None:
