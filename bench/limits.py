@@ -91,11 +91,16 @@ def notify() -> Chain:
 
 def sync_create() -> Chain:
     return Chain((
-        Step("storage", "claim the incident's link (conditional insert: one ticket for concurrent triggers)"),
-        Step("servicenow", "is there a ticket already (a create whose answer was lost)"),
+        Step("servicenow", "is there a ticket of this incident already (one a lost state table or an earlier "
+             "deployment left), beside the claim of the incident's link (a conditional insert: one ticket for "
+             "concurrent triggers; its answer carries the etag)", also=("storage",)),
         Step("servicenow", "create the ticket"),
-        Step("storage", "record the link"),
-        Step("sentinel-arm", "the audit comment (the ticket number in it)"),
+        Step("sentinel-arm", "the ticket's label on the incident (one PUT with the trigger's etag; a 409 reads again) "
+             "beside the audit comment and the ticket -> incident index (the ticket number in each) and the list of "
+             "the incident's comments (one another playbook added since the trigger fired becomes a work note)",
+             also=("storage",)),
+        Step("storage", "record the link (ticket, merge base, comment written): only after the incident writes, so a "
+             "failure leaves the pair to be adopted, never marked done"),
     ))
 
 
