@@ -126,16 +126,18 @@ def poll(changed: int, page: int, pool: int = DEFAULT_POOL, *, max_pages: int = 
     ticket_rounds = sum(rounds(min(page, changed - n * page), pool) for n in range(pages))
     return Chain((
         Step("storage", "each run reads the cursor the run before saved", runs),
-        Step("servicenow", "each page of changes: the next page starts after the last row of this one", pages),
-        Step("storage", "each page's links (the merge base of every ticket; batched reads side by side)", pages),
-        Step("servicenow", "each page's work notes and comments in one query (since the oldest position the page's "
-             "links hold; which tickets are due is known only from their links)", pages),
+        Step("servicenow", "each run's first page of changes (a later page starts after the last row of the one "
+             "before, so it is read while that one is applied)", runs),
+        Step("storage", "that page's links (the merge base of each ticket; batched reads side by side)", runs),
+        Step("servicenow", "that page's work notes and comments, one query (which tickets are due, and since "
+             "when, is known only from their links)", runs),
         Step("sentinel-arm", f"read each incident (its etag and current fields), {pool} tickets at a time, "
              "page by page (the cursor passes a page only once each of its tickets is in)", ticket_rounds),
         Step("sentinel-arm", "update each incident with the merged fields (etag-guarded)", ticket_rounds),
-        Step("storage", "save each link after its incident is written (the new merge base and sys_mod_count: "
-             "saved before, a failed write would be lost)", ticket_rounds),
-        Step("storage", "each run saves the cursor (the next run starts there)", runs),
+        Step("storage", "save each page's links once its incidents are written (one transaction per page; saved "
+             "before the incident, a failed write would leave a link claiming it)", pages),
+        Step("storage", "each run saves the cursor (and its record, one transaction) after the links: a cursor "
+             "past a link not saved would skip that ticket's bookkeeping", runs),
     ))
 
 

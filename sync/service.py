@@ -362,9 +362,13 @@ class ServiceNowSync:
 
         return Poller(self).run()
 
-    def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict]) -> str:
+    def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict],
+                    defer: list[tuple[TicketLink, bool]] | None = None) -> str:
         """Sync one changed ticket of a poll page: "synced", "unchanged" (another run got there first) or
-        "failed" (it would fail the same way at every run: accounted for, so the poller moves on)."""
+        "failed" (it would fail the same way at every run: accounted for, so the poller moves on).
+
+        ``defer``: the link is not saved here but appended (with whether this run leased it) for the poller to save
+        with the page's other links in one request (``LinkStore.save_all``)."""
         owner = new_owner()
         link = self.links.wait_free(link, owner, wait=5.0)
         if link is None or link.sys_id != ticket.get("sys_id"):
@@ -372,7 +376,7 @@ class ServiceNowSync:
         if int(ticket.get("sys_mod_count") or 0) <= link.mod_count:  # synced meanwhile by a push
             return "unchanged"
         try:
-            summary = self._sync(link, owner, ticket=ticket, journal=journal)
+            summary = self._sync(link, owner, ticket=ticket, journal=journal, defer=defer)
         except PackError as error:
             if retryable(error):
                 raise
@@ -390,14 +394,14 @@ class ServiceNowSync:
 
     # == one pair ===============================================================================
     def _sync(self, link: TicketLink, owner: str, *, ticket: dict | None = None, journal: list[dict] | None = None,
-              list_comments: str = "changed") -> dict[str, Any]:
+              list_comments: str = "changed", defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
         """Reconcile the pair, starting over (with fresh reads) when another run changed it meanwhile."""
         held = [link]
         try:
             for _ in range(RESTARTS):
                 try:
                     return self._reconcile(held[0], owner, ticket=ticket, journal=journal,
-                                           list_comments=list_comments, held=held)
+                                           list_comments=list_comments, held=held, defer=defer)
                 except _Restart as restart:
                     ticket, journal = restart.ticket, None
                     if held[0].lease_owner != owner:  # not ours: read it again (it changed)
@@ -416,10 +420,11 @@ class ServiceNowSync:
     def _reconcile(self, link: TicketLink, owner: str, *, ticket: dict | None = None,
                    journal: list[dict] | None = None, label: str | None = None,
                    notes: list[tuple[str, str]] = (), list_comments: str = "changed",
-                   held: list[TicketLink] | None = None, also: list = (), current: dict | None = None
-                   ) -> dict[str, Any]:
+                   held: list[TicketLink] | None = None, also: list = (), current: dict | None = None,
+                   defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
         """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one).
-        ``current``: the incident as the caller has it (with its etag), instead of reading it."""
+        ``current``: the incident as the caller has it (with its etag), instead of reading it. ``defer``: see
+        ``sync_polled``."""
         held = held if held is not None else [link]
         if link.lease_owner == owner:
             self.links.renew(link)
@@ -479,7 +484,7 @@ class ServiceNowSync:
         if read_only:
             if props.get("status") != "Closed":  # reopened in Sentinel: a follow-up ticket takes over
                 return self._follow_up(link, owner, props, held)
-            return self._freeze(link, owner, ticket, incident, known, count, added, budget)
+            return self._freeze(link, owner, ticket, incident, known, count, added, budget, defer)
 
         # 3. New Sentinel comments become work notes; field changes ride on the last PATCH.
         comments: list[dict] = []
@@ -516,7 +521,7 @@ class ServiceNowSync:
         link.base_sentinel, link.base_servicenow, link.mod_count = sentinel_view(props), base_servicenow, new_count
         link.known_comments = sorted(known)
         link.comments_count = count + added if count is not None else -1
-        superseded = self._save(link, owner)
+        superseded = self._save(link, owner, defer)
         if hidden:
             log.error("ServiceNow hid %d journal entries of %s from the integration user: grant it read access to "
                       "sys_journal_field (docs/servicenow.md)", hidden, link.number)
@@ -570,8 +575,15 @@ class ServiceNowSync:
                                   "incident close codes (GET /api/health/details lists the ones missing)",
                                   code="ServiceNowUnknownCloseCode")
 
-    def _save(self, link: TicketLink, owner: str) -> bool:
-        """Save the link; True when a run without the lease found that another run saved first."""
+    def _save(self, link: TicketLink, owner: str, defer: list[tuple[TicketLink, bool]] | None = None) -> bool:
+        """Save the link; True when a run without the lease found that another run saved first. With ``defer``,
+        the link (its lease released) goes there to be saved by the caller, and this says False."""
+        if defer is not None:
+            leased = link.lease_owner == owner
+            if leased:
+                link.lease_owner, link.lease_until = "", 0.0
+            defer.append((link, leased))
+            return False
         if link.lease_owner == owner:
             self.links.save(link)
             return False
@@ -591,7 +603,7 @@ class ServiceNowSync:
 
     # -- closed tickets -----------------------------------------------------------------------
     def _freeze(self, link: TicketLink, owner: str, ticket: dict, incident: dict, known: set[str], count: int | None,
-                added: int, budget: str | None) -> dict[str, Any]:
+                added: int, budget: str | None, defer: list | None = None) -> dict[str, Any]:
         """The ticket is closed (read-only): say so once on the incident, and write nothing more to it."""
         props = dict(incident.get("properties") or {})
         note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
@@ -606,7 +618,7 @@ class ServiceNowSync:
         link.mod_count = int(ticket.get("sys_mod_count") or 0)
         link.known_comments = sorted(known)
         link.comments_count = count + added if count is not None else -1
-        superseded = self._save(link, owner)
+        superseded = self._save(link, owner, defer)
         return {"incident": link.incident_id,
                 "ticket": {**self._ticket_ref(link), "state": str(ticket.get("state") or "")},
                 "changed": bool(added), "sentinel": {"fields": [], "comments": added},
