@@ -41,6 +41,7 @@ from typing import Any
 from core.case import Case, Workspace
 from core.concurrency import run_all, run_bounded
 from core.context import Context
+from core.credentials import ARM_SCOPE
 from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, Forbidden, NotFound, PackError
 from core.http import build_session, session_from_settings
 from core.sentinel import comment_id
@@ -146,7 +147,9 @@ class ServiceNowSync:
     def __init__(self, ctx: Context, snow: ServiceNowClient | None = None, mapping: SyncMapping | None = None) -> None:
         settings = ctx.settings
         self.mapping = mapping or SyncMapping.from_setting(settings["SERVICENOW_MAPPING"])  # type: ignore[arg-type]
-        self.snow = snow or client_from_settings(settings)
+        if snow is None:
+            settings.require("SERVICENOW_INSTANCE_URL", "SERVICENOW_USERNAME", "SERVICENOW_PASSWORD")
+        self._settings, self._snow = settings, snow
         self.sentinel = ctx.sentinel
         self.links = LinkStore(ctx.state)
         self.max_entities = int(settings["MAX_ENTITIES"])  # type: ignore[arg-type]
@@ -155,8 +158,16 @@ class ServiceNowSync:
         self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
         self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
         self.defaults = ticket_defaults(settings)
-        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency,
-                                       ctx.comments)
+        username = snow.username if snow is not None else str(settings["SERVICENOW_USERNAME"])
+        self.incident = IncidentWriter(self.sentinel, self.mapping, username, self.concurrency, ctx.comments)
+
+    @property
+    def snow(self) -> ServiceNowClient:
+        """The process's client for the instance, built on first use: a cold process imports pysnow in the thread
+        that first calls ServiceNow, beside the other first calls (and a close without a ticket never does)."""
+        if self._snow is None:
+            self._snow = client_from_settings(self._settings)
+        return self._snow
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
@@ -170,10 +181,14 @@ class ServiceNowSync:
         """
         key, owner = incident_key(case), new_owner()
         bind_incident(case.incident_id)
-        calls: list = [lambda: self.links.claim(key, case.incident_id, owner)]
+        calls: list = [lambda: self.links.claim(key, case.incident_id, owner),
+                       # The ARM token the Sentinel writes will need: in a cold process (or when it expired) it is
+                       # fetched here, beside the first round; otherwise this is a cache look-up. A failure shows
+                       # again, and is reported, where the token is used.
+                       lambda: self.sentinel.tokens.bearer(ARM_SCOPE)]
         if case.source == "incident" and not _has_ticket_label(case):
             calls.append(lambda: self.snow.find_by_correlation(key, self.mapping.source))
-        claimed, *looked_up = run_bounded(lambda call: call(), calls, len(calls))
+        claimed, _, *looked_up = run_bounded(lambda call: call(), calls, len(calls))
         link = claimed.get()  # nothing was claimed when this fails
         if link is not None:
             return self._guarded(link, owner, lambda held: self._first_sync(
