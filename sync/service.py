@@ -33,6 +33,7 @@ more is written to the ticket. Reopening the Sentinel incident opens a follow-up
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -102,6 +103,19 @@ def _has_ticket_label(case: Case) -> bool:
     labels = case.raw_properties.get("labels") if isinstance(case.raw_properties, dict) else None
     return any(isinstance(label, dict) and str(label.get("labelName") or "").lower().startswith(TICKET_LABEL.lower())
                for label in labels or ())
+
+
+def _trigger_incident(case: Case) -> dict | None:
+    """The incident as the incident trigger carried it (with its etag), when it can be written back as it is: a
+    number JSON cannot carry (the parser takes ``Infinity``) means reading the incident instead."""
+    resource = case.resource
+    if resource is None:
+        return None
+    try:
+        json.dumps(resource, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return resource
 
 
 def ticket_defaults(settings: Settings) -> dict[str, str]:
@@ -192,7 +206,7 @@ class ServiceNowSync:
         link = claimed.get()  # nothing was claimed when this fails
         if link is not None:
             return self._guarded(link, owner, lambda held: self._first_sync(
-                case, held, owner, current=case.resource,
+                case, held, owner, current=_trigger_incident(case),
                 ticket=looked_up[0].get() if looked_up else UNKNOWN))
         link = self.links.get(key)
         if link is None:
@@ -205,7 +219,7 @@ class ServiceNowSync:
             if held is None:
                 raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
             return self._guarded(held, owner, lambda leased: self._first_sync(case, leased, owner,
-                                                                             current=case.resource))
+                                                                             current=_trigger_incident(case)))
         try:
             return {"created": False, **self._sync(link, owner, list_comments="always")}
         except NotFound as missing:
@@ -477,7 +491,13 @@ class ServiceNowSync:
         puts = [(name, text) for name, text in notes if name not in known] + copies
 
         def update() -> dict:
-            return self.sentinel.update_incident(link.incident_id, change, current=start)
+            try:
+                return self.sentinel.update_incident(link.incident_id, change, current=start)
+            except BadRequest:
+                if current is None:
+                    raise
+                # The caller's copy (the trigger's) holds something ARM does not take back: read the incident.
+                return self.sentinel.update_incident(link.incident_id, change)
 
         def comment() -> tuple[int, str | None]:
             return self.incident.put_comments(link, puts, known, also=also, incident=start)
