@@ -57,8 +57,9 @@ def _child(spec: dict) -> dict:
             importlib.import_module(name)
         except Exception as error:  # a module that imports only inside its package's context: its time still counts
             print(f"preload {name}: {type(error).__name__}", file=sys.stderr)
-        parts = name.split(".")
-        top = ".".join(parts[:2]) if parts[0] == "azure" else parts[0]  # azure.* are separate distributions
+        parts = name.split(".")  # azure.* are separate distributions: azure.identity, azure.data.tables, ...
+        top = ".".join(parts[:3] if parts[1:2] in (["data"], ["storage"]) else parts[:2]) if parts[0] == "azure" \
+            else parts[0]
         lazy[top] = lazy.get(top, 0.0) + time.perf_counter() - began
     before = set(sys.modules)
     (target,) = [f.get_user_function() for f in function_app.app.get_functions()
