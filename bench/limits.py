@@ -91,11 +91,16 @@ def notify() -> Chain:
 
 def sync_create() -> Chain:
     return Chain((
-        Step("storage", "claim the incident's link (conditional insert: one ticket for concurrent triggers)"),
-        Step("servicenow", "is there a ticket already (a create whose answer was lost)"),
+        Step("servicenow", "is there a ticket of this incident already (one a lost state table or an earlier "
+             "deployment left), beside the claim of the incident's link (a conditional insert: one ticket for "
+             "concurrent triggers; its answer carries the etag)", also=("storage",)),
         Step("servicenow", "create the ticket"),
-        Step("storage", "record the link"),
-        Step("sentinel-arm", "the audit comment (the ticket number in it)"),
+        Step("sentinel-arm", "the ticket's label on the incident (one PUT with the trigger's etag; a 409 reads again) "
+             "beside the audit comment and the ticket -> incident index (the ticket number in each) and the list of "
+             "the incident's comments (one another playbook added since the trigger fired becomes a work note)",
+             also=("storage",)),
+        Step("storage", "record the link (ticket, merge base, comment written): only after the incident writes, so a "
+             "failure leaves the pair to be adopted, never marked done"),
     ))
 
 
@@ -108,19 +113,31 @@ def close(with_ticket: bool = True) -> Chain:
     ))
 
 
-def poll(changed: int, page: int, pool: int = DEFAULT_POOL) -> Chain:
+def poll(changed: int, page: int, pool: int = DEFAULT_POOL, *, max_pages: int = 20) -> Chain:
+    """The poll (sync/poll.py) bringing ``changed`` tickets into Sentinel, ``page`` tickets per ServiceNow page and
+    at most ``max_pages`` pages per run (``SERVICENOW_POLL_MAX_PAGES``): runs back to back until all are in."""
     if not changed:
         return Chain((
-            Step("storage", "the watermark"),
+            Step("storage", "the cursor (where the last run stopped)"),
             Step("servicenow", "one page: nothing changed"),
         ))
+    pages = math.ceil(changed / max(1, page))
+    runs = math.ceil(pages / max(1, max_pages))
+    ticket_rounds = sum(rounds(min(page, changed - n * page), pool) for n in range(pages))
     return Chain((
-        Step("storage", "the watermark"),
-        Step("servicenow", "the first page of changes (later pages are read while tickets are applied)"),
-        Step("servicenow", "that page's work notes (one journal query)", also=("storage",)),
-        Step("sentinel-arm", f"read each incident, {pool} tickets at a time", rounds(changed, pool)),
-        Step("sentinel-arm", "update each incident", rounds(changed, pool)),
-        Step("storage", "the new watermark"),
+        Step("storage", "each run reads the cursor the run before saved", runs),
+        Step("servicenow", "each run's first page of changes (a later page starts after the last row of the one "
+             "before, so it is read while that one is applied)", runs),
+        Step("storage", "that page's links (the merge base of each ticket; batched reads side by side)", runs),
+        Step("servicenow", "that page's work notes and comments, one query (which tickets are due, and since "
+             "when, is known only from their links)", runs),
+        Step("sentinel-arm", f"read each incident (its etag and current fields), {pool} tickets at a time, "
+             "page by page (the cursor passes a page only once each of its tickets is in)", ticket_rounds),
+        Step("sentinel-arm", "update each incident with the merged fields (etag-guarded)", ticket_rounds),
+        Step("storage", "save each page's links once its incidents are written (one transaction per page; saved "
+             "before the incident, a failed write would leave a link claiming it)", pages),
+        Step("storage", "each run saves the cursor (and its record, one transaction) after the links: a cursor "
+             "past a link not saved would skip that ticket's bookkeeping", runs),
     ))
 
 

@@ -232,32 +232,51 @@ class StateStore:
 
     def insert_if_absent(self, table: str, entity: dict) -> bool:
         """Insert; False (and no change) when the key exists. Exactly one concurrent caller wins."""
+        return self.insert(table, entity) is not None
+
+    def insert(self, table: str, entity: dict) -> str | None:
+        """``insert_if_absent`` that returns the new row's etag (from the insert's answer: no read needed to
+        write the row again conditionally), or None when the key exists."""
         from azure.core.exceptions import AzureError, ResourceExistsError
 
         try:
-            self._table(table).create_entity(self._clean(entity))
-            return True
+            answer = self._table(table).create_entity(self._clean(entity))
         except ResourceExistsError:
-            return False
+            return None
         except AzureError as exc:
             raise self._unavailable(exc) from None
+        return self._written_etag(table, entity, answer)
 
     def replace_if_unchanged(self, table: str, entity: dict, etag: str) -> bool:
         """Replace only if the stored entity still has ``etag``; False when someone got there first."""
+        return self.replace(table, entity, etag) is not None
+
+    def replace(self, table: str, entity: dict, etag: str) -> str | None:
+        """``replace_if_unchanged`` that returns the row's new etag (from the answer), or None when the stored
+        entity no longer has ``etag`` (or is gone)."""
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
         try:
-            self._table(table).update_entity(self._clean(entity), mode=UpdateMode.REPLACE, etag=etag,
-                                             match_condition=MatchConditions.IfNotModified)
-            return True
+            answer = self._table(table).update_entity(self._clean(entity), mode=UpdateMode.REPLACE, etag=etag,
+                                                      match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
+            return None
         except AzureError as exc:
             if getattr(exc, "status_code", None) == 412:
-                return False
+                return None
             raise self._unavailable(exc) from None
+        return self._written_etag(table, entity, answer)
+
+    def _written_etag(self, table: str, entity: dict, answer: Any) -> str:
+        """The etag a write answered with (Table Storage sends it in the ``ETag`` header of every insert and
+        update); read back only if an answer ever lacks it, so a later conditional write stays conditional."""
+        etag = answer.get("etag") if isinstance(answer, dict) else None
+        if etag:
+            return str(etag)
+        row = self.get(table, entity["PartitionKey"], entity["RowKey"]) or {}
+        return str(row.get("_etag") or "")
 
     def delete(self, table: str, partition: str, row: str) -> None:
         from azure.core.exceptions import AzureError

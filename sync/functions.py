@@ -109,18 +109,19 @@ def servicenow_poll(timer: func.TimerRequest) -> None:
 
 
 def _record_poll(summary: dict) -> None:
-    """Count the run in this process; keep the summary of a run that did something in the state store too."""
-    with _runs_lock:
-        _runs.update(runs=_runs["runs"] + 1, finishedAt=time.time(), last=summary)
-    if not (summary.get("synced") or summary.get("failed") or summary.get("stopped")):
-        return  # an idle run writes nothing
-    from core.context import get_context
-    from sync.links import LinkStore
+    """Keep the summary of a run that did something in the state store (unless the poller wrote it with its
+    cursor, in the same request), then count the run in this process."""
+    recorded = summary.pop("recorded", False)
+    if not recorded and (summary.get("synced") or summary.get("failed") or summary.get("stopped")):
+        from core.context import get_context
+        from sync.links import LinkStore
 
-    try:
-        LinkStore(get_context().state).record_poll(summary)
-    except PackError as error:
-        log.warning("servicenow_poll: could not record the run: %s", error.message)
+        try:
+            LinkStore(get_context().state).record_poll(summary)
+        except PackError as error:
+            log.warning("servicenow_poll: could not record the run: %s", error.message)
+    with _runs_lock:  # an idle run writes nothing: it is counted here only
+        _runs.update(runs=_runs["runs"] + 1, finishedAt=time.time(), last=summary)
 
 
 @bp.route(route="sync/servicenow/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

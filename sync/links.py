@@ -23,8 +23,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from core.concurrency import run_bounded
 from core.errors import Busy
-from core.state import StateStore, key_safe
+from core.state import MAX_TRANSACTION, StateStore, TransactionFailed, key_safe, op_replace
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ POLL, WATERMARK, LAST_RUN = "poll", "watermark", "lastrun"
 LEASE_SECONDS = 30.0
 CHUNK = 30_000  # characters per string property (Table Storage allows 64 KiB, UTF-16)
 MAX_RECENT = 5_000
+KEYS_PER_QUERY = 14  # a filter holds at most 15 comparisons: the partition and 14 keys (core/state.py get_many)
+# An entity group transaction carries at most 100 rows and 4 MiB; links are a few KB, but a long-lived pair's
+# bookkeeping grows, so a batch also stops at about 2 MB of JSON.
+BATCH_BYTES = 2_000_000
 
 
 def new_owner() -> str:
@@ -145,17 +150,12 @@ class LinkStore:
         row = self.store.get(TABLE, INCIDENT, key_safe(incident_key))
         return TicketLink.from_entity(row) if row else None
 
-    def claim(self, incident_key: str, incident_id: str, owner: str, *, reload: bool = True) -> TicketLink | None:
+    def claim(self, incident_key: str, incident_id: str, owner: str) -> TicketLink | None:
         """Create the link, leased to ``owner``; None when it exists already (someone else created it).
-        With ``reload=False`` its etag is left for ``refresh`` (which the caller may run beside other calls)."""
+        Its etag comes with the insert's answer: the next conditional write needs no read first."""
         link = TicketLink(incident_key, incident_id, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
-        if not self.store.insert_if_absent(TABLE, link.entity()):
-            return None
-        return self._reload(link) if reload else link
-
-    def refresh(self, link: TicketLink) -> TicketLink:
-        """Read the etag of a link this run wrote last (the state store's writes do not return it)."""
-        return self._reload(link)
+        link.etag = self.store.insert(TABLE, link.entity())
+        return link if link.etag is not None else None
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
         """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when busy too long."""
@@ -191,33 +191,37 @@ class LinkStore:
     def take(self, link: TicketLink, owner: str) -> TicketLink | None:
         """Lease ``link`` (as read, with its etag) to ``owner``; None when it changed since it was read."""
         leased = replace(link, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
-        if not self.store.replace_if_unchanged(TABLE, leased.entity(), link.etag or "*"):
-            return None
-        return self._reload(leased)
+        leased.etag = self.store.replace(TABLE, leased.entity(), link.etag or "*")
+        return leased if leased.etag is not None else None
 
     def renew(self, link: TicketLink) -> None:
         """Extend a lease we hold when less than half of it is left (a long run); Busy if it was lost."""
         if link.lease_until - self.clock() > self.lease_seconds / 2:
             return
         link.lease_until = self.clock() + self.lease_seconds
-        if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
-                       code="SyncLeaseLost", retry_after=5)
-        self._reload(link)
+        self._write(link)
 
     def save(self, link: TicketLink, *, release: bool = True) -> None:
         """Write the link if we still hold it; Busy (429) when our lease expired and another run took it."""
         if release:
             link.lease_owner, link.lease_until = "", 0.0
-        if not self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*"):
-            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
-                       code="SyncLeaseLost", retry_after=5)
-        if not release:
-            self._reload(link)
+        self._write(link)
 
     def save_if_unchanged(self, link: TicketLink) -> bool:
         """Write a link read without a lease if nobody wrote it since; False when another run did."""
-        return self.store.replace_if_unchanged(TABLE, link.entity(), link.etag or "*")
+        etag = self.store.replace(TABLE, link.entity(), link.etag or "*")
+        if etag is None:
+            return False
+        link.etag = etag
+        return True
+
+    def _write(self, link: TicketLink) -> None:
+        """Write a link this run holds, keeping the etag the write answered; Busy (429) when it changed hands."""
+        etag = self.store.replace(TABLE, link.entity(), link.etag or "*")
+        if etag is None:
+            raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
+                       code="SyncLeaseLost", retry_after=5)
+        link.etag = etag
 
     def release(self, link: TicketLink) -> None:
         """Give the lease back after a failure, keeping what was saved; best effort."""
@@ -230,12 +234,44 @@ class LinkStore:
         if not self.store.replace_if_unchanged(TABLE, current.entity(), current.etag or "*"):
             log.info("lease of %s changed hands before release", link.incident_key)
 
-    def _reload(self, link: TicketLink) -> TicketLink:
-        row = self.store.get(TABLE, INCIDENT, key_safe(link.incident_key))
-        if row is None:
-            raise Busy(f"the link of incident {link.incident_key} disappeared; retry", retry_after=5)
-        link.etag = row.get("_etag")
-        return link
+    def get_many(self, incident_keys: list[str], *, pool: int = 16) -> dict[str, TicketLink]:
+        """The links of ``incident_keys`` (missing ones absent), in queries of 14 keys run side by side: a poll
+        page's links cost one round trip, not one per ticket."""
+        keys = sorted({key_safe(k) for k in incident_keys})
+        chunks = [keys[i:i + KEYS_PER_QUERY] for i in range(0, len(keys), KEYS_PER_QUERY)]
+        found: dict[str, TicketLink] = {}
+        for outcome in run_bounded(lambda chunk: self.store.get_many(TABLE, INCIDENT, chunk), chunks, pool):
+            found.update({key: TicketLink.from_entity(row) for key, row in outcome.get().items()})
+        return found
+
+    def save_all(self, batch: list[tuple[TicketLink, bool]]) -> dict[str, BaseException | None]:
+        """Save links of one run in entity group transactions (one request per up to 100 links), each still
+        conditional on the etag this run holds; per link key: None (saved), ``Superseded`` (read without the lease
+        and written by another run since: nothing of this run's bookkeeping is needed) or the error of a leased link
+        (``Busy``: its lease was lost). ``batch``: (link, leased by this run). A transaction one link of which was
+        refused writes nothing, so its links are then saved one by one, each with its own outcome."""
+        outcomes: dict[str, BaseException | None] = {}
+        for chunk in _chunks(batch):
+            ops = [op_replace(link.entity(), link.etag or "*") for link, _ in chunk]
+            try:
+                answers = self.store.transaction(TABLE, ops)
+            except TransactionFailed:
+                for link, leased in chunk:
+                    outcomes[link.incident_key] = self._save_one(link, leased)
+                continue
+            for (link, _), answer in zip(chunk, answers, strict=True):
+                link.etag = str(answer.get("etag") or "") or None
+                outcomes[link.incident_key] = None
+        return outcomes
+
+    def _save_one(self, link: TicketLink, leased: bool) -> BaseException | None:
+        if not leased:
+            return None if self.save_if_unchanged(link) else Superseded(link.incident_key)
+        try:
+            self._write(link)
+        except Busy as lost:
+            return lost
+        return None
 
     # -- the way back -------------------------------------------------------------------------
     def index_ticket(self, sys_id: str, incident_key: str, incident_id: str) -> None:
@@ -259,17 +295,25 @@ class LinkStore:
         """Set the first cursor (just before the first ticket's creation); later calls change nothing."""
         self.store.insert_if_absent(TABLE, PollCursor(stamp=stamp).entity())
 
-    def save_cursor(self, cursor: PollCursor) -> None:
+    def save_cursor(self, cursor: PollCursor, *, run: dict | None = None) -> None:
+        """Save the cursor; with ``run`` (the run's summary, see ``record_poll``) in the same request: both rows are
+        in the ``poll`` partition, so one entity group transaction writes them."""
         recent = cursor.recent
         if len(recent) > MAX_RECENT:  # the oldest go: a re-read of those costs a state read each, nothing more
             newest = sorted(recent.items(), key=lambda item: (item[1][0], item[0]))[-MAX_RECENT:]
             cursor.recent = dict(newest)
-        self.store.upsert(TABLE, cursor.entity())
+        if run is None:
+            self.store.upsert(TABLE, cursor.entity())
+        else:
+            self.store.transaction(TABLE, [_op_upsert(cursor.entity()), _op_upsert(self._run_row(run))])
 
     def record_poll(self, summary: dict) -> None:
         """Keep the summary of a poll run that did something (one write; idle runs write nothing)."""
-        self.store.upsert(TABLE, {"PartitionKey": POLL, "RowKey": LAST_RUN, "finished_at": self.clock(),
-                                  "summary": json.dumps(summary, default=str)[:30_000]})
+        self.store.upsert(TABLE, self._run_row(summary))
+
+    def _run_row(self, summary: dict) -> dict:
+        return {"PartitionKey": POLL, "RowKey": LAST_RUN, "finished_at": self.clock(),
+                "summary": json.dumps(summary, default=str)[:30_000]}
 
     def last_poll(self) -> dict | None:
         row = self.store.get(TABLE, POLL, LAST_RUN)
@@ -278,4 +322,29 @@ class LinkStore:
         return {"finished_at": float(row.get("finished_at", 0.0)), "summary": json.loads(row.get("summary") or "{}")}
 
 
-__all__ = ["LEASE_SECONDS", "LinkStore", "PollCursor", "TicketLink", "new_owner"]
+class Superseded(Exception):
+    """A link read without the lease was saved by another run first (this run's writes were idempotent)."""
+
+
+def _op_upsert(entity: dict) -> tuple:
+    """Insert or replace a whole row (every property: a cursor with fewer ``recent`` chunks drops the others)."""
+    from azure.data.tables import UpdateMode
+
+    return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+
+
+def _chunks(batch: list[tuple[TicketLink, bool]]) -> list[list[tuple[TicketLink, bool]]]:
+    """``batch`` cut into transactions of at most 100 rows and about ``BATCH_BYTES`` of JSON each."""
+    chunks: list[list[tuple[TicketLink, bool]]] = []
+    size = 0
+    for item in batch:
+        weight = len(json.dumps(item[0].entity()))
+        if not chunks or len(chunks[-1]) >= MAX_TRANSACTION or size + weight > BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += weight
+    return chunks
+
+
+__all__ = ["LEASE_SECONDS", "LinkStore", "PollCursor", "Superseded", "TicketLink", "new_owner"]

@@ -14,25 +14,29 @@ caught up, the next one reads from there again. Changes read twice are recognise
 ``sys_mod_count`` (``recent``) and cost nothing; the re-read never starts while a backlog is being worked
 through, so it cannot hold progress back.
 
-Per page: the rows already handled are skipped; the links of the others are read side by side; the journal of
-every due ticket comes in one query; the due tickets are reconciled side by side, at most
-``SERVICENOW_SYNC_CONCURRENCY`` at a time. A failure that clears up by itself (ServiceNow or Sentinel down,
-throttled) stops the run before that ticket, with everything before it kept. An idle run makes one ServiceNow
-request and writes nothing.
+Per page: the links of its tickets are read in batched queries side by side (one round trip), the journal of
+every due ticket comes in one query, and all of that is read while the page before is being applied (the next
+page starts after this one's last row, so it is known before this one is done). The rows already handled are
+skipped; the due tickets are reconciled side by side, at most ``SERVICENOW_SYNC_CONCURRENCY`` at a time, and
+their links are saved together once their incidents are written (one entity group transaction per 100 links,
+each still conditional on its etag). A failure that clears up by itself (ServiceNow or Sentinel down,
+throttled) stops the run before that ticket, with everything before it kept. The cursor and the run's record
+go in one request. An idle run makes one ServiceNow request and writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from core.concurrency import run_bounded
-from core.errors import PackError
-from sync.links import PollCursor, TicketLink
+from core.concurrency import run_all, run_bounded
+from core.errors import Busy, PackError
+from sync.links import PollCursor, Superseded, TicketLink
 from sync.query import GUID
 from sync.service import now_stamp, retryable
-from sync.servicenow import Position, ref_value
+from sync.servicenow import Page, Position, ref_value
 
 if TYPE_CHECKING:
     from sync.service import ServiceNowSync
@@ -62,6 +66,23 @@ def fresh_from(start: Position, rows: list[dict], instance_time: str | None, ove
     return max(start.stamp, shift_stamp(settled, 1))
 
 
+@dataclass
+class _Page:
+    """One page and what applying it needs, read ahead while the page before is applied."""
+
+    position: Position
+    offset: int
+    page: Page | None = None
+    links: dict[str, TicketLink] = field(default_factory=dict)  # by incident key
+    journal: dict[str, list[dict]] = field(default_factory=dict)  # by ticket sys_id, for the tickets due
+    error: PackError | None = None  # why it could not be read
+    unread: bool = False  # the page or its links are missing (nothing of it can be decided)
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.page.rows if self.page is not None else []
+
+
 class Poller:
     """One poll run over a ServiceNowSync."""
 
@@ -81,87 +102,105 @@ class Poller:
         recent = {sys_id: list(entry) for sys_id, entry in cursor.recent.items()}
         summary: dict[str, Any] = {"examined": 0, "synced": 0, "failed": 0, "known": 0, "pages": 0, "stopped": None,
                                    "from": f"{position.stamp} {position.sys_id}".strip(), "recheck": rechecking}
-        complete, offset = False, 0
+        complete = False
+        ahead = self._read(position, 0, recent)
+        if ahead.error is not None and ahead.page is None:
+            raise ahead.error  # not even the first page: nothing to do but report it
         while summary["pages"] < self.sync.max_pages:
-            page = self.snow.changed_after(position, self.source, limit=self.sync.page_size, offset=offset)
+            current, ahead = ahead, None
             summary["pages"] += 1
-            end = offset + self.sync.page_size
-            risky = fresh_from(position, page.rows, page.instance_time, self.sync.overlap)
-            if risky:
-                pending = min(pending, risky) if pending else risky
-            handled, stopped = self._page(page.rows, recent, summary)
+            page = current.page
+            end = current.offset + self.sync.page_size
+            last = page is None or page.total is None or page.total <= end
+            if page is not None:
+                risky = fresh_from(current.position, page.rows, page.instance_time, self.sync.overlap)
+                if risky:
+                    pending = min(pending, risky) if pending else risky
+            if last or current.unread or summary["pages"] >= self.sync.max_pages:
+                handled, stopped = self._apply(current, recent, summary)
+            else:  # the next page (from this one's last row) is read while this one is applied
+                nxt = (Position(str(page.rows[-1].get("sys_updated_on") or ""), page.rows[-1]["sys_id"]), 0) \
+                    if page.rows else (current.position, end)  # rows counted but none readable: step over them
+                # ``recent`` as a copy: the page being applied adds to it meanwhile
+                (handled, stopped), ahead = run_all(lambda got=current: self._apply(got, recent, summary),
+                                                    lambda at=nxt, seen=dict(recent): self._read(*at, seen))
             if stopped:
-                position = handled or position
+                position = handled or current.position
                 summary["stopped"] = stopped
                 break
-            if page.total is None or page.total <= end:
-                position, complete = handled or position, True
+            position = handled or current.position
+            if last:
+                complete = True
                 break
-            if handled is not None:
-                position, offset = handled, 0
-            else:  # rows counted but none readable (row ACLs apply after paging): step over them
-                offset = end
+            if ahead is None:
+                break  # the page cap: the next run goes on from here
         if complete and rechecking and (cursor.stamp, cursor.sys_id) > (position.stamp, position.sys_id):
             position = Position(cursor.stamp, cursor.sys_id)  # the re-read ended before the old end: keep it
         keep_from = min(pending or position.stamp, position.stamp)
         new = PollCursor(stamp=position.stamp, sys_id=position.sys_id, recheck=pending, complete=complete,
                          recent={k: v for k, v in recent.items() if v[0] >= keep_from})
-        if new != cursor:
-            self.links.save_cursor(new)
         summary["to"] = f"{new.stamp} {new.sys_id}".strip()
         summary["complete"] = complete
+        did = bool(summary["synced"] or summary["failed"] or summary["stopped"])
+        if new != cursor:
+            self.links.save_cursor(new, run=summary if did else None)  # one request for both rows
+            summary["recorded"] = did
         return summary
 
-    def _page(self, rows: list[dict], recent: dict[str, list], summary: dict) -> tuple[Position | None, str | None]:
-        """Handle one page's rows in order; (the position after the last row handled, why it stopped or None)."""
+    def _read(self, position: Position, offset: int, seen: dict[str, list]) -> _Page:
+        """A page after ``position``, the links of its tickets (one round of batched reads; not of the changes in
+        ``seen``, handled already) and the journal of those that are due, in one query. A failure is kept in the
+        answer: the run stops where it applies."""
+        got = _Page(position, offset)
+        try:
+            got.page = self.snow.changed_after(position, self.source, limit=self.sync.page_size, offset=offset)
+            keys = [key for row in got.page.rows if row.get("correlation_display") == self.source
+                    and not _known(row, seen) and GUID.match(key := str(row.get("correlation_id") or "").lower())]
+            got.links = self.links.get_many(keys, pool=self.sync.concurrency) if keys else {}
+        except PackError as error:
+            got.error, got.unread = error, True
+            return got
+        due = [link for row in got.rows if (link := self._due(row, got.links)) is not None]
+        if due:
+            try:
+                got.journal = self._journal(due)
+            except PackError as error:
+                got.error = error
+        return got
+
+    def _due(self, row: dict, links: dict[str, TicketLink]) -> TicketLink | None:
+        """The link of a row this pack must sync (None: not its ticket, or nothing new since the last sync)."""
+        if row.get("correlation_display") != self.source:
+            return None  # a condition the instance dropped matches everything: not ours
+        link = links.get(str(row.get("correlation_id") or "").lower())
+        if link is None or link.sys_id != row["sys_id"] or link.state not in ("linked", "closed") \
+                or int(row.get("sys_mod_count") or 0) <= link.mod_count:
+            return None
+        return link
+
+    def _apply(self, got: _Page, recent: dict[str, list], summary: dict) -> tuple[Position | None, str | None]:
+        """Apply one page's rows; (the position after the last row handled in order, why it stopped or None)."""
+        if got.unread:
+            if not retryable(got.error):  # type: ignore[arg-type]
+                raise got.error  # type: ignore[misc]
+            return None, _reason(got.error)  # type: ignore[arg-type]
+        rows = got.rows
         summary["examined"] += len(rows)
         status: dict[str, str] = {}
-        todo = []
-        for row in rows:
-            seen = recent.get(row["sys_id"])
-            if row.get("correlation_display") != self.source:
-                status[row["sys_id"]] = "done"  # a condition the instance dropped matches everything: not ours
-            elif seen is not None and int(seen[1]) >= int(row.get("sys_mod_count") or 0):
-                status[row["sys_id"]], summary["known"] = "done", summary["known"] + 1
-            else:
-                todo.append(row)
-        stopped: str | None = None
-
-        def link_of(row: dict) -> TicketLink | None:
-            key = str(row.get("correlation_id") or "").lower()
-            return self.links.get(key) if GUID.match(key) else None
-
         due: list[tuple[dict, TicketLink]] = []
-        journal: dict[str, list[dict]] = {}
-        for outcome in run_bounded(link_of, todo, self.sync.concurrency, stop=_stops):
-            row = outcome.item
-            if outcome.error is not None:
-                stopped = stopped or _reason(outcome.error)
-                continue
-            link = outcome.value
-            if link is None or link.sys_id != row["sys_id"] or link.state not in ("linked", "closed") \
-                    or int(row.get("sys_mod_count") or 0) <= link.mod_count:
+        for row in rows:
+            if row.get("correlation_display") == self.source and _known(row, recent):
+                status[row["sys_id"]], summary["known"] = "done", summary["known"] + 1
+            elif (link := self._due(row, got.links)) is None:
                 status[row["sys_id"]] = "done"  # not this pack's ticket, or nothing new since the last sync
             else:
                 due.append((row, link))
-        if due and stopped is None:
-            try:
-                journal = self._journal([link for _, link in due])
-            except PackError as error:
-                if not retryable(error):
-                    raise
-                stopped, due = _reason(error), []
-            for outcome in run_bounded(lambda pair: self.sync.sync_polled(pair[1], pair[0], journal[pair[0]["sys_id"]]),
-                                       due, self.sync.concurrency, stop=_stops):
-                row = outcome.item[0]
-                if outcome.error is not None:
-                    if isinstance(outcome.error, PackError) and not retryable(outcome.error):
-                        raise outcome.error
-                    stopped = stopped or _reason(outcome.error)
-                    continue
-                status[row["sys_id"]] = "done"
-                if outcome.value in ("synced", "failed"):
-                    summary[outcome.value] += 1
+        stopped: str | None = None
+        if due and got.error is not None:  # the journal could not be read
+            if not retryable(got.error):
+                raise got.error
+            stopped, due = _reason(got.error), []
+        stopped = self._sync_all(due, got.journal, status, summary) or stopped
         handled: Position | None = None
         for row in rows:  # in order: progress stops at the first row not handled
             if status.get(row["sys_id"]) != "done":
@@ -174,6 +213,46 @@ class Poller:
             stopped = "not every ticket of the page could be handled"
         return handled, stopped
 
+    def _sync_all(self, due: list[tuple[dict, TicketLink]], journal: dict[str, list[dict]], status: dict[str, str],
+                  summary: dict) -> str | None:
+        """Reconcile the due tickets side by side, then save their links in one request per 100 (a link is saved
+        only after its incident was written); mark the rows done; why it stopped, or None."""
+        stopped: str | None = None
+        failure: PackError | None = None
+        saves: dict[str, list[tuple[TicketLink, bool]]] = {row["sys_id"]: [] for row, _ in due}
+        outcomes = run_bounded(lambda pair: self.sync.sync_polled(pair[1], pair[0], journal.get(pair[0]["sys_id"], []),
+                                                                   defer=saves[pair[0]["sys_id"]]),
+                               due, self.sync.concurrency, stop=_stops)
+        done: dict[str, str] = {}
+        for outcome in outcomes:
+            row = outcome.item[0]
+            if outcome.error is not None:
+                if isinstance(outcome.error, PackError) and not retryable(outcome.error):
+                    failure = failure or outcome.error
+                stopped = stopped or _reason(outcome.error)
+                continue
+            done[row["sys_id"]] = str(outcome.value)
+        batch = [entry for sys_id in done for entry in saves[sys_id]]
+        try:
+            saved = self.links.save_all(batch) if batch else {}
+        except PackError as error:  # Table Storage down: nothing of this page is kept; the next run does it again
+            if not retryable(error):
+                raise
+            return _reason(error)
+        for sys_id, value in done.items():
+            problems = [saved.get(link.incident_key) for link, _ in saves[sys_id]]
+            if any(isinstance(p, Busy) for p in problems):
+                stopped = stopped or _reason(next(p for p in problems if isinstance(p, Busy)))
+                continue
+            status[sys_id] = "done"
+            if value == "synced" and any(isinstance(p, Superseded) for p in problems):
+                value = "unchanged"  # another run saved the pair first; this run's writes were idempotent
+            if value in ("synced", "failed"):
+                summary[value] += 1
+        if failure is not None:
+            raise failure
+        return stopped
+
     def _journal(self, links: list[TicketLink]) -> dict[str, list[dict]]:
         """The journal of every due ticket of a page in one query (chunked), grouped per ticket."""
         since = min(link.journal_since or "1970-01-01 00:00:00" for link in links)
@@ -185,6 +264,12 @@ class Poller:
         for entry in entries:
             grouped.setdefault(ref_value(entry.get("element_id")), []).append(entry)
         return grouped
+
+
+def _known(row: dict, seen: dict[str, list]) -> bool:
+    """Whether this change of the ticket (its ``sys_mod_count``) was handled already (a re-read meets it again)."""
+    entry = seen.get(row["sys_id"])
+    return entry is not None and int(entry[1]) >= int(row.get("sys_mod_count") or 0)
 
 
 def _stops(error: BaseException) -> bool:

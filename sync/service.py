@@ -33,14 +33,16 @@ more is written to the ticket. Reopening the Sentinel incident opens a follow-up
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from core.case import Case, Workspace
-from core.concurrency import run_all
+from core.concurrency import run_all, run_bounded
 from core.context import Context
+from core.credentials import ARM_SCOPE
 from core.errors import BadRequest, Busy, ConfigurationError, Conflict, DownstreamError, Forbidden, NotFound, PackError
 from core.http import build_session, session_from_settings
 from core.sentinel import comment_id
@@ -58,12 +60,14 @@ from sync.webhook import parse_push
 log = logging.getLogger(__name__)
 
 TICKET_COMMENT = "servicenow-ticket"
+TICKET_LABEL = "ServiceNow: "  # + the ticket number: the incident label the sync adds
 CLOSED_COMMENT = "servicenow-closed"
 RESTARTS = 3
 
 _clients: dict[tuple[str, str], ServiceNowClient] = {}
 _clients_lock = threading.Lock()
 _cursor_started: set[str] = set()  # state tables whose poll cursor exists (written once per process)
+UNKNOWN: Any = object()  # "not looked up yet", as opposed to None, "looked up: no ticket"
 
 
 def client_from_settings(settings: Settings) -> ServiceNowClient:
@@ -92,6 +96,26 @@ def incident_key(case: Case) -> str:
     if case.incident_name and case.incident_name.lower() != key:
         raise BadRequest("the body's incident name does not match its incident ARM id", code="UnsafeQueryValue")
     return key
+
+
+def _has_ticket_label(case: Case) -> bool:
+    """Whether the incident, as the trigger carried it, has the label the sync adds to an incident with a ticket."""
+    labels = case.raw_properties.get("labels") if isinstance(case.raw_properties, dict) else None
+    return any(isinstance(label, dict) and str(label.get("labelName") or "").lower().startswith(TICKET_LABEL.lower())
+               for label in labels or ())
+
+
+def _trigger_incident(case: Case) -> dict | None:
+    """The incident as the incident trigger carried it (with its etag), when it can be written back as it is: a
+    number JSON cannot carry (the parser takes ``Infinity``) means reading the incident instead."""
+    resource = case.resource
+    if resource is None:
+        return None
+    try:
+        json.dumps(resource, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return resource
 
 
 def ticket_defaults(settings: Settings) -> dict[str, str]:
@@ -137,7 +161,9 @@ class ServiceNowSync:
     def __init__(self, ctx: Context, snow: ServiceNowClient | None = None, mapping: SyncMapping | None = None) -> None:
         settings = ctx.settings
         self.mapping = mapping or SyncMapping.from_setting(settings["SERVICENOW_MAPPING"])  # type: ignore[arg-type]
-        self.snow = snow or client_from_settings(settings)
+        if snow is None:
+            settings.require("SERVICENOW_INSTANCE_URL", "SERVICENOW_USERNAME", "SERVICENOW_PASSWORD")
+        self._settings, self._snow = settings, snow
         self.sentinel = ctx.sentinel
         self.links = LinkStore(ctx.state)
         self.max_entities = int(settings["MAX_ENTITIES"])  # type: ignore[arg-type]
@@ -146,17 +172,42 @@ class ServiceNowSync:
         self.max_pages = max(1, int(settings["SERVICENOW_POLL_MAX_PAGES"]))  # type: ignore[arg-type]
         self.overlap = max(0, int(settings["SERVICENOW_POLL_OVERLAP_SECONDS"]))  # type: ignore[arg-type]
         self.defaults = ticket_defaults(settings)
-        self.incident = IncidentWriter(self.sentinel, self.mapping, self.snow.username, self.concurrency,
-                                       ctx.comments)
+        username = snow.username if snow is not None else str(settings["SERVICENOW_USERNAME"])
+        self.incident = IncidentWriter(self.sentinel, self.mapping, username, self.concurrency, ctx.comments)
+
+    @property
+    def snow(self) -> ServiceNowClient:
+        """The process's client for the instance, built on first use: a cold process imports pysnow in the thread
+        that first calls ServiceNow, beside the other first calls (and a close without a ticket never does)."""
+        if self._snow is None:
+            self._snow = client_from_settings(self._settings)
+        return self._snow
 
     # == Sentinel -> ServiceNow =================================================================
     def outbound(self, case: Case) -> dict[str, Any]:
-        """Incident created or updated: create the ticket once, then bring both sides in step."""
+        """Incident created or updated: create the ticket once, then bring both sides in step.
+
+        A new incident costs one round trip before the create (issue 16): the claim (a conditional insert, so
+        concurrent triggers open one ticket) and the look-up for a ticket of this incident (one that a lost state
+        table or an earlier deployment left) run side by side. The look-up runs beside the claim only when the
+        incident trigger shows no ticket label, i.e. when the incident is most likely new; otherwise the claim
+        fails and the look-up would be wasted (a claim that succeeds anyway looks up after it).
+        """
         key, owner = incident_key(case), new_owner()
         bind_incident(case.incident_id)
-        link = self.links.claim(key, case.incident_id, owner, reload=False)  # its etag comes with the look-up
+        calls: list = [lambda: self.links.claim(key, case.incident_id, owner),
+                       # The ARM token the Sentinel writes will need: in a cold process (or when it expired) it is
+                       # fetched here, beside the first round; otherwise this is a cache look-up. A failure shows
+                       # again, and is reported, where the token is used.
+                       lambda: self.sentinel.tokens.bearer(ARM_SCOPE)]
+        if case.source == "incident" and not _has_ticket_label(case):
+            calls.append(lambda: self.snow.find_by_correlation(key, self.mapping.source))
+        claimed, _, *looked_up = run_bounded(lambda call: call(), calls, len(calls))
+        link = claimed.get()  # nothing was claimed when this fails
         if link is not None:
-            return self._guarded(link, owner, lambda held: self._first_sync(case, held, owner))
+            return self._guarded(link, owner, lambda held: self._first_sync(
+                case, held, owner, current=_trigger_incident(case),
+                ticket=looked_up[0].get() if looked_up else UNKNOWN))
         link = self.links.get(key)
         if link is None:
             raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
@@ -167,7 +218,8 @@ class ServiceNowSync:
             held = self.links.take(link, owner) or self.links.acquire(key, owner)
             if held is None:
                 raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
-            return self._guarded(held, owner, lambda leased: self._first_sync(case, leased, owner))
+            return self._guarded(held, owner, lambda leased: self._first_sync(case, leased, owner,
+                                                                             current=_trigger_incident(case)))
         try:
             return {"created": False, **self._sync(link, owner, list_comments="always")}
         except NotFound as missing:
@@ -201,19 +253,28 @@ class ServiceNowSync:
             raise
 
     def _first_sync(self, case: Case, link: TicketLink, owner: str, *, follows: TicketLink | None = None,
-                    props: dict | None = None) -> dict[str, Any]:
-        """Find the ticket an interrupted run created (by correlation id) or create it, link both ways, sync."""
-        if props is None:
-            props = self._trigger_properties(case) or dict(
-                self.sentinel.get_incident(link.incident_id).get("properties") or {})
+                    props: dict | None = None, current: dict | None = None, ticket: Any = UNKNOWN) -> dict[str, Any]:
+        """Find the ticket an interrupted run created (by correlation id) or create it, link both ways, sync.
+
+        ``ticket``: what the caller's look-up found (None: nothing), or ``UNKNOWN`` (the default: look up here).
+        ``current``: the incident as the trigger carried it (with its etag), used by the update of a new ticket's
+        incident instead of reading it: that update always writes (the new ticket's label), so a change made since
+        the trigger fired is a 409 and a fresh read, never a write of stale fields.
+        """
+        props = props if props is not None else self._trigger_properties(case)
         previous = [entry[0] for entry in link.previous]
 
         def find() -> dict | None:
             return self.snow.find_by_correlation(link.incident_key, self.mapping.source, exclude=previous)
 
-        if link.etag is None:  # just claimed: its etag and the look-up side by side
-            _, ticket = run_all(lambda: self.links.refresh(link), find)
-        else:
+        read_here = props is None
+        if read_here:  # nothing to open a ticket from: read the incident, beside the look-up
+            if ticket is UNKNOWN:
+                ticket, current = run_all(find, lambda: self.sentinel.get_incident(link.incident_id))
+            else:
+                current = self.sentinel.get_incident(link.incident_id)
+            props = dict(current.get("properties") or {})
+        elif ticket is UNKNOWN:
             ticket = find()
         created = ticket is None
         if ticket is None:
@@ -230,7 +291,7 @@ class ServiceNowSync:
                 raise self._unknown_close_code(refused, fields) from None
             log.info("created ServiceNow %s for incident %s", ticket.get("number"), link.incident_key)
         link.sys_id, link.number = ticket["sys_id"], str(ticket.get("number") or "")
-        self._start_cursor(str(ticket.get("sys_created_on") or ""))
+        created_on = str(ticket.get("sys_created_on") or "")
         link.state = "linked"
         link.journal_since, link.journal_seen = str(ticket.get("sys_created_on") or ""), []
         if created:  # both sides hold what was just written: that is the base
@@ -246,8 +307,12 @@ class ServiceNowSync:
         text = texts.link_comment(link.number, url, follows=follows.number if follows else "")
         index = (link.sys_id, link.incident_key, link.incident_id)
         summary = self._reconcile(link, owner, ticket=ticket, journal=[] if created else None,
-                                  label=f"ServiceNow: {link.number}", notes=[(note, text)], list_comments="changed",
-                                  also=[lambda: self.links.index_ticket(*index)])
+                                  label=f"{TICKET_LABEL}{link.number}", notes=[(note, text)],
+                                  # The trigger's comment count may predate a comment (another playbook's): list them.
+                                  list_comments="always" if created and current and not read_here else "changed",
+                                  current=current if created or read_here else None,
+                                  also=[lambda: self.links.index_ticket(*index),
+                                        lambda: self._start_cursor(created_on)])
         return {"created": created, **summary}
 
     @staticmethod
@@ -326,9 +391,13 @@ class ServiceNowSync:
 
         return Poller(self).run()
 
-    def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict]) -> str:
+    def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict],
+                    defer: list[tuple[TicketLink, bool]] | None = None) -> str:
         """Sync one changed ticket of a poll page: "synced", "unchanged" (another run got there first) or
-        "failed" (it would fail the same way at every run: accounted for, so the poller moves on)."""
+        "failed" (it would fail the same way at every run: accounted for, so the poller moves on).
+
+        ``defer``: the link is not saved here but appended (with whether this run leased it) for the poller to save
+        with the page's other links in one request (``LinkStore.save_all``)."""
         owner = new_owner()
         link = self.links.wait_free(link, owner, wait=5.0)
         if link is None or link.sys_id != ticket.get("sys_id"):
@@ -336,7 +405,7 @@ class ServiceNowSync:
         if int(ticket.get("sys_mod_count") or 0) <= link.mod_count:  # synced meanwhile by a push
             return "unchanged"
         try:
-            summary = self._sync(link, owner, ticket=ticket, journal=journal)
+            summary = self._sync(link, owner, ticket=ticket, journal=journal, defer=defer)
         except PackError as error:
             if retryable(error):
                 raise
@@ -354,14 +423,14 @@ class ServiceNowSync:
 
     # == one pair ===============================================================================
     def _sync(self, link: TicketLink, owner: str, *, ticket: dict | None = None, journal: list[dict] | None = None,
-              list_comments: str = "changed") -> dict[str, Any]:
+              list_comments: str = "changed", defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
         """Reconcile the pair, starting over (with fresh reads) when another run changed it meanwhile."""
         held = [link]
         try:
             for _ in range(RESTARTS):
                 try:
                     return self._reconcile(held[0], owner, ticket=ticket, journal=journal,
-                                           list_comments=list_comments, held=held)
+                                           list_comments=list_comments, held=held, defer=defer)
                 except _Restart as restart:
                     ticket, journal = restart.ticket, None
                     if held[0].lease_owner != owner:  # not ours: read it again (it changed)
@@ -380,8 +449,11 @@ class ServiceNowSync:
     def _reconcile(self, link: TicketLink, owner: str, *, ticket: dict | None = None,
                    journal: list[dict] | None = None, label: str | None = None,
                    notes: list[tuple[str, str]] = (), list_comments: str = "changed",
-                   held: list[TicketLink] | None = None, also: list = ()) -> dict[str, Any]:
-        """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one)."""
+                   held: list[TicketLink] | None = None, also: list = (), current: dict | None = None,
+                   defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
+        """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one).
+        ``current``: the incident as the caller has it (with its etag), instead of reading it. ``defer``: see
+        ``sync_polled``."""
         held = held if held is not None else [link]
         if link.lease_owner == owner:
             self.links.renew(link)
@@ -396,7 +468,9 @@ class ServiceNowSync:
             journal, hidden = self.snow.journal([link.sys_id], link.journal_since or str(ticket.get("sys_created_on")))
         known = set(link.known_comments)
 
-        # 1. Sentinel: one read, the merge on what it returned, one etag-guarded write (sync/merge.py).
+        # 1. Sentinel: one read, the merge on what it returned, one etag-guarded write (sync/merge.py); beside the
+        #    write, the comments the sync adds (its own notes and the new journal entries) and ``also``: neither
+        #    depends on the other, and the comment budget counts on the incident as read.
         box: dict[str, Any] = {}
 
         def change(props: dict) -> bool:
@@ -412,28 +486,46 @@ class ServiceNowSync:
             labelled = bool(label) and self.incident.add_label(props, label)  # type: ignore[arg-type]
             return bool(box["applied"] or labelled)
 
-        incident = self.sentinel.update_incident(link.incident_id, change)
+        start = current if current is not None else self.sentinel.get_incident(link.incident_id)
+        copies = self.incident.journal_comments(link, journal or [], known)
+        puts = [(name, text) for name, text in notes if name not in known] + copies
+
+        def update() -> dict:
+            try:
+                return self.sentinel.update_incident(link.incident_id, change, current=start)
+            except BadRequest:
+                if current is None:
+                    raise
+                # The caller's copy (the trigger's) holds something ARM does not take back: read the incident.
+                return self.sentinel.update_incident(link.incident_id, change)
+
+        def comment() -> tuple[int, str | None]:
+            return self.incident.put_comments(link, puts, known, also=also, incident=start)
+
+        # Listing the comments does not depend on the update either: when it is due anyway ("always"), it runs beside.
+        listing = list_comments == "always"
+        calls = [update, *([comment] if puts or also else []),
+                 *([lambda: self.sentinel.list_comments(link.incident_id)] if listing else [])]
+        incident, *rest = run_all(*calls) if len(calls) > 1 else [update()]
+        added, budget = rest.pop(0) if puts or also else (0, None)
+        listed: list[dict] | None = rest.pop(0) if listing else None
         props = dict(incident.get("properties") or {})
         decided = box["plan"]
         for conflict in decided.conflicts:
             log.info("conflict on %s of incident %s: Sentinel %r, ServiceNow %r -> %s wins", conflict["field"],
                      link.incident_key, conflict["sentinel"], conflict["servicenow"], conflict["winner"])
-
-        # 2. Comments the sync adds to the incident: its own notes and the new journal entries, side by side.
-        copies = self.incident.journal_comments(link, journal or [], known)
-        ours = [(name, text) for name, text in notes if name not in known]
-        added, budget = self.incident.put_comments(link, ours + copies, known, also=also, incident=incident)
         count = box["count"] if isinstance(box["count"], int) else None
 
         if read_only:
             if props.get("status") != "Closed":  # reopened in Sentinel: a follow-up ticket takes over
                 return self._follow_up(link, owner, props, held)
-            return self._freeze(link, owner, ticket, incident, known, count, added, budget)
+            return self._freeze(link, owner, ticket, incident, known, count, added, budget, defer)
 
         # 3. New Sentinel comments become work notes; field changes ride on the last PATCH.
         comments: list[dict] = []
-        if list_comments == "always" or count is None or count != link.comments_count:
-            comments = [c for c in self.sentinel.list_comments(link.incident_id) if c.get("name") not in known]
+        if listed is not None or count is None or count != link.comments_count:
+            listed = listed if listed is not None else self.sentinel.list_comments(link.incident_id)
+            comments = [c for c in listed if c.get("name") not in known]
             comments.sort(key=lambda c: str((c.get("properties") or {}).get("createdTimeUtc") or ""))
         patches: list[tuple[str | None, dict[str, str]]] = [
             (c["name"], {"work_notes": texts.work_note(props, c)}) for c in comments]
@@ -464,7 +556,7 @@ class ServiceNowSync:
         link.base_sentinel, link.base_servicenow, link.mod_count = sentinel_view(props), base_servicenow, new_count
         link.known_comments = sorted(known)
         link.comments_count = count + added if count is not None else -1
-        superseded = self._save(link, owner)
+        superseded = self._save(link, owner, defer)
         if hidden:
             log.error("ServiceNow hid %d journal entries of %s from the integration user: grant it read access to "
                       "sys_journal_field (docs/servicenow.md)", hidden, link.number)
@@ -518,8 +610,15 @@ class ServiceNowSync:
                                   "incident close codes (GET /api/health/details lists the ones missing)",
                                   code="ServiceNowUnknownCloseCode")
 
-    def _save(self, link: TicketLink, owner: str) -> bool:
-        """Save the link; True when a run without the lease found that another run saved first."""
+    def _save(self, link: TicketLink, owner: str, defer: list[tuple[TicketLink, bool]] | None = None) -> bool:
+        """Save the link; True when a run without the lease found that another run saved first. With ``defer``,
+        the link (its lease released) goes there to be saved by the caller, and this says False."""
+        if defer is not None:
+            leased = link.lease_owner == owner
+            if leased:
+                link.lease_owner, link.lease_until = "", 0.0
+            defer.append((link, leased))
+            return False
         if link.lease_owner == owner:
             self.links.save(link)
             return False
@@ -539,7 +638,7 @@ class ServiceNowSync:
 
     # -- closed tickets -----------------------------------------------------------------------
     def _freeze(self, link: TicketLink, owner: str, ticket: dict, incident: dict, known: set[str], count: int | None,
-                added: int, budget: str | None) -> dict[str, Any]:
+                added: int, budget: str | None, defer: list | None = None) -> dict[str, Any]:
         """The ticket is closed (read-only): say so once on the incident, and write nothing more to it."""
         props = dict(incident.get("properties") or {})
         note = comment_id(link.incident_id, CLOSED_COMMENT, link.sys_id)
@@ -554,7 +653,7 @@ class ServiceNowSync:
         link.mod_count = int(ticket.get("sys_mod_count") or 0)
         link.known_comments = sorted(known)
         link.comments_count = count + added if count is not None else -1
-        superseded = self._save(link, owner)
+        superseded = self._save(link, owner, defer)
         return {"incident": link.incident_id,
                 "ticket": {**self._ticket_ref(link), "state": str(ticket.get("state") or "")},
                 "changed": bool(added), "sentinel": {"fields": [], "comments": added},

@@ -34,3 +34,16 @@ def test_every_forbidden_character_is_mapped_away_and_the_service_takes_the_key(
 def test_other_text_is_kept():
     text = "2001:db8::1 adele.vance@contoso.com Zoë 😀 ü"
     assert key_safe(text) == text
+
+
+def test_writes_answer_the_new_etag_so_the_row_can_be_written_again_without_a_read(store):
+    row = {"PartitionKey": "p", "RowKey": "r", "value": 1}
+    first = store.insert("etags", row)
+    assert first and first == store.get("etags", "p", "r")["_etag"]
+    assert store.insert("etags", row) is None  # the key exists: nothing written, no etag
+    second = store.replace("etags", {**row, "value": 2}, first)
+    assert second and second != first and second == store.get("etags", "p", "r")["_etag"]
+    assert store.replace("etags", {**row, "value": 3}, first) is None  # stale etag: someone wrote since
+    assert store.get("etags", "p", "r")["value"] == 2
+    assert store.insert_if_absent("etags", {**row, "RowKey": "s"}) is True
+    assert store.replace_if_unchanged("etags", {**row, "value": 4}, second) is True

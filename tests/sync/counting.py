@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "MERGE", "DELETE"})
@@ -22,6 +23,7 @@ WRITES = frozenset({"POST", "PUT", "PATCH", "MERGE", "DELETE"})
 class StorageRequest:
     method: str
     path: str
+    at: float = field(default_factory=time.time)  # when the request head arrived (before any latency proxy)
 
     @property
     def table(self) -> str:

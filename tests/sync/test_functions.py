@@ -80,6 +80,40 @@ def test_incident_created_makes_one_ticket_and_links_back(snow, sync_host):
     assert note["value"].startswith("[code]<p>Synced from Microsoft Sentinel incident 4711")
 
 
+def test_a_create_on_a_trigger_the_incident_has_moved_past_writes_nothing_stale(snow, sync_host):
+    """The new ticket's label goes out on the trigger's etag, without reading the incident first: an analyst's change
+    made after the trigger fired makes that a 409, the incident is read again, the change stays, and it reaches the
+    ticket in the same run (the trigger's older fields are never written back)."""
+    stack = sync_host.stack
+    body, incident_id = fresh_incident(stack, severity="High")
+    stack.arm.touch(incident_id, severity="Low", title="Renamed by an analyst")  # after the trigger fired
+    response = sync_host.outbound(body)
+    assert response.status_code == 200, response.text
+    incident = props(stack, incident_id)
+    assert (incident["title"], incident["severity"]) == ("Renamed by an analyst", "Low")
+    ticket = ticket_of(stack, incident_id)
+    assert [label["labelName"] for label in incident["labels"]] == [f"ServiceNow: {ticket['number']}"]
+    assert (ticket["impact"], ticket["urgency"]) == ("2", "3")  # Low (High is 1, 2), written after the create
+    puts = stack.arm.requests_to("PUT", rf"{incident_id.rsplit('/', 1)[-1]}$")
+    assert [r.status for r in puts] == [409, 200]
+
+
+def test_a_trigger_copy_arm_would_refuse_is_not_written_back(snow, sync_host):
+    """The trigger's copy of the incident is written back with the label only if ARM takes it: one it refuses (here
+    a time that is not a date-time) means reading the incident and writing the label on that."""
+    stack = sync_host.stack
+    body, incident_id = fresh_incident(stack, severity="High")
+    body["object"]["properties"]["firstActivityTimeUtc"] = "yesterday"  # not what the incident says, nor a time
+    response = sync_host.outbound(body)
+    assert response.status_code == 200, response.text
+    incident = props(stack, incident_id)
+    ticket = ticket_of(stack, incident_id)
+    assert incident["firstActivityTimeUtc"] != "yesterday"
+    assert [label["labelName"] for label in incident["labels"]] == [f"ServiceNow: {ticket['number']}"]
+    puts = stack.arm.requests_to("PUT", rf"{incident_id.rsplit('/', 1)[-1]}$")
+    assert [r.status for r in puts] == [400, 200]
+
+
 def test_ten_concurrent_triggers_make_one_ticket(snow, sync_host):
     body, incident_id = fresh_incident(sync_host.stack)
     with ThreadPoolExecutor(10) as pool:

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import Busy
 from core.state import StateStore
-from sync.links import LinkStore, PollCursor, new_owner
+from sync.links import LinkStore, PollCursor, Superseded, new_owner
 
 
 @pytest.fixture
@@ -110,3 +110,30 @@ def test_a_link_read_without_the_lease_is_saved_only_if_unchanged(links):
     assert not links.save_if_unchanged(mine)
     assert links.get(key).mod_count == 5
     assert links.take(mine, new_owner()) is None  # a stale read cannot take the lease either
+
+
+def test_a_pages_links_are_read_and_saved_together_and_one_written_meanwhile_is_left_to_its_writer(links):
+    keys = [str(uuid.uuid4()) for _ in range(20)]  # two read queries (14 keys each at most), one transaction
+    for key in keys:
+        links.save(links.claim(key, f"/x/{key}", new_owner()))
+    read = links.get_many([*keys, str(uuid.uuid4())])  # an unknown key is simply absent
+    assert sorted(read) == sorted(keys) and all(read[k].etag == links.get(k).etag for k in keys)
+    theirs = links.get(keys[3])
+    theirs.mod_count = 9
+    assert links.save_if_unchanged(theirs)  # another run (a push) saved this pair meanwhile
+    leased = links.take(read[keys[5]], new_owner())
+    for key in keys:
+        read[key].mod_count = 4
+    leased.mod_count, leased.lease_owner = 4, ""
+    batch = [(read[k], False) for k in keys if k != keys[5]] + [(leased, True)]
+    outcomes = links.save_all(batch)
+    assert [k for k, problem in outcomes.items() if problem is not None] == [keys[3]]
+    assert isinstance(outcomes[keys[3]], Superseded)
+    assert links.get(keys[3]).mod_count == 9  # theirs stays
+    assert all(links.get(k).mod_count == 4 for k in keys if k != keys[3])
+    assert links.get(keys[5]).lease_owner == ""  # the leased one saved and released
+    again = [(read[k], False) for k in keys if k not in (keys[3], keys[5])]
+    for link, _ in again:
+        link.mod_count = 6
+    assert all(problem is None for problem in links.save_all(again).values())  # each kept its new etag
+    assert links.get(keys[0]).mod_count == 6

@@ -8,6 +8,7 @@ import pytest
 
 from sync.poll import fresh_from, shift_stamp
 from sync.servicenow import Position
+from tests.conftest import wait_for
 from tests.sync.conftest import SyncClient, fresh_incident, guid, sync_settings
 from tests.sync.counting import StorageCounter
 
@@ -145,3 +146,40 @@ def test_a_pages_tickets_are_reconciled_side_by_side(sync_host):
         stack.arm.latency = 0.0
     reads = sorted(r.at for r in stack.arm.received[mark:] if r.method == "GET" and "/comments" not in r.path)
     assert len(reads) == 5 and reads[1] - reads[0] < 0.5, [round(t - reads[0], 2) for t in reads]
+
+
+@pytest.mark.e2e
+def test_a_page_read_ahead_that_fails_keeps_what_the_run_applied(counted):
+    """The next page is read while one is applied: when that read fails (ServiceNow down past the retries), the run
+    stops after the page it applied, the cursor keeps that progress, and the next run goes on from there."""
+    import threading
+
+    stack = counted.stack
+    stack.reset()
+    pairs = link_pairs(counted, 4)  # two pages of 2
+    counted.poll()
+    stack.snow.advance(OVERLAP + 2)
+    counted.poll()
+    for _, ticket in pairs:
+        stack.snow.update_as(ticket["sys_id"], "megan.bowen", impact="3", urgency="3")
+    lists = len(stack.snow.requests_to("GET", r"/table/incident$"))
+    go = threading.Event()
+    held = stack.snow.hold(go.is_set, path=r"/table/sys_journal_field$")  # the first page's journal
+    runner = threading.Thread(target=lambda: results.append(counted.poll()))
+    results: list[dict] = []
+    runner.start()
+    try:
+        wait_for(lambda: len(stack.snow.requests_to("GET", r"/table/incident$")) > lists, timeout=60, interval=0.02)
+        stack.snow.fail(503, path=r"/table/incident$", method="GET", times=20, retry_after=0)  # the page read ahead
+        go.set()
+        runner.join(120)
+    finally:
+        go.set()
+        stack.snow.clear_faults()
+    [summary] = results
+    assert held.released == [True]
+    assert summary["synced"] == 2 and summary["stopped"] and "ServiceNow" in summary["stopped"], summary
+    assert sorted(severity(stack, i) for i, _ in pairs).count("Informational") == 2
+    after = counted.poll()
+    assert after["synced"] == 2 and after["stopped"] is None, after
+    assert all(severity(stack, i) == "Informational" for i, _ in pairs)
