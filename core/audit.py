@@ -21,6 +21,10 @@ answer was lost, the retry finds the user "already disabled". The entries writte
 id are kept in the state store (table ``auditlog``, PartitionKey = the comment id), and a target
 that was acted on (``done``, ``pending``) keeps that entry when a later write only finds it in
 place. Values from outside (host names, UPNs, messages) are HTML-escaped.
+
+What it costs (issue #16): the stored entries are read only when an entry could take an earlier one's place
+(``already``, or ``pending`` found rather than started by this call): a first call that acted reads nothing. They
+are written side by side with the comment, not after it (a comment that fails then still leaves them for the retry).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from core.case import Case
 from core.comments import CommentBudget
+from core.concurrency import run_all
 from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ class AuditEntry:
     detail: str = ""
     ids: tuple[str, ...] = ()
     data: dict = field(default_factory=dict, compare=False)  # extra fields for the JSON answer
+    # This call started what the entry reports (e.g. a new machine action): no earlier attempt can have recorded
+    # it, so it never stands in for an earlier entry (``merge``) and needs no read of the stored ones.
+    fresh: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"target": self.target, "outcome": self.outcome, "detail": self.detail, "ids": list(self.ids),
@@ -75,6 +83,12 @@ class AuditEntry:
         known = ("target", "outcome", "detail", "ids")
         return cls(str(data["target"]), str(data["outcome"]), str(data.get("detail", "")),
                    tuple(data.get("ids") or ()), {k: v for k, v in data.items() if k not in known})
+
+
+def may_replace(entry: AuditEntry) -> bool:
+    """Whether ``merge`` could keep an earlier entry in ``entry``'s place: it found the result in place, or found the
+    action pending (a pending action this call started itself is new: no earlier attempt knew its id)."""
+    return entry.outcome == "already" or (entry.outcome == "pending" and not entry.fresh)
 
 
 def merge(previous: Sequence[AuditEntry], current: Sequence[AuditEntry]) -> list[AuditEntry]:
@@ -115,14 +129,22 @@ class AuditTrail:
         if not case.incident_id:
             return None
         key = self.comment_key(case, action, subjects, dry_run)
-        written = self._merged(key, entries)
+        written = self._merged(key, entries) if any(may_replace(e) for e in entries) else list(entries)
         message = render(case.label, title, written, dry_run=dry_run, note=note)
         cid = key if self.edits else comment_id(key, hashlib.sha256(message.encode()).hexdigest()[:24])
-        result = self.budget.write(case.incident_id, cid, message, incident=case.resource)
-        if self.store is not None and any(e.outcome in ACTED for e in written):
-            self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
-                                      "entries": json.dumps([e.to_dict() for e in written])[:60000]})
-        return result.comment_id
+        incident_id, store = case.incident_id, self.store
+
+        def comment() -> str | None:
+            return self.budget.write(incident_id, cid, message, incident=case.resource).comment_id
+
+        if store is None or not any(e.outcome in ACTED for e in written):
+            return comment()
+
+        def keep() -> None:
+            store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
+                                 "entries": json.dumps([e.to_dict() for e in written])[:60000]})
+
+        return run_all(comment, keep)[0]
 
     def _merged(self, key: str, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if self.store is None:
@@ -182,4 +204,4 @@ def render(label: str, title: str, entries: Sequence[AuditEntry], *, dry_run: bo
     return head + (start + "".join(kept) + end if rows else "") + footer
 
 
-__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "merge", "render"]
+__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "may_replace", "merge", "render"]

@@ -226,7 +226,7 @@ class MachineResponse:
             run.add(machine.label, "failed", exc.message, **data)
             raise
         run.add(machine.label, "pending", f"{action.type} requested ({action.status})"
-                + (f", {isolation_type}" if isolation_type else ""), [action.id], **data)
+                + (f", {isolation_type}" if isolation_type else ""), [action.id], fresh=True, **data)
         return action
 
     def _isolation(self, machine_id: str) -> MachineAction | None:

@@ -217,9 +217,10 @@ class ResponseRun:
             raise first_error
         return values
 
-    def add(self, target: str, outcome: str, detail: str = "", ids: tuple[str, ...] | list[str] = (),
-            **data: Any) -> AuditEntry:
-        entry = AuditEntry(target, outcome, detail, tuple(i for i in ids if i), data)
+    def add(self, target: str, outcome: str, detail: str = "", ids: tuple[str, ...] | list[str] = (), *,
+            fresh: bool = False, **data: Any) -> AuditEntry:
+        """One audit entry; ``fresh``: this call started what it reports (core.audit.AuditEntry.fresh)."""
+        entry = AuditEntry(target, outcome, detail, tuple(i for i in ids if i), data, fresh=fresh)
         collected = _collector.get()
         if collected is not None:
             collected.append(entry)
