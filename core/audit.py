@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
@@ -104,6 +104,14 @@ def merge(previous: Sequence[AuditEntry], current: Sequence[AuditEntry]) -> list
     return merged
 
 
+@dataclass(frozen=True)
+class PendingAudit:
+    """The two writes of one call's audit (``AuditTrail.prepare``): the comment (its id, or None) and the entries."""
+
+    comment: Callable[[], str | None]
+    keep: Callable[[], None]
+
+
 class AuditTrail:
     """Writes the log lines and the incident comment of one action call."""
 
@@ -124,10 +132,18 @@ class AuditTrail:
     def record(self, case: Case, action: str, title: str, entries: Sequence[AuditEntry], *,
                subjects: Iterable[str], dry_run: bool, note: str = "") -> str | None:
         """Log, then write (or overwrite) the call's comment, merged with what an earlier attempt of the
-        same call recorded; its id, or None without an incident."""
+        same call recorded, and keep the entries beside it; its id, or None without an incident."""
+        pending = self.prepare(case, action, title, entries, subjects=subjects, dry_run=dry_run, note=note)
+        return run_all(pending.comment, pending.keep)[0]
+
+    def prepare(self, case: Case, action: str, title: str, entries: Sequence[AuditEntry], *,
+                subjects: Iterable[str], dry_run: bool, note: str = "") -> PendingAudit:
+        """``record`` in two writes the caller may order: ``comment()`` and ``keep()`` (the entries a retry merges).
+        A caller holding leases keeps the entries *before* it gives the leases back, so the next run on the same
+        targets finds them (response/run.py); the log lines are written here."""
         _log(action, case.label, case.incident_id, case.alert_id, entries, dry_run, note)
         if not case.incident_id:
-            return None
+            return PendingAudit(lambda: None, lambda: None)
         key = self.comment_key(case, action, subjects, dry_run)
         written = self._merged(key, entries) if any(may_replace(e) for e in entries) else list(entries)
         message = render(case.label, title, written, dry_run=dry_run, note=note)
@@ -137,14 +153,12 @@ class AuditTrail:
         def comment() -> str | None:
             return self.budget.write(incident_id, cid, message, incident=case.resource).comment_id
 
-        if store is None or not any(e.outcome in ACTED for e in written):
-            return comment()
-
         def keep() -> None:
-            store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
-                                 "entries": json.dumps([e.to_dict() for e in written])[:60000]})
+            if store is not None and any(e.outcome in ACTED for e in written):
+                store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
+                                     "entries": json.dumps([e.to_dict() for e in written])[:60000]})
 
-        return run_all(comment, keep)[0]
+        return PendingAudit(comment, keep)
 
     def _merged(self, key: str, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if self.store is None:
@@ -204,4 +218,4 @@ def render(label: str, title: str, entries: Sequence[AuditEntry], *, dry_run: bo
     return head + (start + "".join(kept) + end if rows else "") + footer
 
 
-__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "may_replace", "merge", "render"]
+__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "PendingAudit", "may_replace", "merge", "render"]
