@@ -225,7 +225,7 @@ class EntraClient:
         with self._start:
             http, self._http, self._adapter = self._http, None, None
         if http is not None:
-            asyncio.run(http.aclose())
+            _run_here(http.aclose())
 
     def __enter__(self) -> EntraClient:
         return self.start()
