@@ -72,12 +72,20 @@ def enrichment(ips: int, pool: int = DEFAULT_POOL, *, cached: bool = False) -> C
 
 
 def isolate(machines: int, pool: int = DEFAULT_POOL) -> Chain:
+    """Machines named by MdatpDeviceId (as Defender's alerts name them). Two chains of equal length lead to the
+    isolate requests and run side by side: lease the machines (one conditional insert), then read each machine's
+    isolation actions inside its lease (idempotency: never isolate a machine again while its isolation is pending or
+    done); and read each machine (it exists, its name matches the entity, its tags are not protected), then spend the
+    incident's blast-radius budget on the machines that passed (the guardrail comes before any write, and counts only
+    real, unprotected machines). The second chain (defender + storage) costs what the first does; written as the
+    first."""
     r = rounds(machines, pool)
     return Chain((
-        Step("storage", "claim each target (conditional insert), targets side by side", r),
-        Step("defender", "each machine and its pending actions (two reads side by side)", r),
+        Step("storage", "lease the machines (one conditional insert); beside it each machine is read from Defender, "
+                        "then the budget is spent on those that passed the guardrails", r),
+        Step("defender", "each machine's isolation actions, read inside its lease", r),
         Step("defender", "the isolate request of each machine", r),
-        Step("sentinel-arm", "the audit comment"),
+        Step("sentinel-arm", "the audit comment (its entries stored and the leases given back beside it)"),
     ))
 
 

@@ -21,6 +21,10 @@ answer was lost, the retry finds the user "already disabled". The entries writte
 id are kept in the state store (table ``auditlog``, PartitionKey = the comment id), and a target
 that was acted on (``done``, ``pending``) keeps that entry when a later write only finds it in
 place. Values from outside (host names, UPNs, messages) are HTML-escaped.
+
+What it costs (issue #16): the stored entries are read only when an entry could take an earlier one's place
+(``already``, or ``pending`` found rather than started by this call): a first call that acted reads nothing. They
+are written side by side with the comment, not after it (a comment that fails then still leaves them for the retry).
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
 
 from core.case import Case
 from core.comments import CommentBudget
+from core.concurrency import run_all
 from core.sentinel import COMMENT_MAX_CHARS, SentinelClient, comment_id
 
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ class AuditEntry:
     detail: str = ""
     ids: tuple[str, ...] = ()
     data: dict = field(default_factory=dict, compare=False)  # extra fields for the JSON answer
+    # This call started what the entry reports (e.g. a new machine action): no earlier attempt can have recorded
+    # it, so it never stands in for an earlier entry (``merge``) and needs no read of the stored ones.
+    fresh: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"target": self.target, "outcome": self.outcome, "detail": self.detail, "ids": list(self.ids),
@@ -75,6 +83,12 @@ class AuditEntry:
         known = ("target", "outcome", "detail", "ids")
         return cls(str(data["target"]), str(data["outcome"]), str(data.get("detail", "")),
                    tuple(data.get("ids") or ()), {k: v for k, v in data.items() if k not in known})
+
+
+def may_replace(entry: AuditEntry) -> bool:
+    """Whether ``merge`` could keep an earlier entry in ``entry``'s place: it found the result in place, or found the
+    action pending (a pending action this call started itself is new: no earlier attempt knew its id)."""
+    return entry.outcome == "already" or (entry.outcome == "pending" and not entry.fresh)
 
 
 def merge(previous: Sequence[AuditEntry], current: Sequence[AuditEntry]) -> list[AuditEntry]:
@@ -88,6 +102,14 @@ def merge(previous: Sequence[AuditEntry], current: Sequence[AuditEntry]) -> list
             entry.outcome == "already" or (entry.outcome == "pending" and set(entry.ids) == set(earlier.ids)))
         merged.append(earlier if keep and earlier is not None else entry)
     return merged
+
+
+@dataclass(frozen=True)
+class PendingAudit:
+    """The two writes of one call's audit (``AuditTrail.prepare``): the comment (its id, or None) and the entries."""
+
+    comment: Callable[[], str | None]
+    keep: Callable[[], None]
 
 
 class AuditTrail:
@@ -110,19 +132,33 @@ class AuditTrail:
     def record(self, case: Case, action: str, title: str, entries: Sequence[AuditEntry], *,
                subjects: Iterable[str], dry_run: bool, note: str = "") -> str | None:
         """Log, then write (or overwrite) the call's comment, merged with what an earlier attempt of the
-        same call recorded; its id, or None without an incident."""
+        same call recorded, and keep the entries beside it; its id, or None without an incident."""
+        pending = self.prepare(case, action, title, entries, subjects=subjects, dry_run=dry_run, note=note)
+        return run_all(pending.comment, pending.keep)[0]
+
+    def prepare(self, case: Case, action: str, title: str, entries: Sequence[AuditEntry], *,
+                subjects: Iterable[str], dry_run: bool, note: str = "") -> PendingAudit:
+        """``record`` in two writes the caller may order: ``comment()`` and ``keep()`` (the entries a retry merges).
+        A caller holding leases keeps the entries *before* it gives the leases back, so the next run on the same
+        targets finds them (response/run.py); the log lines are written here."""
         _log(action, case.label, case.incident_id, case.alert_id, entries, dry_run, note)
         if not case.incident_id:
-            return None
+            return PendingAudit(lambda: None, lambda: None)
         key = self.comment_key(case, action, subjects, dry_run)
-        written = self._merged(key, entries)
+        written = self._merged(key, entries) if any(may_replace(e) for e in entries) else list(entries)
         message = render(case.label, title, written, dry_run=dry_run, note=note)
         cid = key if self.edits else comment_id(key, hashlib.sha256(message.encode()).hexdigest()[:24])
-        result = self.budget.write(case.incident_id, cid, message, incident=case.resource)
-        if self.store is not None and any(e.outcome in ACTED for e in written):
-            self.store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
-                                      "entries": json.dumps([e.to_dict() for e in written])[:60000]})
-        return result.comment_id
+        incident_id, store = case.incident_id, self.store
+
+        def comment() -> str | None:
+            return self.budget.write(incident_id, cid, message, incident=case.resource).comment_id
+
+        def keep() -> None:
+            if store is not None and any(e.outcome in ACTED for e in written):
+                store.upsert(TABLE, {"PartitionKey": key, "RowKey": "entries",
+                                     "entries": json.dumps([e.to_dict() for e in written])[:60000]})
+
+        return PendingAudit(comment, keep)
 
     def _merged(self, key: str, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
         if self.store is None:
@@ -182,4 +218,4 @@ def render(label: str, title: str, entries: Sequence[AuditEntry], *, dry_run: bo
     return head + (start + "".join(kept) + end if rows else "") + footer
 
 
-__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "merge", "render"]
+__all__ = ["ACTED", "OUTCOMES", "AuditEntry", "AuditTrail", "PendingAudit", "may_replace", "merge", "render"]

@@ -5,7 +5,9 @@ few operations the pack's idempotency rests on: point reads, upserts, a conditio
 (exactly one of several concurrent writers wins), an etag-guarded replace, entity group
 transactions (several rows of one partition, all or nothing, in one request) and leases built on
 them. Storage failures become ``StateUnavailable`` (503 + Retry-After): nothing is done without state.
-azure-data-tables is imported on first use, not at cold start.
+azure-data-tables is imported on first use, not at cold start. A table is created when a write finds it missing
+(404 TableNotFound), not proactively: a fresh worker's first call paid one create_table round trip per table it
+touched (three for an Entra action, ~150 ms under real latency) for tables that exist after the pack's first write.
 
 One connection pool per process: every table and queue client of the store shares one requests
 session (``STATE_POOL_SIZE`` connections per host). By default each azure-core client builds its own
@@ -159,10 +161,33 @@ class StateStore:
                 service = TableServiceClient.from_connection_string(self._conn, **options)
             else:
                 service = TableServiceClient(endpoint=self._table_uri, credential=self._credential, **options)
-            client = service.get_table_client(self.table_name(name))
-            return client, client.create_table
+            # Not created here: tables exist once the pack has written to them, so a fresh worker would pay a
+            # create_table round trip per table before its first call's requests; ``_on_table`` creates a missing one.
+            return service.get_table_client(self.table_name(name)), None
 
         return self._client(self._tables, self.table_name(name), build)
+
+    def _on_table(self, table: str, call):
+        """``call(client)`` on ``table``; when the service answers that the table does not exist (the first write of a
+        deployment), create it and call again."""
+        client = self._table(table)
+        try:
+            return call(client)
+        except Exception as exc:  # the azure exceptions are imported lazily; anything else is raised as it was
+            if not _table_missing(exc):
+                raise
+        self._create_table(client)
+        return call(client)
+
+    def _create_table(self, client) -> None:
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        try:
+            client.create_table()
+        except ResourceExistsError:
+            pass  # another worker created it meanwhile
+        except AzureError as exc:
+            raise self._unavailable(exc) from None
 
     def _queue(self, name: str):
         from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
@@ -184,7 +209,8 @@ class StateStore:
         return self._client(self._queues, self.queue_name(name), build)
 
     def _client(self, cache: dict[str, Any], full: str, build):
-        """A cached client for table or queue ``full``, created (with its resource) on first use."""
+        """A cached client for table or queue ``full``, built on first use; a queue is created with it (``build``
+        returns its create call), a table when a write finds it missing (``_on_table``)."""
         client = cache.get(full)
         if client is not None:
             return client
@@ -194,7 +220,8 @@ class StateStore:
             if full not in cache:
                 client, create = build()
                 try:
-                    create()
+                    if create is not None:
+                        create()
                 except ResourceExistsError:
                     pass
                 except AzureError as exc:
@@ -226,7 +253,7 @@ class StateStore:
         from azure.data.tables import UpdateMode
 
         try:
-            self._table(table).upsert_entity(self._clean(entity), mode=UpdateMode.REPLACE)
+            self._on_table(table, lambda client: client.upsert_entity(self._clean(entity), mode=UpdateMode.REPLACE))
         except AzureError as exc:
             raise self._unavailable(exc) from None
 
@@ -240,7 +267,7 @@ class StateStore:
         from azure.core.exceptions import AzureError, ResourceExistsError
 
         try:
-            answer = self._table(table).create_entity(self._clean(entity))
+            answer = self._on_table(table, lambda client: client.create_entity(self._clean(entity)))
         except ResourceExistsError:
             return None
         except AzureError as exc:
@@ -293,6 +320,8 @@ class StateStore:
             for entity in self._table(table).query_entities(filter_, parameters=parameters or {}):
                 yield {**entity, "_etag": entity.metadata.get("etag")}
         except AzureError as exc:
+            if _table_missing(exc):
+                return  # nothing written yet: no rows
             raise self._unavailable(exc) from None
 
     def get_many(self, table: str, partition: str, rows: Sequence[str]) -> dict[str, dict]:
@@ -318,7 +347,8 @@ class StateStore:
         if len(operations) > MAX_TRANSACTION:
             raise ConfigurationError(f"one transaction holds at most {MAX_TRANSACTION} rows, got {len(operations)}")
         try:
-            return [dict(meta) for meta in self._table(table).submit_transaction(list(operations))]
+            return [dict(meta) for meta in self._on_table(table, lambda client: client.submit_transaction(
+                list(operations)))]
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):
                 raise TransactionFailed(exc.index, exc.status_code, str(exc.error_code or "")) from None
@@ -435,7 +465,16 @@ class StateStore:
         try:
             next(iter(self._table("health").query_entities("PartitionKey eq 'x'", results_per_page=1)), None)
         except AzureError as exc:
-            raise self._unavailable(exc) from None
+            if not _table_missing(exc):  # the service answered: reachable
+                raise self._unavailable(exc) from None
+
+
+def _table_missing(exc: BaseException) -> bool:
+    """The service's 404 TableNotFound (entity operations and transactions on a table never created; create_entity
+    carries the code only in its message)."""
+    if getattr(exc, "status_code", None) != 404:
+        return False
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
 
 
 def key_safe(value: str) -> str:

@@ -191,6 +191,7 @@ class FunctionHost:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as the emulators: else each answer waits ~40 ms on a delayed ACK
 
             def log_message(self, format: str, *args: Any) -> None:  # the access log, never with a key
                 log.debug("%s " + format, self.address_string(), *(_KEY_IN_QUERY.sub(r"\1[redacted]", a)

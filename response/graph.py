@@ -7,10 +7,14 @@ msgraph-core's middleware: retries, redirects, telemetry headers, and its authen
 (2.9 s on this machine before the first answer), while the pack reads five fields. Requests are built as
 ``RequestInformation`` and their answers read through kiota's ``NativeResponseHandler`` as raw JSON.
 
-One client serves the process (``shared_client``): its event loop runs in a thread of its own and owns the
-httpx connection pool (``HTTP_POOL_SIZE`` kept-alive connections), so every invocation and every thread a
-response action fans out to (``RESPONSE_POOL_SIZE``) shares connections and the TLS context; the synchronous
-methods can be called from any thread.
+One client serves the process (``shared_client``), with one connection pool (``HTTP_POOL_SIZE`` kept-alive
+connections) and one TLS context. Each call runs its coroutine on a short-lived event loop *in the calling
+thread* (the SDK's middleware is asynchronous), and the innermost transport sends through one synchronous httpx
+transport that every thread shares (``_SyncTransport``). An earlier design ran every Graph request of the process
+on one event-loop thread: under 200 concurrent triggers that one thread competed for the GIL with every request
+thread, and a 100 ms PATCH took 2-6 s (the coroutine's own time, measured), long enough for duplicate triggers to
+use up the Logic App's retries. Now each request's work is done by the thread that waits for it, as for every
+other client of the pack (requests, azure-data-tables).
 
 How it is wired:
 - the request adapter's base URL is ``{GRAPH_ENDPOINT}/v1.0``, so tests and the demo point the SDK at the
@@ -99,7 +103,7 @@ class EntraUser:
 
 def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, max_retry_after: float,
            pool_size: int):
-    """The Graph request adapter (and its httpx client, to close) for one event loop."""
+    """The Graph request adapter and its httpx client (to close); usable from any thread, one call per loop."""
     import httpx
     from kiota_abstractions.authentication import (
         AccessTokenProvider,
@@ -124,8 +128,8 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
                                           ) -> str:
             if not self._hosts.is_url_host_valid(uri):
                 return ""
-            bearer = await asyncio.to_thread(tokens.bearer, GRAPH_SCOPE)
-            return bearer.removeprefix("Bearer ")
+            # Called on the call's own loop in the calling thread: blocking here holds up no other request.
+            return tokens.bearer(GRAPH_SCOPE).removeprefix("Bearer ")
 
         def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
             return self._hosts
@@ -155,11 +159,31 @@ def _build(tokens: TokenProvider, endpoint: str, timeout: float, retries: int, m
                 raise MalformedAnswer(response.status_code)
             return response
 
+    class SyncTransport(httpx.AsyncBaseTransport):
+        """The SDK's innermost transport: one synchronous httpx client (its connection pool is thread-safe and not
+        bound to an event loop; it applies the environment's proxy settings) shared by every thread. Each call's
+        loop serves that call only, so the blocking send holds up nothing else."""
+
+        def __init__(self) -> None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, pool_size))
+            self.client = httpx.Client(verify=_tls_context(), limits=limits, follow_redirects=False)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = self.client.send(request, stream=True)
+            try:
+                content = response.read()
+            finally:
+                response.close()
+            return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+        async def aclose(self) -> None:
+            self.client.close()
+
     middleware = [AnswerCheck(), *(BoundedRetry() if isinstance(m, RetryHandler) else m
                                    for m in KiotaClientFactory.get_default_middleware(None))]
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, pool_size))
-    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_tls_context(),
-                             limits=limits)
+    # trust_env off: the environment's proxies would mount asynchronous transports; the synchronous client applies them.
+    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, transport=SyncTransport(),
+                             trust_env=False)
     http = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=http)
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(PackTokens()), client=http)
     adapter.base_url = f"{endpoint.rstrip('/')}/v1.0"
@@ -181,8 +205,6 @@ class EntraClient:
         self.tokens = tokens
         self.endpoint = endpoint.rstrip("/")
         self.timeout, self.retries, self.max_retry_after, self.pool_size = timeout, retries, max_retry_after, pool_size
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._adapter: Any = None
         self._http: Any = None
         self._start = threading.Lock()
@@ -191,33 +213,19 @@ class EntraClient:
         return f"EntraClient(endpoint={self.endpoint!r})"
 
     def start(self) -> EntraClient:
-        """Start the client's event loop thread and build the adapter on it (once)."""
-        with self._start:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="graph-client", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-
-                async def build() -> tuple[Any, Any]:  # httpx binds its pool to the loop it is used on
-                    return _build(self.tokens, self.endpoint, self.timeout, self.retries, self.max_retry_after,
-                                  self.pool_size)
-
-                self._adapter, self._http = asyncio.run_coroutine_threadsafe(build(), loop).result()
+        """Build the adapter and its connection pool (once)."""
+        if self._adapter is None:
+            with self._start:
+                if self._adapter is None:
+                    self._adapter, self._http = _build(self.tokens, self.endpoint, self.timeout, self.retries,
+                                                       self.max_retry_after, self.pool_size)
         return self
 
     def close(self) -> None:
         with self._start:
-            loop, self._loop = self._loop, None
-            if loop is None:
-                return
-            try:
-                asyncio.run_coroutine_threadsafe(self._http.aclose(), loop).result(10)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                if self._thread is not None:
-                    self._thread.join(10)
-                loop.close()
+            http, self._http, self._adapter = self._http, None, None
+        if http is not None:
+            _run_here(http.aclose())
 
     def __enter__(self) -> EntraClient:
         return self.start()
@@ -227,13 +235,12 @@ class EntraClient:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _run(self, awaitable: Awaitable[T], what: str) -> T:
-        """Run one coroutine on the client's loop; translate httpx's failures into the pack's errors."""
+        """Run one coroutine on its own loop in this thread; translate httpx's failures into the pack's errors."""
         import httpx
 
-        loop = self._loop
-        assert loop is not None, "start the EntraClient (or use it in a with block)"
+        assert self._adapter is not None, "start the EntraClient (or use it in a with block)"
         try:
-            return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
+            return _run_here(awaitable)
         except MalformedAnswer as exc:
             raise DownstreamError(f"Microsoft Graph answered {what} with HTTP {exc.args[0]} and a body that is not the "
                                   "JSON it announced", code="GraphMalformedAnswer") from None
@@ -360,6 +367,19 @@ def shared_client(tokens: TokenProvider, settings: Any) -> EntraClient:
             client = _shared[key] = EntraClient(tokens, key[1], timeout=key[2], retries=key[3],
                                                 max_retry_after=key[4], pool_size=key[5])
     return client.start()
+
+
+def _run_here(awaitable: Awaitable[T]) -> T:
+    """``awaitable`` to completion on a new event loop in this thread (the pack's functions are synchronous and run
+    in worker threads); from a thread whose loop is running, in a helper thread instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(awaitable)  # type: ignore[arg-type]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="graph-call") as helper:
+        return helper.submit(asyncio.run, awaitable).result()  # type: ignore[arg-type]
 
 
 def _seconds(headers: dict[str, Any]) -> int:

@@ -8,8 +8,9 @@ Resolution of a Host entity to one Defender machine, strictest first:
    (prefix query, verified label by label).
 Never a substring match. No machine: refused as unknown; several: refused as ambiguous, with their ids.
 
-Machines are resolved side by side, then leased together with the incident's blast-radius budget (one
-Table Storage transaction, response/run.py), then acted on side by side.
+Machines are resolved side by side and leased (response/run.py), their state read inside the lease, the
+incident's blast-radius budget spent on them, then they are acted on side by side. Entities carrying their
+``MdatpDeviceId`` are leased while they are resolved (``_prepare``: the lease keys are known up front).
 
 Idempotency: before acting, the machine's Isolate actions are read (and its Unisolate actions, only when an
 Isolate that took or may take effect exists: a machine never isolated costs one read). An isolation pending
@@ -37,13 +38,14 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from core.audit import AuditEntry, AuditTrail
 from core.case import Case, HostEntity
-from core.concurrency import run_bounded
+from core.concurrency import run_all, run_bounded
 from core.context import Context
 from core.errors import BadRequest, ConfigurationError, DownstreamError, NotFound, PackError
 from core.state import op_merge
@@ -57,6 +59,7 @@ from response.mde import (
     DefenderRejected,
     Machine,
     MachineAction,
+    machine_id_valid,
 )
 from response.run import GUID, STATE_PARTITION, STATE_TABLE, ResponseRun
 
@@ -118,10 +121,10 @@ class MachineResponse:
         operation: str | None = None
         error: PackError | None = None
         try:
-            machines = self._resolve(run, hosts)
-            run.take("machine", [m.id for m in machines], what="machines")
+            machines, states = self._prepare(run, hosts)
             comment = self._comment(run.case, verb)
-            acted = run.each(machines, lambda machine: self._act(run, verb, machine, comment, isolation_type))
+            acted = run.each(machines, lambda machine: self._act(run, verb, machine, states[machine.id.lower()],
+                                                                 comment, isolation_type))
             pending = [action for action in acted if action is not None]
             if pending and not run.dry_run:  # a dry run never starts anything to follow
                 operation = self._operation(run, verb, pending)
@@ -133,6 +136,50 @@ class MachineResponse:
         summary = run.close(error, isolationType=isolation_type, operation=operation,
                             pendingActions=[a.to_dict() for a in pending], **({"tasks": tasks} if tasks else {}))
         return (202 if operation else 200), summary
+
+    def _prepare(self, run: ResponseRun, hosts: tuple[HostEntity, ...]
+                 ) -> tuple[list[Machine], dict[str, MachineAction | None]]:
+        """The machines to act on, leased and counted, and each one's isolation state read inside its lease.
+
+        When every entity names its machine by ``MdatpDeviceId`` the lease keys are known before Defender is asked,
+        so two chains run side by side: the leases, then the machines' actions read inside them; the machines
+        (resolution and guardrails), then the blast-radius budget spent on those that passed. Each chain is one
+        storage and one Defender round trip, so the writes can start after one round trip of each instead of
+        three in a row. The budget still counts only machines Defender knows and the guardrails let through.
+        Otherwise (a machine named by its DNS name) the lease key is known only after resolution: resolve, then
+        lease and spend the budget in one transaction, then read.
+        """
+        ids = list(dict.fromkeys(h.mde_device_id.lower() for h in hosts if h.mde_device_id))
+        if len(ids) == len(hosts) and all(map(machine_id_valid, ids)) and len(ids) <= run.guard.max_targets:
+            leased = threading.Event()
+
+            def lease_then_read() -> dict[str, MachineAction | None]:
+                try:
+                    run.take("machine", ids, what="machines", counted=[])  # the budget: below, once resolved
+                finally:
+                    leased.set()
+                return dict(zip(ids, run.each(ids, self._isolation), strict=True))
+
+            def resolve_then_count() -> list[Machine]:
+                machines = [m for m in self._resolve(run, hosts) if self._leased(run, m, ids)]
+                leased.wait()  # an observer (the lease is another run's) only checks the budget
+                run.count([m.id for m in machines], "machines")
+                return machines
+
+            states, machines = run_all(lease_then_read, resolve_then_count)
+            return machines, states
+        machines = self._resolve(run, hosts)
+        run.take("machine", [m.id for m in machines], what="machines")
+        states = run.each(machines, lambda machine: self._isolation(machine.id))
+        return machines, {m.id.lower(): state for m, state in zip(machines, states, strict=True)}
+
+    @staticmethod
+    def _leased(run: ResponseRun, machine: Machine, ids: list[str]) -> bool:
+        """Defender answered for the device id asked (a machine under another id would not be leased)."""
+        if machine.id.lower() in ids:
+            return True
+        run.refuse(machine.label, f"Defender for Endpoint answered machine {machine.id} for another device id")
+        return False
 
     def _resolve(self, run: ResponseRun, hosts: tuple[HostEntity, ...]) -> list[Machine]:
         """The machines the entities name, looked up side by side; refusals audited in the entities' order."""
@@ -187,10 +234,10 @@ class MachineResponse:
                           "act on the machine by its device id")
         return found[0], ""
 
-    def _act(self, run: ResponseRun, verb: Verb, machine: Machine, comment: str,
+    def _act(self, run: ResponseRun, verb: Verb, machine: Machine, current: MachineAction | None, comment: str,
              isolation_type: str | None) -> MachineAction | None:
-        """Bring one machine to the wanted state; the pending action to follow, if any."""
-        current = self._isolation(machine.id)
+        """Bring one machine from ``current`` (its isolation state, read inside its lease) to the wanted state; the
+        pending action to follow, if any."""
         data = {"machineId": machine.id, "computerDnsName": machine.computer_dns_name}
         if current is not None and current.type == verb.action_type:
             if current.active:
@@ -226,7 +273,7 @@ class MachineResponse:
             run.add(machine.label, "failed", exc.message, **data)
             raise
         run.add(machine.label, "pending", f"{action.type} requested ({action.status})"
-                + (f", {isolation_type}" if isolation_type else ""), [action.id], **data)
+                + (f", {isolation_type}" if isolation_type else ""), [action.id], fresh=True, **data)
         return action
 
     def _isolation(self, machine_id: str) -> MachineAction | None:

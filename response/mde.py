@@ -246,6 +246,11 @@ class DefenderClient:
         return self._request("DELETE", f"/api/indicators/{_path_id(indicator_id)}", missing_ok=True) is not None
 
 
+def machine_id_valid(value: str) -> bool:
+    """Whether ``value`` can name a Defender machine in a path and a filter (else resolution refuses it)."""
+    return bool(_SAFE_ID.match(value) and _SAFE_LITERAL.match(value))
+
+
 def _path_id(value: str) -> str:
     if not _SAFE_ID.match(value):
         raise BadRequest(f"{value[:60]!r} is not a valid Defender id")
@@ -253,4 +258,5 @@ def _path_id(value: str) -> str:
 
 
 __all__ = ["ACTIVE", "FAILED", "INDICATOR_TYPES", "ISOLATION_TYPES", "ActionInProgress", "DefenderClient",
-           "DefenderRejected", "Machine", "MachineAction", "odata_literal", "odata_value_literal"]
+           "DefenderRejected", "Machine", "MachineAction", "machine_id_valid", "odata_literal",
+           "odata_value_literal"]

@@ -4,8 +4,9 @@ Every action (isolate, release, Entra user actions, block / unblock) runs the sa
 resolve the targets (refusing protected, unknown and ambiguous ones, side by side), take the targets'
 leases and spend the incident's blast-radius budget in one transaction (``take``), act on the targets side
 by side (``each``, at most ``RESPONSE_POOL_SIZE`` at a time) after checking each one's current state, then
-``close``: give the leases back and write the audit (log lines and the incident comment) side by side
-*before* answering, whatever happened, and choose the answer:
+``close``: write the audit (log lines and the incident comment) and, beside it, store what a later run reads (the
+audit's entries, deferred ledger marks) then give the leases back, *before* answering, whatever happened, and
+choose the answer:
 
 - a target another run holds: the call *observes* instead (no lease, no write): when every target already is
   in the wanted state (a duplicate trigger or a retry arriving as the first run ends) it answers as any retry
@@ -103,6 +104,7 @@ class ResponseRun:
         self.release_also: list[Operation] = []  # rows written when the leases are given back (close)
         self._lease: Lease | None = None
         self._guard = threading.Lock()
+        self._deferred: list[Callable[[], Any]] = []  # writes recording what was done (``defer``)
         self.busy: PackError | None = None  # set when another run holds a target: this run only observes
 
     @property
@@ -217,9 +219,10 @@ class ResponseRun:
             raise first_error
         return values
 
-    def add(self, target: str, outcome: str, detail: str = "", ids: tuple[str, ...] | list[str] = (),
-            **data: Any) -> AuditEntry:
-        entry = AuditEntry(target, outcome, detail, tuple(i for i in ids if i), data)
+    def add(self, target: str, outcome: str, detail: str = "", ids: tuple[str, ...] | list[str] = (), *,
+            fresh: bool = False, **data: Any) -> AuditEntry:
+        """One audit entry; ``fresh``: this call started what it reports (core.audit.AuditEntry.fresh)."""
+        entry = AuditEntry(target, outcome, detail, tuple(i for i in ids if i), data, fresh=fresh)
         collected = _collector.get()
         if collected is not None:
             collected.append(entry)
@@ -227,6 +230,13 @@ class ResponseRun:
             with self._guard:
                 self.entries.append(entry)
         return entry
+
+    def defer(self, write: Callable[[], Any]) -> None:
+        """A write that records what was done (e.g. the write ledger's ``done`` mark): made at ``close``, beside the
+        comment and before the leases are given back, instead of on the way to the answer. When it fails the call
+        answers the storage error (503) after its audit, and the retry finds the target's state."""
+        with self._guard:
+            self._deferred.append(write)
 
     def refuse(self, target: str, reason: str, **data: Any) -> None:
         self.add(target, "refused", reason, **data)
@@ -267,9 +277,18 @@ class ResponseRun:
         # An observer audits in the logs only: the holder writes the call's comment, which an observer's
         # "already" must not overwrite before the holder's "done" is stored.
         audited = replace(self.case, incident_id=None) if self.observing else self.case
-        _, comment = run_all(self._release, lambda: self.audit.record(
-            audited, self.action, self.title, self.entries, subjects=self.subjects, dry_run=self.dry_run,
-            note=note))
+        audit = self.audit.prepare(audited, self.action, self.title, self.entries, subjects=self.subjects,
+                                   dry_run=self.dry_run, note=note)
+
+        def record_then_release() -> None:
+            # What a later run on these targets reads (the entries a retry merges, the write ledger's marks) is
+            # stored before the leases are given back, so that run finds it; all of it beside the comment.
+            try:
+                run_all(audit.keep, *self._deferred)
+            finally:
+                self._release()
+
+        comment, _ = run_all(audit.comment, record_then_release)
         if error is not None:
             raise error
         if not any(e.outcome in REACHED for e in self.entries):

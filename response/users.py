@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.case import AccountEntity, Case
+from core.concurrency import run_bounded
 from core.context import Context
 from core.errors import PackError
 from core.state import key_safe, op_merge
@@ -51,12 +52,14 @@ _UPN = re.compile(r"^[^@\s/\\?#%]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 class UserAction:
     name: str
     title: str
+    verb: str  # the write ledger's name for its writes
 
 
-CONFIRM = UserAction("entra-confirm-compromised", "Entra ID: confirm users compromised (Identity Protection)")
-REVOKE = UserAction("entra-revoke-sessions", "Entra ID: revoke sign-in sessions")
-DISABLE = UserAction("entra-disable-user", "Entra ID: disable user accounts")
-ENABLE = UserAction("entra-enable-user", "Entra ID: enable user accounts (undo of disable)")
+CONFIRM = UserAction("entra-confirm-compromised", "Entra ID: confirm users compromised (Identity Protection)",
+                     "confirm")
+REVOKE = UserAction("entra-revoke-sessions", "Entra ID: revoke sign-in sessions", "revoke")
+DISABLE = UserAction("entra-disable-user", "Entra ID: disable user accounts", "disable")
+ENABLE = UserAction("entra-enable-user", "Entra ID: enable user accounts (undo of disable)", "enable")
 
 
 def _identifier(account: AccountEntity) -> tuple[str | None, str]:
@@ -106,13 +109,10 @@ class UserResponse:
             # spent on the Entra users they resolve to (an object id and a UPN of one user count once).
             run.take("user", [a.key for a in accounts], what="users", counted=[])
             users = self._resolve(run, graph, accounts)
-            run.count([u.id for u in users], "users")
-            if action is CONFIRM:
-                self._confirm(run, graph, users)
-            elif action is REVOKE:
-                run.each(users, lambda user: self._revoke(run, graph, user))
-            else:
-                run.each(users, lambda user: self._set_enabled(run, graph, user, action is ENABLE))
+            writes = WriteLedger(self.ctx, run.case, action.verb)
+            plans = self._plan(run, graph, action, writes, users)
+            self._spend(run, writes, users, [user for user, outcome, _ in plans if outcome == WRITE])
+            self._finish(run, graph, action, writes, plans)
         except PackError as exc:
             error = exc
         return run.close(error)
@@ -147,31 +147,70 @@ class UserResponse:
         return user
 
     # -- the actions --------------------------------------------------------------------------
-    def _confirm(self, run: ResponseRun, graph: EntraClient, users: list[EntraUser]) -> None:
-        writes = WriteLedger(self.ctx, run.case, "confirm")
-        to_confirm: list[EntraUser] = []
-        try:
-            states = run.each(users, lambda user: graph.risk_state(user.id))
-        except LicenceRequired as exc:
-            for each in users:
-                run.add(each.label, "unavailable", exc.message, [each.id])
+    # Each runs in three steps: ``_plan`` decides per user from its state (read inside the lease) what to report or
+    # to write; ``_spend`` spends the budget and notes the writes about to be sent, side by side (two Table requests
+    # in one round trip); ``_finish`` writes and reports. The ledger's ``done`` marks are deferred to the end of the
+    # call (``ResponseRun.defer``: stored beside the comment, before the leases are given back).
+    def _plan(self, run: ResponseRun, graph: EntraClient, action: UserAction, writes: WriteLedger,
+              users: list[EntraUser]) -> list[Plan]:
+        if action is CONFIRM:
+            try:
+                states = run.each(users, lambda user: graph.risk_state(user.id))
+            except LicenceRequired as exc:
+                return [(user, "unavailable", exc.message) for user in users]
+            return run.each(list(zip(users, states, strict=True)), lambda item: _plan_confirm(run, writes, *item))
+        if action is REVOKE:
+            return run.each(users, lambda user: _plan_revoke(run, writes, user))
+        return run.each(users, lambda user: _plan_enabled(run, writes, user, action is ENABLE))
+
+    @staticmethod
+    def _spend(run: ResponseRun, writes: WriteLedger, users: list[EntraUser], to_write: list[EntraUser]) -> None:
+        """The budget spent on the users, and the writes to come noted in the ledger, side by side. Past the cap
+        nothing is written to Graph, and the notes are marked cancelled (a retry must not take them for writes
+        whose answer was lost)."""
+        outcomes = run_bounded(lambda step: step(), [lambda: run.count([u.id for u in users], "users"),
+                                                     lambda: writes.requested(*to_write)], 2)
+        if not outcomes[0].ok and outcomes[1].ok and to_write:
+            try:
+                writes.cancelled(*to_write)
+            except PackError as exc:
+                log.warning("could not mark the ledger's notes cancelled: %s", exc.message)
+        for outcome in outcomes:
+            outcome.get()
+
+    def _finish(self, run: ResponseRun, graph: EntraClient, action: UserAction, writes: WriteLedger,
+                plans: list[Plan]) -> None:
+        done: list[EntraUser] = []  # written by this call: their ledger marks, deferred
+        run.defer(lambda: writes.done(*done))
+        if action is CONFIRM:
+            self._confirm(run, graph, plans, done)
             return
-        for user, state in zip(users, states, strict=True):
-            if state == "confirmedCompromised" and run.observing and writes.outcome(user) == "lost":
-                run.add(user.label, "would", "another run is confirming this user", [user.id])
-            elif state == "confirmedCompromised" and writes.outcome(user) == "lost":
-                writes.done(user)
-                run.add(user.label, "done", f"confirmed compromised: user risk set to high ({LOST})", [user.id])
-            elif state == "confirmedCompromised":
-                run.add(user.label, "already", "already confirmed compromised in Identity Protection", [user.id])
-            elif run.read_only:
-                run.add(user.label, "would", f"confirm compromised (risk state {state or 'none'})", [user.id])
-            else:
-                to_confirm.append(user)
+
+        def finish(plan: Plan) -> None:
+            user, outcome, detail = plan
+            if outcome == WRITE:
+                detail = self._revoke(run, graph, user) if action is REVOKE else \
+                    self._set_enabled(run, graph, user, action is ENABLE)
+                if detail is None:  # refused by Graph: recorded as failed
+                    return
+                outcome = "done"
+            if outcome == "done":
+                done.append(user)  # list.append is atomic: the users' threads share the list
+            run.add(user.label, outcome, detail, [user.id])
+
+        run.each(plans, finish)
+
+    @staticmethod
+    def _confirm(run: ResponseRun, graph: EntraClient, plans: list[Plan], done: list[EntraUser]) -> None:
+        to_confirm = [user for user, outcome, _ in plans if outcome == WRITE]
+        for user, outcome, detail in plans:
+            if outcome == "done":
+                done.append(user)
+            if outcome != WRITE:
+                run.add(user.label, outcome, detail, [user.id])
         if not to_confirm:
             return
         try:
-            writes.requested(*to_confirm)
             graph.confirm_compromised([u.id for u in to_confirm])
         except LicenceRequired as exc:  # the licence can lapse between the read and the write
             for user in to_confirm:
@@ -181,57 +220,70 @@ class UserResponse:
             for user in to_confirm:
                 run.failed(user.label, exc, userId=user.id)
             return
-        writes.done(*to_confirm)
+        done.extend(to_confirm)
         for user in to_confirm:
             run.add(user.label, "done", "confirmed compromised: user risk set to high", [user.id])
 
     @staticmethod
-    def _revoke(run: ResponseRun, graph: EntraClient, user: EntraUser) -> None:
-        writes = WriteLedger(run.ctx, run.case, "revoke")
-        outcome = writes.outcome(user, took_effect=_revoked_since)
-        if outcome == "done":
-            run.add(user.label, "already", "sign-in sessions already revoked for this "
-                    f"{'incident' if run.case.incident_id else 'alert'}", [user.id])
-            return
-        if outcome == "lost" and not run.observing:
-            writes.done(user)
-            run.add(user.label, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})", [user.id])
-            return
-        if run.read_only:
-            run.add(user.label, "would", "revoke all refresh tokens and session cookies", [user.id])
-            return
+    def _revoke(run: ResponseRun, graph: EntraClient, user: EntraUser) -> str | None:
         try:
-            writes.requested(user)
             graph.revoke_sessions(user.id)
         except GraphDenied as exc:
             run.failed(user.label, exc, userId=user.id)
-            return
-        writes.done(user)
-        run.add(user.label, "done", "sign-in sessions revoked: the user must sign in again", [user.id])
+            return None
+        return "sign-in sessions revoked: the user must sign in again"
 
     @staticmethod
-    def _set_enabled(run: ResponseRun, graph: EntraClient, user: EntraUser, enabled: bool) -> None:
-        """Disable (``enabled`` False) or enable one account; its state was read inside the lease."""
-        verb, state = ("enable", "enabled") if enabled else ("disable", "disabled")
-        writes = WriteLedger(run.ctx, run.case, verb)
-        if user.account_enabled is enabled and not run.observing and writes.outcome(user) == "lost":
-            writes.done(user)
-            run.add(user.label, "done", f"account {state} (accountEnabled {str(enabled).lower()}; {LOST})", [user.id])
-            return
-        if user.account_enabled is enabled:
-            run.add(user.label, "already", f"account already {state}", [user.id])
-            return
-        if run.read_only:
-            run.add(user.label, "would", f"{verb} the account (accountEnabled {str(enabled).lower()})", [user.id])
-            return
+    def _set_enabled(run: ResponseRun, graph: EntraClient, user: EntraUser, enabled: bool) -> str | None:
+        """Disable (``enabled`` False) or enable one account."""
         try:
-            writes.requested(user)
             graph.set_enabled(user.id, enabled)
         except GraphDenied as exc:  # e.g. a privileged admin: out of the identity's reach by design
             run.failed(user.label, exc, userId=user.id)
-            return
-        writes.done(user)
-        run.add(user.label, "done", f"account {state} (accountEnabled {str(enabled).lower()})", [user.id])
+            return None
+        return f"account {'enabled' if enabled else 'disabled'} (accountEnabled {str(enabled).lower()})"
+
+
+WRITE = "write"  # a plan's outcome: the user needs the write
+Plan = tuple  # (EntraUser, outcome, detail): what ``_finish`` reports for the user, or WRITE
+
+
+def _plan_confirm(run: ResponseRun, writes: WriteLedger, user: EntraUser, state: str | None) -> Plan:
+    if state == "confirmedCompromised":
+        lost = writes.outcome(user) == "lost"
+        if lost and run.observing:
+            return user, "would", "another run is confirming this user"
+        if lost:
+            return user, "done", f"confirmed compromised: user risk set to high ({LOST})"
+        return user, "already", "already confirmed compromised in Identity Protection"
+    if run.read_only:
+        return user, "would", f"confirm compromised (risk state {state or 'none'})"
+    return user, WRITE, ""
+
+
+def _plan_revoke(run: ResponseRun, writes: WriteLedger, user: EntraUser) -> Plan:
+    """Graph keeps no trace of a revocation a retry could check: the ledger does."""
+    outcome = writes.outcome(user, took_effect=_revoked_since)
+    if outcome == "done":
+        case = "incident" if run.case.incident_id else "alert"
+        return user, "already", f"sign-in sessions already revoked for this {case}"
+    if outcome == "lost" and not run.observing:
+        return user, "done", f"sign-in sessions revoked: the user must sign in again ({LOST})"
+    if run.read_only:
+        return user, "would", "revoke all refresh tokens and session cookies"
+    return user, WRITE, ""
+
+
+def _plan_enabled(run: ResponseRun, writes: WriteLedger, user: EntraUser, enabled: bool) -> Plan:
+    """Disable (``enabled`` False) or enable one account; its state was read inside the lease."""
+    verb, state = ("enable", "enabled") if enabled else ("disable", "disabled")
+    if user.account_enabled is enabled and not run.observing and writes.outcome(user) == "lost":
+        return user, "done", f"account {state} (accountEnabled {str(enabled).lower()}; {LOST})"
+    if user.account_enabled is enabled:
+        return user, "already", f"account already {state}"
+    if run.read_only:
+        return user, "would", f"{verb} the account (accountEnabled {str(enabled).lower()})"
+    return user, WRITE, ""
 
 
 LOST = "by this case's earlier call, whose answer from Graph was lost"
@@ -283,6 +335,10 @@ class WriteLedger:
 
     def requested(self, *users: EntraUser) -> None:
         self._mark("requested", users)
+
+    def cancelled(self, *users: EntraUser) -> None:
+        """The noted writes were not sent (the call was refused before them): no retry may take them for lost ones."""
+        self._mark("cancelled", users)
 
     def done(self, *users: EntraUser) -> None:
         self._mark("done", users)

@@ -117,3 +117,27 @@ def test_one_pool_per_store_sized_by_the_setting(stack, caplog):
     assert _writes(roomy, caplog, 120) == 0  # every table shares the 200 connections
     tight = StateStore(connection_string=stack.azurite.connection_string, prefix=prefix, pool_size=4)
     assert _writes(tight, caplog, 60) > 0  # the setting reaches the transport
+
+
+def _tables(stack, store: StateStore) -> set[str]:
+    from azure.data.tables import TableServiceClient
+
+    service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
+    return {t.name for t in service.list_tables() if t.name.startswith(store.prefix)}
+
+
+def test_tables_are_created_by_the_first_write_that_finds_them_missing(stack, store):
+    """A fresh worker does not ask the service to create every table it touches (a round trip each, before its first
+    call's requests): reads of a table never written answer nothing, and a write creates the table when the service
+    says it does not exist. Every kind of write, on its own table."""
+    assert store.get("fresh", "p", "r") is None and list(store.query("fresh", "PartitionKey eq 'p'")) == []
+    assert store.get_many("fresh", "p", ["a", "b"]) == {} and _tables(stack, store) == set()
+    store.ping()  # reachable, though the health table was never written
+    assert store.insert_if_absent("created", {"PartitionKey": "p", "RowKey": "r"}) is True
+    assert store.insert_if_absent("created", {"PartitionKey": "p", "RowKey": "r"}) is False
+    store.upsert("upserted", {"PartitionKey": "p", "RowKey": "r", "n": 1})
+    store.transaction("batched", [op_merge({"PartitionKey": "p", "RowKey": "r", "n": 2})])
+    lease = store.acquire("leased", ["user|alice"])
+    store.release(lease)
+    assert _tables(stack, store) == {store.table_name(t) for t in ("created", "upserted", "batched", "leased")}
+    assert store.get("upserted", "p", "r")["n"] == 1 and store.get("batched", "p", "r")["n"] == 2

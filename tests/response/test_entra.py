@@ -171,3 +171,56 @@ def test_entity_trigger_on_an_account(clean_stack, host):
     assert response.status_code == 200 and outcomes(response.json()) == {ADELE_UPN: "done"}
     assert host.post(REVOKE, entity).json()["results"][0]["outcome"] == "already"  # same incident: ledger
     assert len(stack.graph.requests_to("POST", r"/revokeSignInSessions$")) == 1 and len(comments(stack, body)) == 1
+
+
+# -- what a later run reads is stored before the leases are given back (issue #16: concurrency) ---------------------
+def _lease_held(stack, host, key: str) -> bool:
+    from core.radius import PARTITION, TABLE
+    from core.state import StateStore
+
+    store = StateStore(connection_string=stack.azurite.connection_string, prefix=host.host.env["STATE_TABLE_PREFIX"])
+    return store.get(TABLE, PARTITION, f"lease|user|{key.lower()}") is not None
+
+
+def test_a_duplicate_right_after_the_holder_released_finds_its_record_and_adds_no_comment(clean_stack, host):
+    """The holder's comment is held until a duplicate has run to its end after the lease was given back: the duplicate
+    finds the account disabled and the holder's audit entries (stored before the release, beside the comment), so its
+    record is the holder's "done" and it writes the same comment, not a second one. Waits are events, not clocks."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import wait_for
+
+    stack = clean_stack
+    oid = new_user(stack, "race")
+    body = incident(stack, account_entity("race", aad_id=oid))
+    duplicate_done = threading.Event()
+    held = stack.arm.hold(duplicate_done.is_set, method="PUT", path=r"/comments/", timeout=120)
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(host.post, DISABLE, body)
+        wait_for(lambda: stack.graph.requests_to("PATCH") and not _lease_held(stack, host, oid), timeout=60)
+        duplicate = host.post(DISABLE, body)
+        duplicate_done.set()
+        first = holder.result()
+    assert (first.status_code, duplicate.status_code) == (200, 200), (first.text, duplicate.text)
+    assert held.released == [True]
+    assert len(stack.graph.requests_to("PATCH")) == 1
+    assert list(outcomes(duplicate.json()).values()) == ["already"]
+    (comment,) = comments(stack, body)  # the holder's "done", which the duplicate's record merged into the same comment
+    assert "account disabled" in comment["properties"]["message"]
+
+
+def test_a_call_refused_past_the_cap_leaves_no_note_a_retry_could_take_for_a_lost_write(clean_stack, host):
+    """The budget is spent while the writes to come are noted (side by side); past the cap the notes are cancelled,
+    so a later call of the case that finds the account disabled by someone else says "already", not "done by us"."""
+    stack = clean_stack
+    oids = [new_user(stack, f"capped{i}") for i in range(4)]  # RESPONSE_MAX_TARGETS=3
+    body = incident(stack, *(account_entity(f"capped{i}", aad_id=oid) for i, oid in enumerate(oids)))
+    refused = host.post(DISABLE, body)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "BlastRadiusExceeded"
+    assert stack.graph.requests_to("PATCH") == []
+    stack.graph.set_enabled(oids[0], False)  # an analyst disables the first account by hand
+    one = {**body, "object": {**body["object"], "properties": {**body["object"]["properties"], "relatedEntities": [
+        account_entity("capped0", aad_id=oids[0])]}}}
+    later = host.post(DISABLE, one)
+    assert later.status_code == 200 and [r["outcome"] for r in later.json()["results"]] == ["already"]

@@ -123,3 +123,24 @@ def test_import_of_the_module_does_not_load_the_sdk():
     code = "import sys, response.graph, response.functions; print('msgraph' in sys.modules, 'httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_calls_from_many_threads_at_once_each_get_their_own_answer(client, graph):
+    """The pack's functions call Graph from their worker threads and from the threads a response fans out to; each call
+    runs the SDK's middleware in its own thread over the one shared connection pool. Sixteen calls are held at the
+    emulator until all sixteen are in flight (an event, not a clock): none waits for another, none gets another's
+    answer, and a retried 503 stays with its own call."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [str(uuid.uuid4()) for _ in range(16)]
+    for n, oid in enumerate(ids):
+        graph.add_user(oid, f"parallel{n}@contoso.com")
+    graph.fail(503, times=2, retry_after=0, path=rf"/users/{ids[3]}$")
+    held = graph.hold(lambda: len(graph.requests_to("GET", r"/users/")) >= len(ids) + 2, times=len(ids),
+                      path=r"/users/", timeout=120)
+    with ThreadPoolExecutor(len(ids)) as pool:
+        users = list(pool.map(client.get_user, ids))
+    assert [u.id for u in users] == ids and [u.user_principal_name for u in users] == [
+        f"parallel{n}@contoso.com" for n in range(len(ids))]
+    assert held.released == [True] * len(ids)  # every held call saw the others (and the 503's two retries) arrive

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from core.links import LinkSigner
+from localdev.emulators.base import Emulator
 from localdev.emulators.defender import SRV_APP_07
 from localdev.emulators.defender import WS_FIN_0042 as WS
 from localdev.stack import APPROVAL_SIGNING_KEY
@@ -395,3 +396,49 @@ def test_a_release_adds_no_task_and_a_dry_run_none(clean_stack, host):
     assert outcomes(dry.json()) == {WS_LABEL: "already"} and "tasks" not in dry.json()
     poll(host.post(RELEASE, body).headers["Location"])
     assert stack.arm.tasks(body["object"]["id"]) == []
+
+
+# -- machines named by device id: leased while they are looked up (issue #16: the isolate chain) -----------------
+def _lease_rows(stack, host) -> list[str]:
+    from core.radius import PARTITION, TABLE
+    from core.state import StateStore
+
+    store = StateStore(connection_string=stack.azurite.connection_string, prefix=host.host.env["STATE_TABLE_PREFIX"])
+    return [row["RowKey"] for row in store.query(TABLE, "PartitionKey eq @p", {"p": PARTITION})
+            if row["RowKey"].startswith("lease|machine|")]
+
+
+def test_a_machine_named_by_device_id_is_leased_while_defender_is_asked_for_it(clean_stack, host):
+    """The lease and the machine's look-up are independent: Defender's answer is held until the lease row exists, so
+    the call completes only if it took the lease without waiting for the machine (an event, not a clock)."""
+    stack = clean_stack
+    device = machine_id()
+    stack.mde.add_machine(device, "ws-lease.corp.contoso.com")
+    # Emulator.hold: the Defender emulator's own ``hold`` attribute (actions kept pending) shadows the method.
+    held = Emulator.hold(stack.mde, lambda: f"lease|machine|{device}" in _lease_rows(stack, host),
+                         path=rf"/api/machines/{device}$", method="GET", timeout=60)
+    response = host.post(ISOLATE, incident(stack, host_entity("ws-lease", device_id=device)))
+    assert response.status_code == 202, response.text
+    assert held.released == [True]
+    assert len(stack.mde.actions(device, "Isolate")) == 1 and _lease_rows(stack, host) == []  # given back
+
+
+def test_the_budget_counts_only_machines_defender_knows_and_the_guardrails_let_through(clean_stack, host):
+    """Leased by device id before resolution, but the blast-radius budget (RESPONSE_MAX_TARGETS=3) is spent after it:
+    an unknown device id refused in one call leaves room for a machine in the next; past the cap nothing is done."""
+    stack = clean_stack
+    known = [machine_id() for _ in range(4)]
+    for n, device in enumerate(known):
+        stack.mde.add_machine(device, f"lab-d{n}.corp.contoso.com")
+    hosts = [host_entity(f"lab-d{n}", device_id=d) for n, d in enumerate(known)]
+    body = incident(stack, hosts[0], hosts[1], host_entity("ws-ghost", device_id=machine_id()))
+    first = host.post(ISOLATE, body)
+    assert first.status_code == 202 and sorted(outcomes(first.json()).values()) == ["pending", "pending", "refused"]
+    second = host.post(ISOLATE, {**body, "object": {**body["object"], "properties": {
+        **body["object"]["properties"], "relatedEntities": [hosts[2]]}}})
+    assert second.status_code == 202, second.text  # 3 of 3: the unknown machine did not count
+    third = host.post(ISOLATE, {**body, "object": {**body["object"], "properties": {
+        **body["object"]["properties"], "relatedEntities": [hosts[3]]}}})
+    assert third.status_code == 409 and third.json()["error"]["code"] == "BlastRadiusExceeded"
+    assert not stack.mde.requests_to("POST", rf"/machines/{known[3]}/isolate$")
+    assert _lease_rows(stack, host) == []
