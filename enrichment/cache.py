@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.concurrency import run_bounded
+from core.errors import PackError
 from core.state import StateStore
 from core.verdicts import ROW, TABLE, cache_key
 from enrichment.indicators import Indicator
@@ -185,15 +186,22 @@ class VerdictCache:
         early = missing[:max(0, claim_first)]
         calls: list[Callable[[], Any]] = [lambda b=batch: ("read", b, self._read_batch(b)) for batch in batches]
         calls += [lambda i=indicator: ("claim", i, self.claim(i)) for indicator in early]
-        won: set[Indicator] = set()
-        for outcome in run_bounded(lambda call: call(), calls, max(1, limit + len(early))):
-            what, item, value = outcome.get()
+        outcomes = run_bounded(lambda call: call(), calls, max(1, limit + len(early)))
+        won = {o.value[1] for o in outcomes if o.ok and o.value[0] == "claim" and o.value[2]}
+        failed = next((o.error for o in outcomes if not o.ok), None)
+        if failed is not None:
+            for indicator in won:  # the run fails: no claim of it may hold up the next run (e.g. its retry)
+                try:
+                    self.store.upsert(TABLE, self._released_row(partition_key(indicator)))
+                except PackError:
+                    log.warning("a verdict claim could not be given back; it expires after %ss", self.lease)
+            raise failed
+        for outcome in outcomes:
+            what, _, value = outcome.get()
             if what == "read":
                 batch_found, batch_absent = value
                 reads.found.update(batch_found)
                 reads.absent |= batch_absent
-            elif value:
-                won.add(item)
         # A claim that won means no row existed; the read beside it may have seen that row already (ours).
         reads.claimed = won
         for indicator in won:
