@@ -164,11 +164,6 @@ class TaskMemo:
             _NONCES[self.store] = nonce
         return nonce
 
-    def known(self) -> bool:
-        """Whether this process has read the nonce already (then ``task_id`` costs no call)."""
-        with _NONCES_LOCK:
-            return self.store in _NONCES
-
     def forget(self) -> None:
         with _NONCES_LOCK:
             _NONCES.pop(self.store, None)

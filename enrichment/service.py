@@ -33,6 +33,7 @@ from core.case import SEVERITIES, Case
 from core.comments import Written, notice_text
 from core.concurrency import run_all, run_bounded
 from core.context import Context
+from core.credentials import ARM_SCOPE
 from core.errors import ConfigurationError, PackError
 from core.internal_domains import InternalDomains
 from core.internal_domains import from_settings as internal_domains
@@ -53,6 +54,7 @@ TITLE = "VirusTotal reputation"
 COMPLETION_TITLE = "VirusTotal reputation: deferred look-ups completed"
 TASK_OUTCOME = "enrichment.malicious"
 RANK = {name: i for i, name in enumerate(reversed(SEVERITIES))}  # Informational 0 ... High 3
+_WARM = threading.Event()  # this process holds the ARM token and the task memo's nonce
 
 
 @dataclass
@@ -185,9 +187,10 @@ class Enricher:
     def _complete(self, run: Run) -> dict[str, Any]:
         calls_before = self.vt.calls
         writes = WriteBehind(self.pool)
-        if run.incident_id and self.tasks.memo is not None and not self.tasks.memo.known():
-            # Once per process, beside the look-ups: the memo's nonce, so a first task does not wait for it.
-            writes.submit(self._warm_tasks)
+        if run.incident_id and not _WARM.is_set():
+            # Once per process, beside the look-ups: what the first comment and task would otherwise wait for after
+            # the verdicts (the ARM token, whose first request also imports azure-identity, and the memo's nonce).
+            writes.submit(self._warm)
         try:
             if run.incident_id and run.incident is None:
                 run.incident, _ = run_all(lambda: self.ctx.sentinel.get_incident(run.incident_id),
@@ -268,11 +271,14 @@ class Enricher:
         self.ctx.state.enqueue(DEFER_QUEUE, run.to_message() | {"attempt": run.attempt + 1}, delay_seconds=delay)
         log.info("deferred %d lookups for %s by %ss", len(run.deferred), run.label, delay)
 
-    def _warm_tasks(self) -> None:
+    def _warm(self) -> None:
         try:
+            self.ctx.tokens.bearer(ARM_SCOPE)  # the comment needs it in any case: no call a run would not make
             self.tasks.warm()
-        except PackError as error:  # the task's own claim reports it, if a task is needed at all
-            log.info("task memo not read ahead: %s", error.code)
+        except PackError as error:  # the comment's or the task's own call reports it
+            log.info("not warmed ahead: %s", error.code)
+            return
+        _WARM.set()
 
     # -- what the run writes --------------------------------------------------------------------
     def _rows(self, run: Run) -> list[Row]:
