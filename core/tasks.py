@@ -18,6 +18,22 @@ template's position, so a retry or a later run finds the same task: an open task
 text changed (with its etag: an analyst's concurrent change wins); a task an analyst completed is never
 touched again, so it is never reopened. A task this process wrote with the same text is not read again
 (``_WRITTEN``): a repeated run costs no call, and a run with new text reads the task before changing it.
+
+Reading a task before writing it is what keeps a completed task closed, and it makes creating a task two
+Sentinel round trips one after the other (Sentinel has no conditional create, and an incident does not list
+its tasks). With a ``TaskMemo`` (issue #16: the task's write no longer waits for that read) the pack remembers
+in Table Storage which tasks it has created: it claims a task's row (a conditional insert, one Table Storage
+round trip) before it first writes the task, and a claim that wins proves the task does not exist, so the task
+is written at once; a claim that loses means the task was created before, and it is read first as above.
+
+The memo's tasks carry their own ids, derived from a random value the memo table holds (its *nonce*), not the
+ids above: a memo can only vouch for tasks written by runs that claimed them in that same table. So a task
+written by an earlier version of the pack, by another deployment on the same workspace, or before the table was
+lost can never be overwritten blind: at worst it gets a sibling task, never a reopened one. Rows are never
+deleted. Table ``taskmemo``: row (``pointer``, ``nonce``) holds the nonce N; row (N, ``anchor``) exists from
+before the pointer names N; row (N, task id) is a claim. A claim is one entity group transaction that inserts the
+claim and requires the anchor, so a process that still holds the nonce of a table that was lost and created
+again learns it (the anchor is missing) instead of claiming in a memo that forgot its tasks.
 """
 
 from __future__ import annotations
@@ -25,14 +41,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import Busy, ConfigurationError
 from core.sentinel import SentinelClient
+from core.state import StateStore, TransactionFailed, op_create
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +110,71 @@ def templates_from_setting(raw: str | None) -> dict[str, tuple[Template, ...]]:
     return merged
 
 
+MEMO_TABLE = "taskmemo"
+_POINTER = ("pointer", "nonce")
+_ANCHOR = "anchor"
+_NONCES: weakref.WeakKeyDictionary[StateStore, str] = weakref.WeakKeyDictionary()  # per store: read once
+_NONCES_LOCK = threading.Lock()
+
+
+class TaskMemo:
+    """The tasks this pack created, remembered in Table Storage so that creating one needs no read (module doc)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def task_id(self, incident_id: str, outcome: str, position: int) -> str:
+        """The id of a task the memo vouches for: deterministic for this memo table, unlike any other id."""
+        return str(uuid.uuid5(TASK_NAMESPACE, f"memo|{self.nonce()}|{incident_id.lower()}|{outcome}|{position}"))
+
+    def claim(self, incident_id: str, outcome: str, position: int) -> tuple[str, bool]:
+        """(the task's id, True) when it was never claimed, so it does not exist and this run creates it; False: it
+        was claimed before (it may exist). The id is computed again if the nonce had to be read again."""
+        for _ in range(2):
+            nonce, key = self.nonce(), self.task_id(incident_id, outcome, position)
+            merge_anchor = ("update", {"PartitionKey": nonce, "RowKey": _ANCHOR}, {"mode": _merge()})
+            try:
+                self.store.transaction(MEMO_TABLE, [op_create({"PartitionKey": nonce, "RowKey": key,
+                                                               "claimed_at": time.time()}), merge_anchor])
+                return key, True
+            except TransactionFailed as failed:
+                if failed.index == 0:
+                    return key, False  # claimed before
+                log.warning("task memo %s lost its anchor (the table was lost?): reading its nonce again", nonce)
+                self.forget()
+        raise Busy("the task memo changed while it was used; retry", code="TaskMemoChanged", retry_after=5)
+
+    def nonce(self) -> str:
+        with _NONCES_LOCK:
+            known = _NONCES.get(self.store)
+        if known is not None:
+            return known
+        row = self.store.get(MEMO_TABLE, *_POINTER)
+        if row is None:
+            drawn = uuid.uuid4().hex
+            # The anchor first: a pointer always names a nonce whose anchor exists.
+            self.store.insert_if_absent(MEMO_TABLE, {"PartitionKey": drawn, "RowKey": _ANCHOR, "at": time.time()})
+            if not self.store.insert_if_absent(MEMO_TABLE, {"PartitionKey": _POINTER[0], "RowKey": _POINTER[1],
+                                                            "nonce": drawn}):
+                row = self.store.get(MEMO_TABLE, *_POINTER)  # another process drew first: use its nonce
+            nonce = drawn if row is None else str(row["nonce"])
+        else:
+            nonce = str(row["nonce"])
+        with _NONCES_LOCK:
+            _NONCES[self.store] = nonce
+        return nonce
+
+    def forget(self) -> None:
+        with _NONCES_LOCK:
+            _NONCES.pop(self.store, None)
+
+
+def _merge() -> Any:
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode.MERGE  # without an etag: If-Match *, so the anchor must exist
+
+
 @dataclass(frozen=True)
 class TaskResult:
     task_id: str
@@ -101,9 +186,30 @@ class TaskResult:
 
 
 class Tasks:
-    def __init__(self, sentinel: SentinelClient, templates: Mapping[str, Sequence[Template]]) -> None:
+    def __init__(self, sentinel: SentinelClient, templates: Mapping[str, Sequence[Template]],
+                 memo: TaskMemo | None = None) -> None:
         self.sentinel = sentinel
         self.templates = templates
+        self.memo = memo
+        self._claims: dict[tuple[str, str, int], Future] = {}  # claims started ahead (``prepare``)
+        self._lock = threading.Lock()
+
+    def prepare(self, incident_id: str, outcome: str, submit: Callable[[Callable[[], Any]], Future]) -> None:
+        """Claim ``outcome``'s tasks in the memo now, through ``submit`` (a pool the caller waits for), as soon as
+        the caller knows it will add them: ``add`` then only writes them. Without a memo, nothing to do."""
+        memo = self.memo
+        if memo is None:
+            return
+        with self._lock:
+            for position in range(len(self.templates.get(outcome, ()))):
+                slot = (incident_id.lower(), outcome, position)
+                if slot not in self._claims:
+                    self._claims[slot] = submit(lambda p=position: memo.claim(incident_id, outcome, p))
+
+    def warm(self) -> None:
+        """Read the memo's nonce if this process has not yet (one Table Storage read per process)."""
+        if self.memo is not None:
+            self.memo.nonce()
 
     def titles(self, outcome: str, **values: Any) -> list[str]:
         """What ``add`` would name the tasks (for an action's comment), without writing anything."""
@@ -112,23 +218,33 @@ class Tasks:
     def add(self, incident_id: str, outcome: str, **values: Any) -> list[TaskResult]:
         results = []
         for position, (title, description) in enumerate(self.templates.get(outcome, ())):
-            results.append(self.ensure(incident_id, task_id(incident_id, outcome, position),
-                                       _fill(title, values, MAX_TITLE), _fill(description, values, MAX_DESCRIPTION)))
+            text = (_fill(title, values, MAX_TITLE), _fill(description, values, MAX_DESCRIPTION))
+            if self.memo is None:
+                results.append(self.ensure(incident_id, task_id(incident_id, outcome, position), *text))
+            else:
+                results.append(self._ensure_remembered(incident_id, outcome, position, *text))
         return results
 
     def ensure(self, incident_id: str, key: str, title: str, description: str) -> TaskResult:
         """Create the task, or bring an open one's text up to date; a completed task stays as the analyst left it."""
-        with _WRITTEN_LOCK:
-            if _WRITTEN.get(key) == (title, description):
-                return TaskResult(key, title, "unchanged")  # written by this process: nothing to add
-        result = self._ensure(incident_id, key, title, description)
-        if result.outcome in ("created", "updated", "unchanged"):
-            with _WRITTEN_LOCK:
-                _WRITTEN[key] = (title, description)
-                _WRITTEN.move_to_end(key)
-                while len(_WRITTEN) > _WRITTEN_MAX:
-                    _WRITTEN.popitem(last=False)
-        return result
+        if _written(key, title, description):
+            return TaskResult(key, title, "unchanged")  # written by this process: nothing to add
+        return _remember(self._ensure(incident_id, key, title, description), description)
+
+    def _ensure_remembered(self, incident_id: str, outcome: str, position: int, title: str, description: str
+                           ) -> TaskResult:
+        """``ensure`` through the memo: a task never claimed is created without being read first."""
+        assert self.memo is not None
+        with self._lock:
+            ahead = self._claims.pop((incident_id.lower(), outcome, position), None)
+        key = self.memo.task_id(incident_id, outcome, position)
+        if _written(key, title, description):
+            return TaskResult(key, title, "unchanged")
+        key, first = ahead.result() if ahead is not None else self.memo.claim(incident_id, outcome, position)
+        if not first:
+            return _remember(self._ensure(incident_id, key, title, description), description)
+        self.sentinel.put_task(incident_id, key, {"title": title, "description": description, "status": "New"})
+        return _remember(TaskResult(key, title, "created"), description)
 
     def _ensure(self, incident_id: str, key: str, title: str, description: str) -> TaskResult:
         for _ in range(3):
@@ -150,6 +266,22 @@ class Tasks:
         raise Busy("Sentinel: the incident task kept changing; retry", code="Conflict", retry_after=5)
 
 
+def _written(key: str, title: str, description: str) -> bool:
+    with _WRITTEN_LOCK:
+        return _WRITTEN.get(key) == (title, description)
+
+
+def _remember(result: TaskResult, description: str) -> TaskResult:
+    """Note a task this process wrote (or found) with this text, so a repeated run does not read it again."""
+    if result.outcome in ("created", "updated", "unchanged"):
+        with _WRITTEN_LOCK:
+            _WRITTEN[result.task_id] = (result.title, description)
+            _WRITTEN.move_to_end(result.task_id)
+            while len(_WRITTEN) > _WRITTEN_MAX:
+                _WRITTEN.popitem(last=False)
+    return result
+
+
 def _fill(template: str, values: Mapping[str, Any], limit: int) -> str:
     try:
         text = template.format(**values)
@@ -158,4 +290,4 @@ def _fill(template: str, values: Mapping[str, Any], limit: int) -> str:
     return text[:limit]
 
 
-__all__ = ["TEMPLATES", "TaskResult", "Tasks", "task_id", "templates_from_setting"]
+__all__ = ["MEMO_TABLE", "TEMPLATES", "TaskMemo", "TaskResult", "Tasks", "task_id", "templates_from_setting"]

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -32,11 +33,12 @@ from core.case import SEVERITIES, Case
 from core.comments import Written, notice_text
 from core.concurrency import run_all, run_bounded
 from core.context import Context
-from core.errors import ConfigurationError
+from core.credentials import ARM_SCOPE
+from core.errors import ConfigurationError, PackError
 from core.internal_domains import InternalDomains
 from core.internal_domains import from_settings as internal_domains
 from core.sentinel import comment_id
-from core.tasks import TaskResult, Tasks, templates_from_setting
+from core.tasks import TaskMemo, TaskResult, Tasks, templates_from_setting
 from enrichment.cache import VerdictCache, WriteBehind
 from enrichment.indicators import Indicator, Policy
 from enrichment.report import Row, render
@@ -52,6 +54,7 @@ TITLE = "VirusTotal reputation"
 COMPLETION_TITLE = "VirusTotal reputation: deferred look-ups completed"
 TASK_OUTCOME = "enrichment.malicious"
 RANK = {name: i for i, name in enumerate(reversed(SEVERITIES))}  # Informational 0 ... High 3
+_WARM = threading.Event()  # this process holds the ARM token and the task memo's nonce
 
 
 @dataclass
@@ -96,6 +99,37 @@ class Run:
         return [v for v, _ in self.verdicts.values() if v.verdict == "malicious"]
 
 
+class NotStarted(Exception):
+    """A look-up that was waiting for its slot when an earlier one failed: deferred, never sent."""
+
+
+class Slots:
+    """At most ``size`` VirusTotal look-ups at a time; after the first failure none starts (issue #16 item 1: after
+    the first quota error start no more)."""
+
+    def __init__(self, lookup: Callable[[Indicator], Verdict], size: int) -> None:
+        self._lookup = lookup
+        self._slots = threading.BoundedSemaphore(max(1, size))
+        self._stopped = threading.Event()
+
+    def check(self) -> None:
+        if self._stopped.is_set():
+            raise NotStarted()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def lookup(self, indicator: Indicator) -> Verdict:
+        self.check()
+        with self._slots:
+            self.check()
+            try:
+                return self._lookup(indicator)
+            except BaseException:
+                self._stopped.set()
+                raise
+
+
 def skip_reason(internal: InternalDomains) -> Callable[[str], str | None]:
     """Why a domain is skipped: the tenant-wide internal-domain rule (core/internal_domains.py), in the
     enrichment's words."""
@@ -124,7 +158,9 @@ class Enricher:
         self.add_label = bool(settings["VIRUSTOTAL_LABEL"])
         self.pool = max(1, int(settings["VIRUSTOTAL_POOL_SIZE"]))
         self.raise_to = _severity_setting(str(settings["VIRUSTOTAL_RAISE_SEVERITY"] or ""))
-        self.tasks = Tasks(ctx.sentinel, templates_from_setting(str(settings["INCIDENT_TASKS"] or "")))
+        # The memo (core/tasks.py): a new review task is written without being read first (issue #16).
+        self.tasks = Tasks(ctx.sentinel, templates_from_setting(str(settings["INCIDENT_TASKS"] or "")),
+                           memo=TaskMemo(ctx.state))
         url_lookup = str(settings["VIRUSTOTAL_URL_LOOKUP"] or "url").strip().lower()
         if url_lookup not in ("url", "domain"):
             raise ConfigurationError("setting VIRUSTOTAL_URL_LOOKUP must be url or domain")
@@ -150,7 +186,11 @@ class Enricher:
     # -- the run ------------------------------------------------------------------------------
     def _complete(self, run: Run) -> dict[str, Any]:
         calls_before = self.vt.calls
-        writes = WriteBehind()
+        writes = WriteBehind(self.pool)
+        if run.incident_id and not _WARM.is_set():
+            # Once per process, beside the look-ups: what the first comment and task would otherwise wait for after
+            # the verdicts (the ARM token, whose first request also imports azure-identity, and the memo's nonce).
+            writes.submit(self._warm)
         try:
             if run.incident_id and run.incident is None:
                 run.incident, _ = run_all(lambda: self.ctx.sentinel.get_incident(run.incident_id),
@@ -173,18 +213,38 @@ class Enricher:
         return summary
 
     def _look_up(self, run: Run, writes: WriteBehind) -> None:
-        """Verdicts for ``run.indicators``: cache reads in batches, then VirusTotal ``pool`` at a time. After the
-        first error no look-up starts; a quota answer defers the rest, any other error is the run's answer."""
-        found, absent = self.cache.get_many(run.indicators, self.pool)
-        run.verdicts.update({indicator: (verdict, True) for indicator, verdict in found.items()})
-        missing = [indicator for indicator in run.indicators if indicator not in found]
-        outcomes = run_bounded(lambda i: self.cache.fetch(i, self.vt.lookup, writes, absent=i in absent),
-                               missing, self.pool, stop=lambda error: True)
+        """Verdicts for ``run.indicators``: cache reads in batches (the first look-ups' claims beside them), then
+        VirusTotal ``pool`` at a time, each later look-up claimed while it waits for its slot. After the first
+        error no look-up starts; a quota answer defers the rest, any other error is the run's answer."""
+        reads = self.cache.read(run.indicators, self.pool, claim_first=self.pool)
+        run.verdicts.update({indicator: (verdict, True) for indicator, verdict in reads.found.items()})
+        self._task_ahead(run, reads.found.values(), writes)
+        missing = [indicator for indicator in dict.fromkeys(run.indicators) if indicator not in reads.found]
+        slots = Slots(self.vt.lookup, self.pool)
+
+        def one(indicator: Indicator) -> tuple[Verdict, bool]:
+            try:
+                if indicator in reads.claimed:
+                    found = self.cache.fetch_claimed(indicator, slots.lookup, writes)
+                else:
+                    slots.check()  # claim nothing once the look-ups have stopped
+                    found = self.cache.fetch(indicator, slots.lookup, writes, absent=indicator in reads.absent)
+            except Exception:
+                slots.stop()
+                raise
+            self._task_ahead(run, (found[0],), writes)
+            return found
+
+        # Twice the pool in threads: while ``pool`` look-ups run, the next ones claim their rows and wait.
+        outcomes = run_bounded(one, missing, 2 * self.pool, stop=lambda error: True)
+        started = {outcome.item for outcome in outcomes}
+        for indicator in reads.claimed - started:
+            self.cache.release(indicator, writes)  # claimed beside the reads, never started: give it back
         errors = []
         for outcome in outcomes:
             if outcome.ok:
                 run.verdicts[outcome.item] = outcome.get()
-            elif not isinstance(outcome.error, QuotaExceeded):
+            elif not isinstance(outcome.error, (QuotaExceeded, NotStarted)):
                 errors.append(outcome.error)
         if errors:
             raise errors[0]
@@ -195,6 +255,12 @@ class Enricher:
             log.info("VirusTotal quota reached (%s): %d of %d look-ups deferred for %s", quota.code,
                      len(run.deferred), len(missing), run.label)
 
+    def _task_ahead(self, run: Run, verdicts: Iterable[Verdict], writes: WriteBehind) -> None:
+        """At the first malicious verdict, claim the review task in the memo (core/tasks.py) beside the remaining
+        look-ups, so that after the last verdict the task is only written, beside the comment."""
+        if run.incident_id and any(verdict.verdict == "malicious" for verdict in verdicts):
+            self.tasks.prepare(run.incident_id, TASK_OUTCOME, writes.submit)
+
     def _defer(self, run: Run) -> None:
         if not run.deferred:
             return
@@ -204,6 +270,15 @@ class Enricher:
         delay = min(MAX_DEFER_DELAY, max(self.retry_seconds, run.retry_hint) * 2 ** min(run.attempt, 6))
         self.ctx.state.enqueue(DEFER_QUEUE, run.to_message() | {"attempt": run.attempt + 1}, delay_seconds=delay)
         log.info("deferred %d lookups for %s by %ss", len(run.deferred), run.label, delay)
+
+    def _warm(self) -> None:
+        try:
+            self.ctx.tokens.bearer(ARM_SCOPE)  # the comment needs it in any case: no call a run would not make
+            self.tasks.warm()
+        except PackError as error:  # the comment's or the task's own call reports it
+            log.info("not warmed ahead: %s", error.code)
+            return
+        _WARM.set()
 
     # -- what the run writes --------------------------------------------------------------------
     def _rows(self, run: Run) -> list[Row]:

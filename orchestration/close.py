@@ -5,8 +5,17 @@ an incident already closed the same way is not written again), one comment with 
 says why (through the incident's comment budget, core/comments.py; the id derives from what the comment
 says, so closing again differently adds a comment instead of editing the first), and the linked ticket is
 resolved by the sync area (``ServiceNowSync.close_ticket``) with the mapped close code and the same comment
-as a work note, side by side with the comment. The incident is read once (by the update itself), the ticket
-not at all: four calls without a ticket.
+as a work note.
+
+Fast under real latency (issue #16): the ticket's resolution does not wait for Sentinel. What it needs of the
+closed incident (its number, and the status, classification and comment this action writes) is the incident as
+the trigger carried it with this action's change applied, so it starts at once, beside the incident's read; a
+manual run (``{"incidentArmId": ...}``, what the compromised-user playbook sends) carries no incident, and its
+ticket starts after the read. The incident is read once, and not skipped even when the trigger carries its etag:
+the comment budget needs the incident's current comment count (a trigger body is as old as its trigger, and
+close-incident usually runs after an approval wait), and the read is what makes the close a single write (a
+stale etag would cost a refused PUT, a read and a second PUT). The close and its comment then go side by side.
+Three calls without a ticket.
 """
 
 from __future__ import annotations
@@ -76,12 +85,10 @@ class Closer:
         closed_by = str(ci_get(body, "closedBy") or "").strip()[:200]
         text = comment or f"Closed by the playbook as {classification}" + (f" ({reason})" if reason else "") + "."
 
-        seen: dict[str, bool] = {}
+        wanted = {"status": "Closed", "classification": classification, "classificationReason": reason,
+                  "classificationComment": text}
 
-        def change(props: dict) -> bool:
-            seen.setdefault("closed", props.get("status") == "Closed")  # as first read, before any retry
-            wanted = {"status": "Closed", "classification": classification, "classificationReason": reason,
-                      "classificationComment": text}
+        def apply(props: dict) -> bool:
             if all(props.get(k) == v for k, v in wanted.items()):
                 return False
             props.update(wanted)
@@ -89,14 +96,39 @@ class Closer:
                 props.pop("classificationReason", None)
             return True
 
-        incident = self.ctx.sentinel.update_incident(case.incident_id, change)
+        def as_closed(incident: dict) -> dict:
+            """The incident as the close writes it: what the ticket's resolution needs of it."""
+            properties = dict(incident.get("properties") or {})
+            apply(properties)
+            return {**incident, "properties": properties}
+
+        seen: dict[str, bool] = {}
+
+        def change(props: dict) -> bool:
+            seen.setdefault("closed", props.get("status") == "Closed")  # as first read, before any retry
+            return apply(props)
+
         digest = hashlib.sha256(f"{classification}|{reason}|{text}".encode()).hexdigest()[:16]
         cid = comment_id(case.incident_id, "close", digest)
         e = html.escape
         message = (f"<p><b>Incident closed: {e(classification)}" + (f" ({e(reason)})" if reason else "") + "</b></p>"
                    f"<p>{e(text)}</p>" + (f"<p>Decision by {e(closed_by)}.</p>" if closed_by else ""))
-        written, ticket = run_all(lambda: self.ctx.comments.write(case.incident_id, cid, message, incident=incident),
-                                  lambda: self._close_ticket(case, incident, (cid, message)))
+
+        def close_incident(current: dict):
+            """The close and its comment side by side (the count the budget needs is in ``current``)."""
+            return run_all(lambda: self.ctx.sentinel.update_incident(case.incident_id, change, current=current),
+                           lambda: self.ctx.comments.write(case.incident_id, cid, message, incident=current))[1]
+
+        def close_ticket(incident: dict) -> dict[str, Any]:
+            return self._close_ticket(case, as_closed(incident), (cid, message))
+
+        carried = case.resource
+        if carried is not None:
+            written, ticket = run_all(lambda: close_incident(self.ctx.sentinel.get_incident(case.incident_id)),
+                                      lambda: close_ticket(carried))
+        else:
+            current = self.ctx.sentinel.get_incident(case.incident_id)
+            written, ticket = run_all(lambda: close_incident(current), lambda: close_ticket(current))
         notice = notice_text(written)
         return {"incident": case.incident_id, "case": case.label, "status": "Closed", "classification": classification,
                 "classificationReason": reason, "alreadyClosed": seen["closed"], "comment": written.comment_id,

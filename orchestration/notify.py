@@ -19,6 +19,11 @@ notify answer says ``accepted`` for Teams (Slack's 200 ``ok`` means posted: ``se
 are kept valid and small here: every card the pack builds parses without a warning in Microsoft's
 ``adaptivecards`` parser (tests/orchestration/test_cards.py) and stays under ``TEAMS_CARD_MAX_BYTES``,
 long entity lists ending with "and N more". Teams and Slack are posted side by side.
+
+Fast under real latency (issue #16): a notification's calls are the send-once claims (Teams and Slack side by
+side), the posts, and the marks. What the message says (the incident's ticket from the sync's link map, and for a
+manual run the incident itself) is read beside the claims, not before them: a claim does not depend on the text,
+and a post waits only for what it shows. Three round trips: storage, webhook, storage.
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from core.case import Case
-from core.concurrency import run_bounded
+from core.concurrency import run_all, run_bounded
 from core.errors import ConfigurationError, DownstreamError, PackError, Throttled
 from core.http import call, reject_broken_json
 
@@ -275,19 +282,23 @@ def event_key(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
 
-def deliver_all(ledger, channels: dict[str, tuple[WebhookClient | None, dict[str, Any]]],
+Payload = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
+def deliver_all(ledger, channels: dict[str, tuple[WebhookClient | None, Payload]],
                 event: str) -> tuple[dict[str, str], list[PackError]]:
     """Send each configured channel's message once for ``event``, the channels side by side; every
-    channel is tried, one failing never stops another.
+    channel is tried, one failing never stops another. A payload may be a callable: it is built once the
+    channel's claim is won, so what it shows can still be read while the claim is made.
 
     Returns (channel -> ``sent`` | ``already-sent`` | ``unconfirmed`` | ``in-progress`` | ``not-configured`` |
     ``failed: ...``, in the channels' order; the errors of the channels that failed).
     """
     configured = [(name, client, payload) for name, (client, payload) in channels.items() if client is not None]
 
-    def deliver(channel: tuple[str, WebhookClient, dict[str, Any]]) -> str:
+    def deliver(channel: tuple[str, WebhookClient, Payload]) -> str:
         name, client, payload = channel
-        return ledger.send_once(event, name, lambda: client.post(payload))
+        return ledger.send_once(event, name, lambda: client.post(payload() if callable(payload) else payload))
 
     outcomes = {o.item[0]: o for o in run_bounded(deliver, configured, len(configured))}
     results: dict[str, str] = {}
@@ -367,11 +378,18 @@ class Notifier:
         self.slack = WebhookClient(ctx.session, str(slack), "Slack") if slack else None
         self.ledger = SendLedger(ctx.state)
 
-    def send(self, notice: Notice, event: str, *, only: tuple[str, ...] = ("teams", "slack")
+    def send(self, notice: Notice | Callable[[], Notice], event: str, *, only: tuple[str, ...] = ("teams", "slack")
              ) -> tuple[dict[str, str], list[PackError]]:
         """Post ``notice`` to the ``only`` channels once per ``event``; outcomes in ``acknowledged`` words (Teams:
-        ``accepted``), and the errors of the channels that failed."""
-        channels = {"teams": (self.teams, adaptive_card(notice)), "slack": (self.slack, slack_message(notice))}
+        ``accepted``), and the errors of the channels that failed. ``notice`` may be a callable that waits for what
+        the message shows: it is called once a channel's claim is won."""
+        made = _Later()
+
+        def message(build: Callable[[Notice], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+            return lambda: build(made.once(notice if callable(notice) else lambda: notice))
+
+        channels: dict[str, tuple[WebhookClient | None, Payload]] = {
+            "teams": (self.teams, message(adaptive_card)), "slack": (self.slack, message(slack_message))}
         results, errors = deliver_all(self.ledger, {k: v for k, v in channels.items() if k in only}, event)
         return acknowledged(results), errors
 
@@ -401,23 +419,59 @@ class Notifier:
             # the incident is a new event, told apart by its modification time.
             modified = ci_path(body, "object", "properties", "lastModifiedTimeUtc") or ""
             key_material = [case.incident_id or case.alert_id or "", case.event_type or "Created", str(modified)]
-        if case.incident_id and (not case.entities_included or case.source == "entity"):
+        shown, ticket = _Later(), _Later()  # the case as the message shows it, and its ticket: read beside the claims
+
+        def read_case() -> Case:
+            if not (case.incident_id and (not case.entities_included or case.source == "entity")):
+                return case
             incident = self.ctx.sentinel.get_incident(case.incident_id)
             props = incident.get("properties") or {}
-            case = replace(case, title=props.get("title"), severity=props.get("severity"),
+            read = replace(case, title=props.get("title"), severity=props.get("severity"),
                            number=props.get("incidentNumber"), url=props.get("incidentUrl"))
-            case = self.ctx.with_entities(case)  # a manual run's entities; an entity run keeps its entity
-        ticket = ticket_of(self.ctx, case)
+            return self.ctx.with_entities(read)  # a manual run's entities; an entity run keeps its entity
+
         text = ci_get(body, "message")
-        notice = Notice.for_case(case, _headline(case), ticket=ticket, text=str(text)[:1000] if text else None)
-        if case.source == "entity" and not case.title:
-            named = notice.entities or tuple(other.label for other in case.others)
-            notice = replace(notice, title=_clip(", ".join(named), CARD_FIELD_MAX["title"]) or "an entity")
-        channels, errors = self.send(notice, event_key("notify", *key_material))
+
+        def notice() -> Notice:
+            full = shown.get()
+            made = Notice.for_case(full, _headline(full), ticket=ticket.get(), text=str(text)[:1000] if text else None)
+            if full.source == "entity" and not full.title:
+                named = made.entities or tuple(other.label for other in full.others)
+                made = replace(made, title=_clip(", ".join(named), CARD_FIELD_MAX["title"]) or "an entity")
+            return made
+
+        _, _, (channels, errors) = run_all(lambda: shown.run(read_case), lambda: ticket.run(lambda: ticket_of(
+            self.ctx, case)), lambda: self.send(notice, event_key("notify", *key_material)))
         if errors:
             raise incomplete(channels, errors)
-        return {"incident": case.incident_id, "alert": case.alert_id, "case": case.label, "channels": channels,
-                "ticket": (ticket or {}).get("number")}
+        return {"incident": case.incident_id, "alert": case.alert_id, "case": shown.get().label, "channels": channels,
+                "ticket": (ticket.get() or {}).get("number")}
+
+
+class _Later:
+    """A value one call of a ``run_all`` computes and another waits for (``get``); ``once`` computes it on first use."""
+
+    def __init__(self) -> None:
+        self._future: Future = Future()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def run(self, make: Callable[[], Any]) -> Any:
+        try:
+            value = make()
+        except BaseException as error:
+            self._future.set_exception(error)
+            raise
+        self._future.set_result(value)
+        return value
+
+    def once(self, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            first, self._started = not self._started, True
+        return self.run(make) if first else self.get()
+
+    def get(self) -> Any:
+        return self._future.result()
 
 
 def _headline(case: Case) -> str:

@@ -22,6 +22,16 @@ def test_cached_ips_cost_a_cache_read_and_the_comment():
     assert chain.seconds(REAL) == pytest.approx(0.15) and chain.describe() == "storage + sentinel-arm"
 
 
+def test_more_rounds_than_the_reference_are_said_in_the_row():
+    """With 16 look-ups at a time, 50 and 200 new IPs take more VirusTotal rounds than the reference's 20 at a time:
+    the row's chain says so; at 20 (or for fewer IPs than a round) it says nothing more."""
+    assert "take 4 VirusTotal rounds where the reference's For each, 20 at a time, takes 3" in \
+        limits.enrichment(50, 16).describe()
+    assert "takes 10" in limits.enrichment(200, 16).describe()
+    for chain in (limits.enrichment(10, 16), limits.enrichment(50, 20), limits.enrichment(200, 20)):
+        assert "(" not in chain.describe()
+
+
 def test_a_smaller_pool_lengthens_the_chain():
     assert limits.enrichment(50, 4).seconds(REAL) == pytest.approx(0.05 + 13 * 0.3 + 0.1)
     assert limits.isolate(5, 1).seconds(REAL) > limits.isolate(5, 16).seconds(REAL)

@@ -70,3 +70,21 @@ def test_the_closing_comment_respects_the_comment_budget(clean_stack, host, inci
     assert summary["comment"] is None and "leaves the last 10 to analysts" in summary["commentNotice"]
     assert len(clean_stack.arm.comments(incident_id)) == 95
     assert clean_stack.arm.incident(incident_id)["properties"]["status"] == "Closed"
+
+
+def test_the_ticket_does_not_wait_for_sentinel_and_the_comment_goes_beside_the_close(clean_stack, host, incident):
+    """Issue #16: the incident's read and the ticket's resolution start together, the close and its comment go side
+    by side. Each held request waits for the other one to arrive: done one after the other, the first would wait for
+    a request that never comes (released unmet after 60 s)."""
+    created = host.post("sync/servicenow/outbound", incident)
+    assert created.status_code == 200, created.text
+    arm, snow = clean_stack.arm, clean_stack.snow
+    incident_path = r"/incidents/[^/]+$"
+    patched = lambda: bool(snow.requests_to("PATCH", r"/table/incident/"))  # noqa: E731
+    read_held = arm.hold(until=patched, method="GET", path=incident_path)
+    close_held = arm.hold(until=lambda: bool(arm.requests_to("PUT", r"/comments/")), method="PUT", path=incident_path)
+    response = host.post(ROUTE, {**incident, "classification": "BenignPositive"}, timeout=180)
+    assert response.status_code == 200, response.text
+    assert read_held.released == [True] and close_held.released == [True]
+    assert response.json()["ticket"]["result"] == "synced"
+    assert arm.incident(incident["object"]["id"])["properties"]["status"] == "Closed"

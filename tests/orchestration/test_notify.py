@@ -100,6 +100,20 @@ def test_manual_run_reads_the_incident(clean_stack, host, incident):
     assert "adele.vance@contoso.com" in json.dumps(clean_stack.teams.cards[0])
 
 
+def test_a_manual_run_whose_incident_read_fails_posts_nothing_and_its_retry_posts(clean_stack, host, incident):
+    """The incident is read beside the send-once claims (issue #16): when the read fails, no message goes out and
+    the claims are given back, so the Logic App's retry posts once."""
+    clean_stack.arm.fail(503, times=20, method="GET", path=r"/incidents/[^/]+$")
+    response = host.post(ROUTE, {"incidentArmId": incident["object"]["id"]})
+    assert response.status_code in (502, 503) and response.headers.get("Retry-After"), response.text
+    assert clean_stack.teams.messages == [] and clean_stack.slack.messages == []
+    clean_stack.arm.clear_faults()
+    retried = host.post(ROUTE, {"incidentArmId": incident["object"]["id"]})
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["channels"] == {"teams": "accepted", "slack": "sent"}
+    assert len(clean_stack.teams.messages) == 1 and len(clean_stack.slack.messages) == 1
+
+
 def test_bad_input_is_a_400(clean_stack, host):
     response = host.post(ROUTE, {"hello": 1})
     assert response.status_code == 400 and "unrecognised payload" in response.json()["error"]["message"]
