@@ -181,6 +181,8 @@ class SentinelClient:
         ``change`` returns False when nothing needs writing (then no PUT is sent). A 409 means
         someone changed the incident in between: read again and re-apply, up to the bound. ``current``
         is the incident as this action just read it: the first attempt uses it instead of reading again.
+        An update never stands in for a create: a PUT that created the incident (201, possible only with a
+        ``current`` from a trigger body of an incident that did not exist) is NotFound.
         """
         for attempt in range(self.max_conflict_retries + 1):
             incident = current if attempt == 0 and current is not None else self.get_incident(incident_id)
@@ -189,9 +191,17 @@ class SentinelClient:
                 return incident
             body = {"etag": incident.get("etag"), "properties": properties}
             try:
-                return self._json(self._request("PUT", incident_id, body))
+                response = self._request("PUT", incident_id, body)
             except Busy:
                 log.info("etag conflict on %s, attempt %d", incident_id, attempt + 1)
+                continue
+            if response.status_code == 201:
+                # PUT is create-or-update: an update from a trigger body (``current``) of an incident that no longer
+                # exists (or never did) created one. Nothing may act as if it had updated the incident.
+                log.error("the update of %s created it: the incident did not exist", incident_id.rsplit("/", 1)[-1])
+                raise NotFound(f"Sentinel: {incident_id.rsplit('/providers/', 1)[-1]} not found (the update created "
+                               "an incident of that id: it did not exist)")
+            return self._json(response)
         raise Busy(f"Sentinel: the incident kept changing; gave up after {self.max_conflict_retries + 1} "
                    "attempts", code="Conflict", retry_after=5)
 

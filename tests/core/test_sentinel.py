@@ -202,3 +202,13 @@ def test_an_update_with_the_incident_just_read_sends_one_put(arm, client):
     client.add_labels(INCIDENT_4711, "twice", current=incident)
     assert [r.method for r in arm.received] == ["PUT", "PUT", "GET", "PUT"]
     assert client.get_comment(INCIDENT_4711, "no-such-comment") is None
+
+
+def test_an_update_never_stands_in_for_a_create(arm, client):
+    """A trigger body of an incident that does not exist: ARM's PUT would create it (create-or-update); the update
+    says NotFound instead of answering as if it had updated the incident (the enrichment's label, issue #16)."""
+    incident = client.get_incident(INCIDENT_4711)
+    gone = {**incident, "id": incident["id"].rsplit("/", 1)[0] + "/11111111-2222-3333-4444-555555555555"}
+    with pytest.raises(NotFound, match="did not exist"):
+        client.add_labels(gone["id"], "phantom", current=gone)
+    assert [r.method for r in arm.requests_to(path=r"/11111111-")] == ["PUT"]

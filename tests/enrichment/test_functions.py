@@ -233,7 +233,7 @@ def test_sentinel_outage_answers_retryable_and_retry_completes(clean_stack, host
 def test_unknown_incident_is_404(clean_stack, host):
     body = incident_with(99999, fresh_ips(1), name=str(uuid.uuid4()))  # not seeded in ARM
     response = host.post(ROUTE, body)
-    assert response.status_code == 404
+    assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "NotFound"
 
 
