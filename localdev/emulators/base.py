@@ -224,14 +224,19 @@ class Emulator:
         delay: float = 0.0,
         drop: bool = False,
         malformed: bool = False,
-    ) -> None:
-        """Answer the next ``times`` matching requests with a fault instead of the contract."""
+        until: Callable[[], bool] | None = None,
+        until_timeout: float = 60.0,
+    ) -> Fault:
+        """Answer the next ``times`` matching requests with a fault instead of the contract; with ``until``, only
+        once ``until()`` is true (as ``hold``), e.g. a 429 sent only after the other look-ups are in flight."""
+        fault = Fault(
+            status=status, times=times, path=re.compile(path, re.IGNORECASE) if path else None,
+            method=method, retry_after=None if retry_after is None else str(retry_after),
+            body=body, delay=delay, drop=drop, malformed=malformed, until=until, until_timeout=until_timeout,
+        )
         with self._lock:
-            self._faults.append(Fault(
-                status=status, times=times, path=re.compile(path, re.IGNORECASE) if path else None,
-                method=method, retry_after=None if retry_after is None else str(retry_after),
-                body=body, delay=delay, drop=drop, malformed=malformed,
-            ))
+            self._faults.append(fault)
+        return fault
 
     def hold(self, until: Callable[[], bool], *, timeout: float = 60.0, times: int = 1, path: str | None = None,
              method: str | None = None) -> Fault:

@@ -124,8 +124,11 @@ def test_quota_exhaustion_defers_and_a_new_comment_completes(clean_stack, host):
     ips = fresh_ips(3)
     body, incident_id = fresh_incident(clean_stack, ips)
     quota = {"error": {"code": "QuotaExceededError", "message": "Quota exceeded"}}
-    clean_stack.vt.fail(429, path=ips[1].replace(":", r"\:"), body=quota)
+    # The 429 answers once all three look-ups are in flight (an event, not the clock): they are asked side by side.
+    held = clean_stack.vt.fail(429, path=ips[1].replace(":", r"\:"), body=quota,
+                               until=lambda: len(clean_stack.vt.lookups()) >= len(ips))
     summary = host.post(ROUTE, body).json()
+    assert held.released == [True]
     assert summary["complete"] is False
     assert summary["deferred"] == [ips[1]]  # the others were already asked for, side by side
     [first] = clean_stack.arm.comments(incident_id)
