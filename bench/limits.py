@@ -125,12 +125,20 @@ def sync_create() -> Chain:
 
 
 def close(with_ticket: bool = True) -> Chain:
-    first = Step("sentinel-arm", "read the incident (its etag)", also=("storage",) if with_ticket else ())
+    """close-incident (orchestration/close.py): the incident's read then its close (the comment beside it), and,
+    beside those from the start, the ticket's resolution (sync ServiceNowSync.close_ticket), the longer branch."""
+    if not with_ticket:
+        return Chain((
+            Step("sentinel-arm", "read the incident (its etag and the comment budget's count)"),
+            Step("sentinel-arm", "close it (the closing comment beside it)"),
+        ))
     return Chain((
-        first,
-        Step("sentinel-arm", "close it (the comment and the ticket's resolution beside it)",
-             also=("servicenow",) if with_ticket else ()),
-    ))
+        Step("storage", "the ticket's link (its sys_id and merge base), read beside the incident (sentinel-arm)"),
+        Step("storage", "the pair's lease (another run may be writing the ticket: its fields would be lost)"),
+        Step("servicenow", "resolve the ticket, the closing comment as a work note, in one PATCH (the incident's "
+                           "close and comment, sentinel-arm, finish beside it)"),
+        Step("storage", "save the link with what the PATCH answered, which gives the lease back"),
+    ), note="the incident's branch, sentinel-arm + sentinel-arm, runs beside these")
 
 
 def poll(changed: int, page: int, pool: int = DEFAULT_POOL, *, max_pages: int = 20) -> Chain:

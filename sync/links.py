@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -42,6 +43,39 @@ KEYS_PER_QUERY = 14  # a filter holds at most 15 comparisons: the partition and 
 # An entity group transaction carries at most 100 rows and 4 MiB; links are a few KB, but a long-lived pair's
 # bookkeeping grows, so a batch also stops at about 2 MB of JSON.
 BATCH_BYTES = 2_000_000
+
+
+class _HeldHere:
+    """The pairs whose lease a run of this process holds, each with an event set when it is given back.
+
+    A run that finds its pair leased waits on that event when the holder is in this process (no Table reads while
+    it waits: issue #16, no spinning locks) and answers Busy (429 + Retry-After) at once when it is not: its
+    Logic App's retry then syncs what the other run may not have seen.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+
+    def hold(self, key: str) -> None:
+        with self._lock:
+            earlier = self._events.get(key)
+            self._events[key] = threading.Event()
+        if earlier is not None:  # a lease taken over: whoever waited on the old one looks again
+            earlier.set()
+
+    def give_back(self, key: str) -> None:
+        with self._lock:
+            event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def event(self, key: str) -> threading.Event | None:
+        with self._lock:
+            return self._events.get(key)
+
+
+HELD_HERE = _HeldHere()
 
 
 def new_owner() -> str:
@@ -138,11 +172,10 @@ class PollCursor:
 class LinkStore:
     """Conditional inserts and leases over ``snowlinks``; every write of a link is etag-guarded."""
 
-    def __init__(self, store: StateStore, *, lease_seconds: float = LEASE_SECONDS, poll_seconds: float = 0.05,
+    def __init__(self, store: StateStore, *, lease_seconds: float = LEASE_SECONDS,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
-        self.poll_seconds = poll_seconds
         self.clock = clock
 
     # -- links --------------------------------------------------------------------------------
@@ -155,11 +188,15 @@ class LinkStore:
         Its etag comes with the insert's answer: the next conditional write needs no read first."""
         link = TicketLink(incident_key, incident_id, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
         link.etag = self.store.insert(TABLE, link.entity())
-        return link if link.etag is not None else None
+        if link.etag is None:
+            return None
+        HELD_HERE.hold(incident_key)
+        return link
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
-        """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when busy too long."""
-        deadline = self.clock() + wait
+        """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when another process holds
+        it, or a run of this one past ``wait`` seconds (see ``_HeldHere``)."""
+        deadline = time.monotonic() + wait
         while True:
             link = self.get(incident_key)
             if link is None:
@@ -169,30 +206,37 @@ class LinkStore:
                 if leased is not None:
                     return leased
                 continue  # someone else took it between our read and write: look again at once
-            if self.clock() >= deadline:
-                raise Busy(f"the sync of incident {incident_key} is busy in another run; retry shortly",
-                           code="SyncBusy", retry_after=5)
-            time.sleep(self.poll_seconds)
+            self._wait_for_holder(link, deadline)
 
     def wait_free(self, link: TicketLink, owner: str, *, wait: float) -> TicketLink | None:
         """``link`` as read, or read again once no other run holds its lease; None if it disappeared."""
-        deadline = self.clock() + wait
+        deadline = time.monotonic() + wait
         while link.leased_by_other(owner, self.clock()):
-            if self.clock() >= deadline:
-                raise Busy(f"the sync of incident {link.incident_key} is busy in another run; retry shortly",
-                           code="SyncBusy", retry_after=5)
-            time.sleep(self.poll_seconds)
+            self._wait_for_holder(link, deadline)
             current = self.get(link.incident_key)
             if current is None:
                 return None
             link = current
         return link
 
+    @staticmethod
+    def _wait_for_holder(link: TicketLink, deadline: float) -> None:
+        """Wait until a run of this process gives ``link``'s lease back (an event, no reads); Busy at once when the
+        holder is another process (or a crashed run whose lease has not expired), or past ``deadline``."""
+        held = HELD_HERE.event(link.incident_key)
+        left = deadline - time.monotonic()
+        if held is None or left <= 0 or not held.wait(left):
+            raise Busy(f"the sync of incident {link.incident_key} is busy in another run; retry shortly",
+                       code="SyncBusy", retry_after=5)
+
     def take(self, link: TicketLink, owner: str) -> TicketLink | None:
         """Lease ``link`` (as read, with its etag) to ``owner``; None when it changed since it was read."""
         leased = replace(link, lease_owner=owner, lease_until=self.clock() + self.lease_seconds)
         leased.etag = self.store.replace(TABLE, leased.entity(), link.etag or "*")
-        return leased if leased.etag is not None else None
+        if leased.etag is None:
+            return None
+        HELD_HERE.hold(link.incident_key)
+        return leased
 
     def renew(self, link: TicketLink) -> None:
         """Extend a lease we hold when less than half of it is left (a long run); Busy if it was lost."""
@@ -206,6 +250,8 @@ class LinkStore:
         if release:
             link.lease_owner, link.lease_until = "", 0.0
         self._write(link)
+        if release:
+            HELD_HERE.give_back(link.incident_key)
 
     def save_if_unchanged(self, link: TicketLink) -> bool:
         """Write a link read without a lease if nobody wrote it since; False when another run did."""
@@ -233,6 +279,7 @@ class LinkStore:
         current.lease_owner, current.lease_until = "", 0.0
         if not self.store.replace_if_unchanged(TABLE, current.entity(), current.etag or "*"):
             log.info("lease of %s changed hands before release", link.incident_key)
+        HELD_HERE.give_back(link.incident_key)
 
     def get_many(self, incident_keys: list[str], *, pool: int = 16) -> dict[str, TicketLink]:
         """The links of ``incident_keys`` (missing ones absent), in queries of 14 keys run side by side: a poll
@@ -259,9 +306,11 @@ class LinkStore:
                 for link, leased in chunk:
                     outcomes[link.incident_key] = self._save_one(link, leased)
                 continue
-            for (link, _), answer in zip(chunk, answers, strict=True):
+            for (link, leased), answer in zip(chunk, answers, strict=True):
                 link.etag = str(answer.get("etag") or "") or None
                 outcomes[link.incident_key] = None
+                if leased and not link.lease_owner:
+                    HELD_HERE.give_back(link.incident_key)
         return outcomes
 
     def _save_one(self, link: TicketLink, leased: bool) -> BaseException | None:
@@ -271,6 +320,8 @@ class LinkStore:
             self._write(link)
         except Busy as lost:
             return lost
+        if not link.lease_owner:
+            HELD_HERE.give_back(link.incident_key)
         return None
 
     # -- the way back -------------------------------------------------------------------------

@@ -63,6 +63,12 @@ TICKET_COMMENT = "servicenow-ticket"
 TICKET_LABEL = "ServiceNow: "  # + the ticket number: the incident label the sync adds
 CLOSED_COMMENT = "servicenow-closed"
 RESTARTS = 3
+# A run that finds its pair leased waits for a holder in this process on an event (sync/links.py ``_HeldHere``: no
+# Table reads while it waits, issue #16 item 3) and answers 429 + Retry-After at once when the holder is another
+# process: the Logic App's retry syncs what the holder may not have seen. The poll (a timer, nobody retries it) waits
+# less for a push on its ticket: past that it stops there, and its next run reads the ticket again (the cursor stays).
+TRIGGER_WAIT = 20.0
+POLL_WAIT = 5.0
 
 _clients: dict[tuple[str, str], ServiceNowClient] = {}
 _clients_lock = threading.Lock()
@@ -211,11 +217,11 @@ class ServiceNowSync:
         link = self.links.get(key)
         if link is None:
             raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
-        link = self.links.wait_free(link, owner, wait=20.0)
+        link = self.links.wait_free(link, owner, wait=TRIGGER_WAIT)
         if link is None:
             raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
         if link.state == "creating":  # an earlier run died before it linked the ticket: adopt or create it
-            held = self.links.take(link, owner) or self.links.acquire(key, owner)
+            held = self.links.take(link, owner) or self.links.acquire(key, owner, wait=TRIGGER_WAIT)
             if held is None:
                 raise Busy(f"the link of incident {key} changed while it was read; retry", retry_after=5)
             return self._guarded(held, owner, lambda leased: self._first_sync(case, leased, owner,
@@ -229,7 +235,7 @@ class ServiceNowSync:
 
     def _recreate(self, case: Case, key: str, owner: str) -> dict[str, Any]:
         """The ticket was deleted in ServiceNow: every incident must have one, so open another."""
-        link = self.links.acquire(key, owner)
+        link = self.links.acquire(key, owner, wait=TRIGGER_WAIT)
         if link is None:
             raise Busy(f"the link of incident {key} disappeared; retry", retry_after=5)
         gone = link.sys_id
@@ -380,7 +386,7 @@ class ServiceNowSync:
             return {"incident": link.incident_id, "ticket": self._ticket_ref(link), "changed": False,
                     "ignored": f"update {mod_count} of the ticket was already synced (or written by the sync)"}
         owner = new_owner()
-        link = self.links.wait_free(link, owner, wait=20.0)
+        link = self.links.wait_free(link, owner, wait=TRIGGER_WAIT)
         if link is None:
             raise NotFound(f"ServiceNow ticket {sys_id} is no longer linked to an incident", code="UnknownTicket")
         return self._sync(link, owner)
@@ -399,7 +405,7 @@ class ServiceNowSync:
         ``defer``: the link is not saved here but appended (with whether this run leased it) for the poller to save
         with the page's other links in one request (``LinkStore.save_all``)."""
         owner = new_owner()
-        link = self.links.wait_free(link, owner, wait=5.0)
+        link = self.links.wait_free(link, owner, wait=POLL_WAIT)
         if link is None or link.sys_id != ticket.get("sys_id"):
             return "unchanged"
         if int(ticket.get("sys_mod_count") or 0) <= link.mod_count:  # synced meanwhile by a push
@@ -438,7 +444,8 @@ class ServiceNowSync:
                         if current is None:
                             raise NotFound(f"the link of incident {link.incident_key} disappeared",
                                            code="UnknownTicket") from None
-                        held[0] = self.links.wait_free(current, owner, wait=20.0) or current
+                        wait = POLL_WAIT if defer is not None else TRIGGER_WAIT  # the poll passes ``defer``
+                        held[0] = self.links.wait_free(current, owner, wait=wait) or current
         except BaseException:
             if held[0].lease_owner == owner:
                 self.links.release(held[0])
@@ -696,7 +703,7 @@ class ServiceNowSync:
         if done and note is None:
             return {"result": "synced", "number": link.number, "state": link.base_servicenow.get("status")}
         owner = new_owner()
-        link = self.links.wait_free(link, owner, wait=20.0)
+        link = self.links.wait_free(link, owner, wait=TRIGGER_WAIT)
         leased = self.links.take(link, owner) if link is not None else None
         if leased is None:  # another run is on the pair: let the full sync settle it
             return {"result": "synced", **self._ticket_result(self.outbound(case))}

@@ -13,6 +13,7 @@ from localdev.stack import SNOW_WEBHOOK_SECRET
 from sync.links import LinkStore
 from tests.conftest import HostClient
 from tests.fixtures import INCIDENT_4711, sample
+from tests.response.helpers import with_retry_policy
 from tests.sync.conftest import (
     CALLER,
     GROUP,
@@ -115,10 +116,21 @@ def test_a_trigger_copy_arm_would_refuse_is_not_written_back(snow, sync_host):
 
 
 def test_ten_concurrent_triggers_make_one_ticket(snow, sync_host):
+    """A trigger that finds the pair leased answers 429 + Retry-After at once (no lock polling, issue #16); each copy
+    under the Logic App's retry policy ends in 200, with one ticket."""
     body, incident_id = fresh_incident(sync_host.stack)
+    sent = []
+
+    def send():
+        answer = sync_host.outbound(body)
+        sent.append(answer)
+        return answer
+
     with ThreadPoolExecutor(10) as pool:
-        answers = list(pool.map(lambda _: sync_host.outbound(body), range(10)))
+        answers = [a for a, _ in pool.map(lambda _: with_retry_policy(send), range(10))]
     assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers if a.status_code != 200]
+    busy = [a for a in sent if a.status_code == 429]
+    assert all(a.json()["error"]["code"] == "SyncBusy" and int(a.headers["Retry-After"]) > 0 for a in busy)
     assert sum(a.json()["created"] for a in answers) == 1
     assert len({a.json()["ticket"]["sysId"] for a in answers}) == 1
     assert len(snow.records(correlation_id=guid(incident_id))) == 1

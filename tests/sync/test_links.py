@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,13 +11,14 @@ import pytest
 
 from core.errors import Busy
 from core.state import StateStore
-from sync.links import LinkStore, PollCursor, Superseded, new_owner
+from sync.links import HELD_HERE, LinkStore, PollCursor, Superseded, new_owner
+from tests.conftest import wait_for
 
 
 @pytest.fixture
 def links(stack):
     store = StateStore(connection_string=stack.azurite.connection_string, prefix="l" + uuid.uuid4().hex[:8])
-    return LinkStore(store, lease_seconds=30, poll_seconds=0.01)
+    return LinkStore(store, lease_seconds=30)
 
 
 def test_exactly_one_concurrent_claim_wins(links):
@@ -37,9 +40,52 @@ def test_lease_serialises_runs_and_a_save_keeps_the_bookkeeping(links):
     assert (second.sys_id, second.mod_count, second.known_comments) == ("a" * 32, 3, ["c1"])
 
 
+def _counting_reads(links: LinkStore) -> list[int]:
+    """Count the link reads ``links`` sends to Table Storage from now on."""
+    reads, get = [0], links.store.get
+
+    def counted(*args, **kwargs):
+        reads[0] += 1
+        return get(*args, **kwargs)
+
+    links.store.get = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_run_waits_for_a_holder_of_this_process_on_an_event_without_reading_again(links):
+    """No spinning lock (issue #16): while the holder works, the waiter sends no Table request; it goes on as soon as
+    the lease is given back."""
+    key, holder = str(uuid.uuid4()), new_owner()
+    link = links.claim(key, "/x", holder)
+    reads = _counting_reads(links)
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(links.acquire(key, new_owner(), wait=60)))
+    waiter.start()
+    wait_for(lambda: reads[0] >= 1, timeout=30)  # it read the link and found it leased
+    time.sleep(0.3)  # a poll every 50 ms would have read it six times by now
+    assert reads[0] == 1 and not got
+    link.mod_count = 7
+    links.save(link)
+    waiter.join(timeout=30)
+    assert got and got[0].mod_count == 7 and reads[0] == 2
+
+
+def test_a_pair_leased_by_another_process_answers_busy_at_once(links):
+    """The holder is not in this process (a crashed run or another instance): the trigger's retry comes back later."""
+    key = str(uuid.uuid4())
+    links.claim(key, "/x", new_owner())
+    HELD_HERE.give_back(key)  # as another process sees it: the row is leased, no run here holds it
+    reads = _counting_reads(links)
+    started = time.monotonic()
+    with pytest.raises(Busy) as busy:
+        links.acquire(key, new_owner(), wait=60)
+    assert busy.value.status == 429 and busy.value.retry_after and reads[0] == 1
+    assert time.monotonic() - started < 30  # at once, not after the 60 s it was allowed to wait
+
+
 def test_expired_lease_is_taken_over_and_the_late_writer_loses(stack, links):
     clock = [1000.0]
-    timed = LinkStore(links.store, lease_seconds=30, poll_seconds=0.01, clock=lambda: clock[0])
+    timed = LinkStore(links.store, lease_seconds=30, clock=lambda: clock[0])
     key = str(uuid.uuid4())
     slow = timed.claim(key, "/x", new_owner())
     clock[0] += 31  # the first run hangs past its lease
@@ -88,7 +134,7 @@ def test_a_cursor_row_of_the_earlier_design_reads_from_its_older_mark(links):
 
 def test_a_lease_is_short_and_renewed_when_a_run_is_long(stack, links):
     clock = [1000.0]
-    timed = LinkStore(links.store, poll_seconds=0.01, clock=lambda: clock[0])
+    timed = LinkStore(links.store, clock=lambda: clock[0])
     assert timed.lease_seconds == 30  # a run killed mid-way holds its pair for half a minute, not two
     link = timed.claim(str(uuid.uuid4()), "/x", new_owner())
     clock[0] += 10
