@@ -55,24 +55,28 @@ class _HeldHere:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: dict[str, threading.Event] = {}
+        self._events: dict[str, tuple[str, threading.Event]] = {}
 
-    def hold(self, key: str) -> None:
+    def hold(self, key: str, owner: str) -> None:
         with self._lock:
             earlier = self._events.get(key)
-            self._events[key] = threading.Event()
+            self._events[key] = (owner, threading.Event())
         if earlier is not None:  # a lease taken over: whoever waited on the old one looks again
-            earlier.set()
+            earlier[1].set()
 
-    def give_back(self, key: str) -> None:
+    def give_back(self, key: str, owner: str) -> None:
+        """``owner``'s lease of ``key`` is over (given back or lost); a later holder's entry stays."""
         with self._lock:
-            event = self._events.pop(key, None)
-        if event is not None:
-            event.set()
+            entry = self._events.get(key)
+            if entry is None or entry[0] != owner:
+                return
+            del self._events[key]
+        entry[1].set()
 
     def event(self, key: str) -> threading.Event | None:
         with self._lock:
-            return self._events.get(key)
+            entry = self._events.get(key)
+        return entry[1] if entry else None
 
 
 HELD_HERE = _HeldHere()
@@ -190,7 +194,7 @@ class LinkStore:
         link.etag = self.store.insert(TABLE, link.entity())
         if link.etag is None:
             return None
-        HELD_HERE.hold(incident_key)
+        HELD_HERE.hold(incident_key, owner)
         return link
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
@@ -235,7 +239,7 @@ class LinkStore:
         leased.etag = self.store.replace(TABLE, leased.entity(), link.etag or "*")
         if leased.etag is None:
             return None
-        HELD_HERE.hold(link.incident_key)
+        HELD_HERE.hold(link.incident_key, owner)
         return leased
 
     def renew(self, link: TicketLink) -> None:
@@ -247,11 +251,12 @@ class LinkStore:
 
     def save(self, link: TicketLink, *, release: bool = True) -> None:
         """Write the link if we still hold it; Busy (429) when our lease expired and another run took it."""
+        owner = link.lease_owner
         if release:
             link.lease_owner, link.lease_until = "", 0.0
-        self._write(link)
+        self._write(link, owner)
         if release:
-            HELD_HERE.give_back(link.incident_key)
+            HELD_HERE.give_back(link.incident_key, owner)
 
     def save_if_unchanged(self, link: TicketLink) -> bool:
         """Write a link read without a lease if nobody wrote it since; False when another run did."""
@@ -261,10 +266,12 @@ class LinkStore:
         link.etag = etag
         return True
 
-    def _write(self, link: TicketLink) -> None:
-        """Write a link this run holds, keeping the etag the write answered; Busy (429) when it changed hands."""
+    def _write(self, link: TicketLink, owner: str | None = None) -> None:
+        """Write a link this run (``owner``, by default the link's lease owner) holds, keeping the etag the write
+        answered; Busy (429) when it changed hands."""
         etag = self.store.replace(TABLE, link.entity(), link.etag or "*")
         if etag is None:
+            HELD_HERE.give_back(link.incident_key, link.lease_owner if owner is None else owner)  # it is lost
             raise Busy(f"the sync of incident {link.incident_key} took longer than its lease; retry",
                        code="SyncLeaseLost", retry_after=5)
         link.etag = etag
@@ -279,7 +286,7 @@ class LinkStore:
         current.lease_owner, current.lease_until = "", 0.0
         if not self.store.replace_if_unchanged(TABLE, current.entity(), current.etag or "*"):
             log.info("lease of %s changed hands before release", link.incident_key)
-        HELD_HERE.give_back(link.incident_key)
+        HELD_HERE.give_back(link.incident_key, link.lease_owner)
 
     def get_many(self, incident_keys: list[str], *, pool: int = 16) -> dict[str, TicketLink]:
         """The links of ``incident_keys`` (missing ones absent), in queries of 14 keys run side by side: a poll
@@ -291,11 +298,12 @@ class LinkStore:
             found.update({key: TicketLink.from_entity(row) for key, row in outcome.get().items()})
         return found
 
-    def save_all(self, batch: list[tuple[TicketLink, bool]]) -> dict[str, BaseException | None]:
+    def save_all(self, batch: list[tuple[TicketLink, str]]) -> dict[str, BaseException | None]:
         """Save links of one run in entity group transactions (one request per up to 100 links), each still
         conditional on the etag this run holds; per link key: None (saved), ``Superseded`` (read without the lease
         and written by another run since: nothing of this run's bookkeeping is needed) or the error of a leased link
-        (``Busy``: its lease was lost). ``batch``: (link, leased by this run). A transaction one link of which was
+        (``Busy``: its lease was lost). ``batch``: (link, the owner whose lease this save gives back, "" for a link read
+        without the lease). A transaction one link of which was
         refused writes nothing, so its links are then saved one by one, each with its own outcome."""
         outcomes: dict[str, BaseException | None] = {}
         for chunk in _chunks(batch):
@@ -310,18 +318,18 @@ class LinkStore:
                 link.etag = str(answer.get("etag") or "") or None
                 outcomes[link.incident_key] = None
                 if leased and not link.lease_owner:
-                    HELD_HERE.give_back(link.incident_key)
+                    HELD_HERE.give_back(link.incident_key, leased)
         return outcomes
 
-    def _save_one(self, link: TicketLink, leased: bool) -> BaseException | None:
+    def _save_one(self, link: TicketLink, leased: str) -> BaseException | None:
         if not leased:
             return None if self.save_if_unchanged(link) else Superseded(link.incident_key)
         try:
-            self._write(link)
+            self._write(link, leased)
         except Busy as lost:
             return lost
         if not link.lease_owner:
-            HELD_HERE.give_back(link.incident_key)
+            HELD_HERE.give_back(link.incident_key, leased)
         return None
 
     # -- the way back -------------------------------------------------------------------------
@@ -384,9 +392,9 @@ def _op_upsert(entity: dict) -> tuple:
     return ("upsert", entity, {"mode": UpdateMode.REPLACE})
 
 
-def _chunks(batch: list[tuple[TicketLink, bool]]) -> list[list[tuple[TicketLink, bool]]]:
+def _chunks(batch: list[tuple[TicketLink, str]]) -> list[list[tuple[TicketLink, str]]]:
     """``batch`` cut into transactions of at most 100 rows and about ``BATCH_BYTES`` of JSON each."""
-    chunks: list[list[tuple[TicketLink, bool]]] = []
+    chunks: list[list[tuple[TicketLink, str]]] = []
     size = 0
     for item in batch:
         weight = len(json.dumps(item[0].entity()))

@@ -219,7 +219,7 @@ class Poller:
         only after its incident was written); mark the rows done; why it stopped, or None."""
         stopped: str | None = None
         failure: PackError | None = None
-        saves: dict[str, list[tuple[TicketLink, bool]]] = {row["sys_id"]: [] for row, _ in due}
+        saves: dict[str, list[tuple[TicketLink, str]]] = {row["sys_id"]: [] for row, _ in due}
         outcomes = run_bounded(lambda pair: self.sync.sync_polled(pair[1], pair[0], journal.get(pair[0]["sys_id"], []),
                                                                    defer=saves[pair[0]["sys_id"]]),
                                due, self.sync.concurrency, stop=_stops)

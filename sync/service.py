@@ -398,7 +398,7 @@ class ServiceNowSync:
         return Poller(self).run()
 
     def sync_polled(self, link: TicketLink, ticket: dict, journal: list[dict],
-                    defer: list[tuple[TicketLink, bool]] | None = None) -> str:
+                    defer: list[tuple[TicketLink, str]] | None = None) -> str:
         """Sync one changed ticket of a poll page: "synced", "unchanged" (another run got there first) or
         "failed" (it would fail the same way at every run: accounted for, so the poller moves on).
 
@@ -429,7 +429,7 @@ class ServiceNowSync:
 
     # == one pair ===============================================================================
     def _sync(self, link: TicketLink, owner: str, *, ticket: dict | None = None, journal: list[dict] | None = None,
-              list_comments: str = "changed", defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
+              list_comments: str = "changed", defer: list[tuple[TicketLink, str]] | None = None) -> dict[str, Any]:
         """Reconcile the pair, starting over (with fresh reads) when another run changed it meanwhile."""
         held = [link]
         try:
@@ -457,7 +457,7 @@ class ServiceNowSync:
                    journal: list[dict] | None = None, label: str | None = None,
                    notes: list[tuple[str, str]] = (), list_comments: str = "changed",
                    held: list[TicketLink] | None = None, also: list = (), current: dict | None = None,
-                   defer: list[tuple[TicketLink, bool]] | None = None) -> dict[str, Any]:
+                   defer: list[tuple[TicketLink, str]] | None = None) -> dict[str, Any]:
         """Bring one incident and its ticket in step; saves the link (and releases its lease if it took one).
         ``current``: the incident as the caller has it (with its etag), instead of reading it. ``defer``: see
         ``sync_polled``."""
@@ -617,14 +617,14 @@ class ServiceNowSync:
                                   "incident close codes (GET /api/health/details lists the ones missing)",
                                   code="ServiceNowUnknownCloseCode")
 
-    def _save(self, link: TicketLink, owner: str, defer: list[tuple[TicketLink, bool]] | None = None) -> bool:
+    def _save(self, link: TicketLink, owner: str, defer: list[tuple[TicketLink, str]] | None = None) -> bool:
         """Save the link; True when a run without the lease found that another run saved first. With ``defer``,
         the link (its lease released) goes there to be saved by the caller, and this says False."""
         if defer is not None:
             leased = link.lease_owner == owner
             if leased:
                 link.lease_owner, link.lease_until = "", 0.0
-            defer.append((link, leased))
+            defer.append((link, owner if leased else ""))
             return False
         if link.lease_owner == owner:
             self.links.save(link)

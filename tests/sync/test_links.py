@@ -72,9 +72,9 @@ def test_a_run_waits_for_a_holder_of_this_process_on_an_event_without_reading_ag
 
 def test_a_pair_leased_by_another_process_answers_busy_at_once(links):
     """The holder is not in this process (a crashed run or another instance): the trigger's retry comes back later."""
-    key = str(uuid.uuid4())
-    links.claim(key, "/x", new_owner())
-    HELD_HERE.give_back(key)  # as another process sees it: the row is leased, no run here holds it
+    key, holder = str(uuid.uuid4()), new_owner()
+    links.claim(key, "/x", holder)
+    HELD_HERE.give_back(key, holder)  # as another process sees it: the row is leased, no run here holds it
     reads = _counting_reads(links)
     started = time.monotonic()
     with pytest.raises(Busy) as busy:
@@ -97,6 +97,23 @@ def test_expired_lease_is_taken_over_and_the_late_writer_loses(stack, links):
         timed.save(slow)
     assert lost.value.code == "SyncLeaseLost"
     assert timed.get(key).mod_count == 7
+
+
+def test_a_late_writer_that_lost_its_lease_does_not_wake_the_new_holders_waiters(links):
+    """The lease passed (expired) to another run of this process: the late run's refused save gives back only its own
+    entry, so runs waiting for the new holder keep waiting for it rather than answering Busy."""
+    clock = [1000.0]
+    timed = LinkStore(links.store, lease_seconds=30, clock=lambda: clock[0])
+    key = str(uuid.uuid4())
+    slow = timed.claim(key, "/x", new_owner())
+    clock[0] += 31
+    fast = timed.acquire(key, new_owner(), wait=0.1)
+    waiting_on = HELD_HERE.event(key)
+    with pytest.raises(Busy):
+        timed.save(slow)
+    assert HELD_HERE.event(key) is waiting_on and not waiting_on.is_set()
+    timed.save(fast)
+    assert waiting_on.is_set() and HELD_HERE.event(key) is None
 
 
 def test_release_after_failure_keeps_what_was_saved(links):
@@ -167,18 +184,19 @@ def test_a_pages_links_are_read_and_saved_together_and_one_written_meanwhile_is_
     theirs = links.get(keys[3])
     theirs.mod_count = 9
     assert links.save_if_unchanged(theirs)  # another run (a push) saved this pair meanwhile
-    leased = links.take(read[keys[5]], new_owner())
+    owner = new_owner()
+    leased = links.take(read[keys[5]], owner)
     for key in keys:
         read[key].mod_count = 4
     leased.mod_count, leased.lease_owner = 4, ""
-    batch = [(read[k], False) for k in keys if k != keys[5]] + [(leased, True)]
+    batch = [(read[k], "") for k in keys if k != keys[5]] + [(leased, owner)]
     outcomes = links.save_all(batch)
     assert [k for k, problem in outcomes.items() if problem is not None] == [keys[3]]
     assert isinstance(outcomes[keys[3]], Superseded)
     assert links.get(keys[3]).mod_count == 9  # theirs stays
     assert all(links.get(k).mod_count == 4 for k in keys if k != keys[3])
     assert links.get(keys[5]).lease_owner == ""  # the leased one saved and released
-    again = [(read[k], False) for k in keys if k not in (keys[3], keys[5])]
+    again = [(read[k], "") for k in keys if k not in (keys[3], keys[5])]
     for link, _ in again:
         link.mod_count = 6
     assert all(problem is None for problem in links.save_all(again).values())  # each kept its new etag
