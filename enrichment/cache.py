@@ -15,9 +15,10 @@ Reads (issue #16, item 2: fewer calls):
 
 Look-ups (``fetch``): a ``pending`` row is a short lease. When an incident storm brings the same address
 to several runs at once, the one whose conditional insert wins asks VirusTotal and the others wait for
-its answer instead of spending quota on the same address. The verdict is written back by a writer the
-run owns (``WriteBehind``), off the run's critical path: the next look-up starts at once, and the run
-waits for its writes only at its end, beside its comment.
+its answer instead of spending quota on the same address (a run of this process on the claimer's event,
+``CLAIMED_HERE``, then from memory without a read; another process's by re-reading the row, backing off).
+The verdict is written back by a writer the run owns (``WriteBehind``), off the run's critical path: the next
+look-up starts at once, and the run waits for its writes only at its end, beside its comment.
 
 The claim beside the read (``read``, issue #16: no avoidable serial step): a new address needs the batch read
 (is there a verdict?) and then its claim (the conditional insert) before its look-up, two Table Storage round
@@ -35,6 +36,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +45,7 @@ from typing import Any
 
 from core.concurrency import run_bounded
 from core.errors import PackError
+from core.held_here import HeldHere
 from core.state import StateStore
 from core.verdicts import ROW, TABLE, cache_key
 from enrichment.indicators import Indicator
@@ -91,6 +94,13 @@ class MemoryCache:
 
 
 MEMORY = MemoryCache()  # per process: every invocation in this worker shares it
+# Look-ups a run of this process has claimed: a run that needs the same address waits on the claimer's event (then
+# finds the verdict in ``MEMORY``) instead of re-reading the row; a claim held by another process is re-read.
+CLAIMED_HERE = HeldHere()
+
+
+def new_claim_owner() -> str:
+    return uuid.uuid4().hex
 
 
 class WriteBehind:
@@ -136,6 +146,7 @@ class Reads:
     found: dict[Indicator, Verdict] = field(default_factory=dict)
     claimed: set[Indicator] = field(default_factory=set)
     absent: set[Indicator] = field(default_factory=set)
+    owners: dict[Indicator, str] = field(default_factory=dict)  # the claim of each ``claimed`` address
 
 
 class VerdictCache:
@@ -187,14 +198,17 @@ class VerdictCache:
         calls: list[Callable[[], Any]] = [lambda b=batch: ("read", b, self._read_batch(b)) for batch in batches]
         calls += [lambda i=indicator: ("claim", i, self.claim(i)) for indicator in early]
         outcomes = run_bounded(lambda call: call(), calls, max(1, limit + len(early)))
-        won = {o.value[1] for o in outcomes if o.ok and o.value[0] == "claim" and o.value[2]}
+        owners = {o.value[1]: o.value[2] for o in outcomes if o.ok and o.value[0] == "claim" and o.value[2]}
+        won = set(owners)
         failed = next((o.error for o in outcomes if not o.ok), None)
         if failed is not None:
             for indicator in won:  # the run fails: no claim of it may hold up the next run (e.g. its retry)
+                key = partition_key(indicator)
                 try:
-                    self.store.upsert(TABLE, self._released_row(partition_key(indicator)))
+                    self.store.upsert(TABLE, self._released_row(key))
                 except PackError:
                     log.warning("a verdict claim could not be given back; it expires after %ss", self.lease)
+                CLAIMED_HERE.give_back(key, owners[indicator])
             raise failed
         for outcome in outcomes:
             what, _, value = outcome.get()
@@ -203,7 +217,7 @@ class VerdictCache:
                 reads.found.update(batch_found)
                 reads.absent |= batch_absent
         # A claim that won means no row existed; the read beside it may have seen that row already (ours).
-        reads.claimed = won
+        reads.claimed, reads.owners = won, owners
         for indicator in won:
             reads.found.pop(indicator, None)
         reads.absent -= won
@@ -247,22 +261,41 @@ class VerdictCache:
                 won = (self.store.insert_if_absent(TABLE, claim) if row is None
                        else self.store.replace_if_unchanged(TABLE, claim, row["_etag"]))
                 if won:
-                    return self._fetch_and_store(indicator, key, lookup, writes), False
-            time.sleep(pause)  # another run is asking VirusTotal for this address: its answer comes soon
-            pause = min(pause * 2, 0.5)
+                    owner = new_claim_owner()
+                    CLAIMED_HERE.hold(key, owner)
+                    return self._fetch_and_store(indicator, key, lookup, writes, owner), False
+            # Another run is asking VirusTotal for this address: its answer comes soon. A run of this process is
+            # waited for on its event (its verdict then is in memory); another process's, by reading the row again.
+            here = CLAIMED_HERE.event(key)
+            if here is not None and here.wait(max(0.0, deadline - self.clock())):
+                verdict = self.memory.get(key, self.ttl, self.clock())
+                if verdict is not None:
+                    return verdict, True
+                continue
+            if here is None:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
-    def claim(self, indicator: Indicator) -> bool:
-        """Take the look-up of an address the table holds no row for (a conditional insert); False: a row exists."""
-        return self.store.insert_if_absent(TABLE, self._claim_row(partition_key(indicator)))
+    def claim(self, indicator: Indicator) -> str | None:
+        """Take the look-up of an address the table holds no row for (a conditional insert): the claim's owner (for
+        ``fetch_claimed`` and ``release``), None when a row exists."""
+        key = partition_key(indicator)
+        if not self.store.insert_if_absent(TABLE, self._claim_row(key)):
+            return None
+        owner = new_claim_owner()
+        CLAIMED_HERE.hold(key, owner)
+        return owner
 
-    def fetch_claimed(self, indicator: Indicator, lookup: Callable[[Indicator], Verdict], writes: WriteBehind
-                      ) -> tuple[Verdict, bool]:
-        """(verdict, False) for an address this run's ``claim`` won: the look-up, its write behind."""
-        return self._fetch_and_store(indicator, partition_key(indicator), lookup, writes), False
+    def fetch_claimed(self, indicator: Indicator, lookup: Callable[[Indicator], Verdict], writes: WriteBehind,
+                      owner: str = "") -> tuple[Verdict, bool]:
+        """(verdict, False) for an address this run's ``claim`` (``owner``) won: the look-up, its write behind."""
+        return self._fetch_and_store(indicator, partition_key(indicator), lookup, writes, owner), False
 
-    def release(self, indicator: Indicator, writes: WriteBehind) -> None:
-        """Give back a claim whose look-up never started (VirusTotal's quota ran out first)."""
-        writes.submit(lambda: self.store.upsert(TABLE, self._released_row(partition_key(indicator))))
+    def release(self, indicator: Indicator, writes: WriteBehind, owner: str = "") -> None:
+        """Give back a claim (``owner``) whose look-up never started (VirusTotal's quota ran out first)."""
+        key = partition_key(indicator)
+        writes.submit(lambda: self.store.upsert(TABLE, self._released_row(key)))
+        CLAIMED_HERE.give_back(key, owner)
 
     def _claim_row(self, key: str) -> dict:
         return {"PartitionKey": key, "RowKey": ROW, "state": "pending", "lease_until": self.clock() + self.lease,
@@ -274,15 +307,17 @@ class VerdictCache:
                 "verdict": ""}
 
     def _fetch_and_store(self, indicator: Indicator, key: str, lookup: Callable[[Indicator], Verdict],
-                         writes: WriteBehind) -> Verdict:
+                         writes: WriteBehind, owner: str) -> Verdict:
         try:
             verdict = lookup(indicator)
         except BaseException:
             # Give the lease back so the next caller (or the deferred run) does not wait for it.
             writes.submit(lambda: self.store.upsert(TABLE, self._released_row(key)))
+            CLAIMED_HERE.give_back(key, owner)
             raise
         fetched_at = self.clock()
-        self.memory.put(key, verdict, fetched_at)
+        self.memory.put(key, verdict, fetched_at)  # before the event: a run woken by it finds the verdict here
+        CLAIMED_HERE.give_back(key, owner)
         writes.submit(lambda: self.put(verdict, fetched_at))
         return verdict
 

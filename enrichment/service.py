@@ -225,7 +225,7 @@ class Enricher:
         def one(indicator: Indicator) -> tuple[Verdict, bool]:
             try:
                 if indicator in reads.claimed:
-                    found = self.cache.fetch_claimed(indicator, slots.lookup, writes)
+                    found = self.cache.fetch_claimed(indicator, slots.lookup, writes, reads.owners[indicator])
                 else:
                     slots.check()  # claim nothing once the look-ups have stopped
                     found = self.cache.fetch(indicator, slots.lookup, writes, absent=indicator in reads.absent)
@@ -239,7 +239,7 @@ class Enricher:
         outcomes = run_bounded(one, missing, 2 * self.pool, stop=lambda error: True)
         started = {outcome.item for outcome in outcomes}
         for indicator in reads.claimed - started:
-            self.cache.release(indicator, writes)  # claimed beside the reads, never started: give it back
+            self.cache.release(indicator, writes, reads.owners[indicator])  # claimed beside the reads, never started
         errors = []
         for outcome in outcomes:
             if outcome.ok:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from core.concurrency import run_bounded
 from core.errors import Busy
+from core.held_here import HeldHere
 from core.state import MAX_TRANSACTION, StateStore, TransactionFailed, key_safe, op_replace
 
 log = logging.getLogger(__name__)
@@ -45,41 +45,10 @@ KEYS_PER_QUERY = 14  # a filter holds at most 15 comparisons: the partition and 
 BATCH_BYTES = 2_000_000
 
 
-class _HeldHere:
-    """The pairs whose lease a run of this process holds, each with an event set when it is given back.
-
-    A run that finds its pair leased waits on that event when the holder is in this process (no Table reads while
-    it waits: issue #16, no spinning locks) and answers Busy (429 + Retry-After) at once when it is not: its
-    Logic App's retry then syncs what the other run may not have seen.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[str, tuple[str, threading.Event]] = {}
-
-    def hold(self, key: str, owner: str) -> None:
-        with self._lock:
-            earlier = self._events.get(key)
-            self._events[key] = (owner, threading.Event())
-        if earlier is not None:  # a lease taken over: whoever waited on the old one looks again
-            earlier[1].set()
-
-    def give_back(self, key: str, owner: str) -> None:
-        """``owner``'s lease of ``key`` is over (given back or lost); a later holder's entry stays."""
-        with self._lock:
-            entry = self._events.get(key)
-            if entry is None or entry[0] != owner:
-                return
-            del self._events[key]
-        entry[1].set()
-
-    def event(self, key: str) -> threading.Event | None:
-        with self._lock:
-            entry = self._events.get(key)
-        return entry[1] if entry else None
-
-
-HELD_HERE = _HeldHere()
+# Pairs whose lease a run of this process holds: a run that finds its pair leased waits on the holder's event when it
+# is here (no Table reads while it waits: issue #16, no spinning locks) and answers Busy (429 + Retry-After) at once
+# when it is not: its Logic App's retry then syncs what the other run may not have seen.
+HELD_HERE = HeldHere()
 
 
 def new_owner() -> str:
@@ -199,7 +168,7 @@ class LinkStore:
 
     def acquire(self, incident_key: str, owner: str, *, wait: float = 20.0) -> TicketLink | None:
         """The link, leased to ``owner``; None if there is none. Busy (429, retry later) when another process holds
-        it, or a run of this one past ``wait`` seconds (see ``_HeldHere``)."""
+        it, or a run of this one past ``wait`` seconds (``HELD_HERE``)."""
         deadline = time.monotonic() + wait
         while True:
             link = self.get(incident_key)

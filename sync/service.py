@@ -63,7 +63,7 @@ TICKET_COMMENT = "servicenow-ticket"
 TICKET_LABEL = "ServiceNow: "  # + the ticket number: the incident label the sync adds
 CLOSED_COMMENT = "servicenow-closed"
 RESTARTS = 3
-# A run that finds its pair leased waits for a holder in this process on an event (sync/links.py ``_HeldHere``: no
+# A run that finds its pair leased waits for a holder in this process on an event (core/held_here.py: no
 # Table reads while it waits, issue #16 item 3) and answers 429 + Retry-After at once when the holder is another
 # process: the Logic App's retry syncs what the holder may not have seen. The poll (a timer, nobody retries it) waits
 # less for a push on its ticket: past that it stops there, and its next run reads the ticket again (the cursor stays).

@@ -3,6 +3,7 @@ look-ups' claims sent beside those reads (issue #16: no read-then-claim round tr
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -10,9 +11,10 @@ import pytest
 
 from core.state import StateStore
 from core.verdicts import ROW, TABLE
-from enrichment.cache import MemoryCache, VerdictCache, WriteBehind, partition_key
+from enrichment.cache import CLAIMED_HERE, MemoryCache, VerdictCache, WriteBehind, partition_key
 from enrichment.indicators import Indicator
 from enrichment.virustotal import Verdict
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -53,3 +55,38 @@ def test_a_claim_whose_look_up_never_starts_is_given_back(store):
     row = store.get(TABLE, partition_key(address), ROW)
     assert row["state"] == "pending" and row["lease_until"] == 0.0  # the next run claims it at once
     assert cache.read([address], claim_first=1).claimed == set()  # a row exists: read again, then taken over
+
+
+def test_a_run_waits_for_a_look_up_of_this_process_on_an_event_and_takes_its_verdict_from_memory(store):
+    """No spinning (issue #16): while a run of this process looks an address up, another run that needs it sends no
+    Table request; it has the verdict as soon as the look-up answers, without reading the row."""
+    memory = MemoryCache()
+    cache = VerdictCache(store, ttl_seconds=3600, memory=memory)
+    [address] = ips(1)
+    owner = cache.claim(address)
+    assert owner and CLAIMED_HERE.event(partition_key(address)) is not None
+    reads, get = [0], store.get
+
+    def counted(*args, **kwargs):
+        reads[0] += 1
+        return get(*args, **kwargs)
+
+    store.get = counted  # type: ignore[method-assign]
+    answered, got = threading.Event(), []
+    writes = WriteBehind(2)
+    waiter = threading.Thread(target=lambda: got.append(cache.fetch(address, lambda _: pytest.fail("looked up twice"),
+                                                                     writes)))
+    waiter.start()
+    wait_for(lambda: reads[0] >= 1, timeout=30)  # it read the row and found the claim
+    time.sleep(0.3)  # re-reading with back-off would have read the row again by now
+    assert reads[0] == 1 and not got
+
+    def look_up(indicator):
+        answered.set()
+        return Verdict("ip", indicator.value, "malicious", malicious=7)
+
+    mine = cache.fetch_claimed(address, look_up, writes, owner)
+    waiter.join(timeout=30)
+    writes.wait()
+    assert answered.is_set() and got == [(mine[0], True)] and reads[0] == 1
+    assert CLAIMED_HERE.event(partition_key(address)) is None
