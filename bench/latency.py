@@ -37,12 +37,17 @@ def _median_of(call: Callable[[], float], repeat: int) -> list[float]:
 
 
 def _timed_post(caller: Caller, route: str, body: dict, ok: tuple[int, ...] = (200, 202)) -> float:
+    return _timed_answer(caller, route, body, ok)[0]
+
+
+def _timed_answer(caller: Caller, route: str, body: dict, ok: tuple[int, ...] = (200, 202)) -> tuple[float, dict]:
+    """(seconds, the JSON answer) of one call."""
     started = time.perf_counter()
     response = caller.post(route, body, timeout=300)
     elapsed = time.perf_counter() - started
     if response.status_code not in ok:
         raise RuntimeError(f"{route} answered {response.status_code}: {response.text[:300]}")
-    return elapsed
+    return elapsed, response.json()
 
 
 def enrichment(stack: Stack, caller: Caller, profile: dict[str, float], pool: int, repeat: int,
@@ -51,13 +56,15 @@ def enrichment(stack: Stack, caller: Caller, profile: dict[str, float], pool: in
     reference = ReferencePlaybook(stack, VT_KEY)
     for n in sizes:
         runs = max(1, repeat if n <= 50 else repeat // 2)
-        new, cached, ref, looked_up, refused = [], [], [], [], 0
+        new, cached, ref, looked_up, refused, malicious = [], [], [], [], 0, []
         for _ in range(runs):
             if new and new[-1] > SLOW_RUN_SECONDS:
                 break  # one slow run says enough; the bench stays bounded
             ips = fresh_ips(n)
             before = len(stack.vt.lookups())
-            new.append(_timed_post(caller, ENRICH, incident(stack, *(ip_entity(ip) for ip in ips))))
+            seconds, answer = _timed_answer(caller, ENRICH, incident(stack, *(ip_entity(ip) for ip in ips)))
+            new.append(seconds)
+            malicious.append(bool(answer.get("maliciousCount")))
             looked_up.append(len(stack.vt.lookups()) - before)
             cached.append(_timed_post(caller, ENRICH, incident(stack, *(ip_entity(ip) for ip in ips))))
             # The reference looks the same (new) addresses up again: VirusTotal answers it as slowly.
@@ -69,7 +76,10 @@ def enrichment(stack: Stack, caller: Caller, profile: dict[str, float], pool: in
         if refused:
             note += f"; the reference lost {refused // runs} comments per run to Sentinel's 100-comment cap"
         scenario = f"enrichment, {n} IP{'s' if n > 1 else ''}"
-        rows.append(timed_row(scenario + " new", new, limits.enrichment(n, pool), profile, reference=ref_median,
+        with_task = 2 * sum(malicious) > len(malicious)  # most runs found a malicious address: a review task
+        note += f"; a malicious address (a review task) in {sum(malicious)} of {len(malicious)} run(s)"
+        rows.append(timed_row(scenario + " new", new, limits.enrichment(n, pool, malicious=with_task), profile,
+                              reference=ref_median,
                               absolute=ABSOLUTE.get(("enrichment", n, "new")), note=note))
         rows.append(timed_row(scenario + " cached", cached, limits.enrichment(n, pool, cached=True), profile,
                               reference=ref_median, note="the same addresses on a new incident"))

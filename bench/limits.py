@@ -61,7 +61,8 @@ def rounds(n: int, pool: int) -> int:
     return math.ceil(n / max(1, pool)) if n else 0
 
 
-def enrichment(ips: int, pool: int = DEFAULT_POOL, *, cached: bool = False) -> Chain:
+def enrichment(ips: int, pool: int = DEFAULT_POOL, *, cached: bool = False, malicious: bool = False) -> Chain:
+    """``malicious``: a look-up finds a malicious address, so the run creates a review task (core/tasks.py)."""
     if cached:
         return Chain((
             Step("storage", "the cached verdicts (a query per 15 addresses, side by side); when this process holds "
@@ -73,11 +74,16 @@ def enrichment(ips: int, pool: int = DEFAULT_POOL, *, cached: bool = False) -> C
     note = (f"{pool} look-ups at a time take {looked_up} VirusTotal rounds where the reference's For each, "
             f"{LOGIC_APP_FOREACH} at a time, takes {reference_rounds}: slower than it at this pool size "
             f"(VIRUSTOTAL_POOL_SIZE={LOGIC_APP_FOREACH} is not)") if looked_up > reference_rounds else ""
+    # The review task is claimed in the task memo at the first malicious verdict and written only after that claim
+    # (an analyst's closed task is never reopened): with one round of look-ups, that claim follows the last answer.
+    task_claim = 1 if malicious and looked_up == 1 else 0
     return Chain((
         Step("storage", "the cached verdicts: none found (the first look-ups' claims go beside that read; a claim "
                         "that wins proves there is no row, so its look-up needs no second round trip)"),
         Step("virustotal", f"{ips} look-ups, {pool} at a time (the later ones claimed while they wait)",
              rounds(ips, pool)),
+        Step("storage", "the review task's claim in the task memo, which can start only at the first malicious "
+                        "verdict (here, in the one round of look-ups) and must precede the task's write", task_claim),
         Step("sentinel-arm", "the comment with every verdict (the label and the review task beside it: the task "
                              "was claimed in the task memo at the first malicious verdict)"),
     ), note=note)
