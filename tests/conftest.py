@@ -82,6 +82,19 @@ def host_with(stack):
 MIN_WAIT_SECONDS = float(os.environ.get("TEST_WAIT_SECONDS", "60"))
 
 
+def count_reads(store: Any) -> list[int]:
+    """Count the single-row reads (``StateStore.get``) ``store`` sends to Table Storage from now on: a test that a
+    waiting run sends none (issue #16, no spinning locks)."""
+    reads, get = [0], store.get
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads[0] += 1
+        return get(*args, **kwargs)
+
+    store.get = counted
+    return reads
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
     """Poll until ``predicate`` is truthy (deferred work, queue triggers); fail when it is not within
     ``timeout`` seconds, or ``MIN_WAIT_SECONDS`` when that is longer."""

@@ -14,7 +14,7 @@ from core.verdicts import ROW, TABLE
 from enrichment.cache import CLAIMED_HERE, MemoryCache, VerdictCache, WriteBehind, partition_key
 from enrichment.indicators import Indicator
 from enrichment.virustotal import Verdict
-from tests.conftest import wait_for
+from tests.conftest import count_reads, wait_for
 
 
 @pytest.fixture
@@ -65,13 +65,7 @@ def test_a_run_waits_for_a_look_up_of_this_process_on_an_event_and_takes_its_ver
     [address] = ips(1)
     owner = cache.claim(address)
     assert owner and CLAIMED_HERE.event(partition_key(address)) is not None
-    reads, get = [0], store.get
-
-    def counted(*args, **kwargs):
-        reads[0] += 1
-        return get(*args, **kwargs)
-
-    store.get = counted  # type: ignore[method-assign]
+    reads = count_reads(store)
     answered, got = threading.Event(), []
     writes = WriteBehind(2)
     waiter = threading.Thread(target=lambda: got.append(cache.fetch(address, lambda _: pytest.fail("looked up twice"),

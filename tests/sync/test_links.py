@@ -12,7 +12,7 @@ import pytest
 from core.errors import Busy
 from core.state import StateStore
 from sync.links import HELD_HERE, LinkStore, PollCursor, Superseded, new_owner
-from tests.conftest import wait_for
+from tests.conftest import count_reads, wait_for
 
 
 @pytest.fixture
@@ -40,24 +40,12 @@ def test_lease_serialises_runs_and_a_save_keeps_the_bookkeeping(links):
     assert (second.sys_id, second.mod_count, second.known_comments) == ("a" * 32, 3, ["c1"])
 
 
-def _counting_reads(links: LinkStore) -> list[int]:
-    """Count the link reads ``links`` sends to Table Storage from now on."""
-    reads, get = [0], links.store.get
-
-    def counted(*args, **kwargs):
-        reads[0] += 1
-        return get(*args, **kwargs)
-
-    links.store.get = counted  # type: ignore[method-assign]
-    return reads
-
-
 def test_a_run_waits_for_a_holder_of_this_process_on_an_event_without_reading_again(links):
     """No spinning lock (issue #16): while the holder works, the waiter sends no Table request; it goes on as soon as
     the lease is given back."""
     key, holder = str(uuid.uuid4()), new_owner()
     link = links.claim(key, "/x", holder)
-    reads = _counting_reads(links)
+    reads = count_reads(links.store)
     got: list = []
     waiter = threading.Thread(target=lambda: got.append(links.acquire(key, new_owner(), wait=60)))
     waiter.start()
@@ -75,7 +63,7 @@ def test_a_pair_leased_by_another_process_answers_busy_at_once(links):
     key, holder = str(uuid.uuid4()), new_owner()
     links.claim(key, "/x", holder)
     HELD_HERE.give_back(key, holder)  # as another process sees it: the row is leased, no run here holds it
-    reads = _counting_reads(links)
+    reads = count_reads(links.store)
     started = time.monotonic()
     with pytest.raises(Busy) as busy:
         links.acquire(key, new_owner(), wait=60)
