@@ -10,6 +10,12 @@ was taken over gives back only its own entry, never the new holder's.
 from __future__ import annotations
 
 import threading
+import uuid
+
+
+def new_owner() -> str:
+    """An owner id for a lease: one per run (or per claim) that takes one."""
+    return uuid.uuid4().hex
 
 
 class HeldHere:

@@ -36,7 +36,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,7 +44,7 @@ from typing import Any
 
 from core.concurrency import run_bounded
 from core.errors import PackError
-from core.held_here import HeldHere
+from core.held_here import HeldHere, new_owner
 from core.state import StateStore
 from core.verdicts import ROW, TABLE, cache_key
 from enrichment.indicators import Indicator
@@ -99,10 +98,6 @@ MEMORY = MemoryCache()  # per process: every invocation in this worker shares it
 CLAIMED_HERE = HeldHere()
 
 
-def new_claim_owner() -> str:
-    return uuid.uuid4().hex
-
-
 class WriteBehind:
     """Cache writes of one run, started as soon as each verdict is known; ``wait`` at the run's end.
 
@@ -144,9 +139,12 @@ class Reads:
     (claim, then look up); every other address has a row that is not fresh (expired, or another run's lease)."""
 
     found: dict[Indicator, Verdict] = field(default_factory=dict)
-    claimed: set[Indicator] = field(default_factory=set)
     absent: set[Indicator] = field(default_factory=set)
-    owners: dict[Indicator, str] = field(default_factory=dict)  # the claim of each ``claimed`` address
+    owners: dict[Indicator, str] = field(default_factory=dict)  # each claim won, by its owner id
+
+    @property
+    def claimed(self) -> set[Indicator]:
+        return set(self.owners)
 
 
 class VerdictCache:
@@ -217,7 +215,7 @@ class VerdictCache:
                 reads.found.update(batch_found)
                 reads.absent |= batch_absent
         # A claim that won means no row existed; the read beside it may have seen that row already (ours).
-        reads.claimed, reads.owners = won, owners
+        reads.owners = owners
         for indicator in won:
             reads.found.pop(indicator, None)
         reads.absent -= won
@@ -261,7 +259,7 @@ class VerdictCache:
                 won = (self.store.insert_if_absent(TABLE, claim) if row is None
                        else self.store.replace_if_unchanged(TABLE, claim, row["_etag"]))
                 if won:
-                    owner = new_claim_owner()
+                    owner = new_owner()
                     CLAIMED_HERE.hold(key, owner)
                     return self._fetch_and_store(indicator, key, lookup, writes, owner), False
             # Another run is asking VirusTotal for this address: its answer comes soon. A run of this process is
@@ -282,7 +280,7 @@ class VerdictCache:
         key = partition_key(indicator)
         if not self.store.insert_if_absent(TABLE, self._claim_row(key)):
             return None
-        owner = new_claim_owner()
+        owner = new_owner()
         CLAIMED_HERE.hold(key, owner)
         return owner
 

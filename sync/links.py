@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from core.concurrency import run_bounded
 from core.errors import Busy
-from core.held_here import HeldHere
+from core.held_here import HeldHere, new_owner
 from core.state import MAX_TRANSACTION, StateStore, TransactionFailed, key_safe, op_replace
 
 log = logging.getLogger(__name__)
@@ -49,11 +48,6 @@ BATCH_BYTES = 2_000_000
 # is here (no Table reads while it waits: issue #16, no spinning locks) and answers Busy (429 + Retry-After) at once
 # when it is not: its Logic App's retry then syncs what the other run may not have seen.
 HELD_HERE = HeldHere()
-
-
-def new_owner() -> str:
-    """A lease owner id: one per sync run."""
-    return uuid.uuid4().hex
 
 
 @dataclass
